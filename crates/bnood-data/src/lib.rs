@@ -1,0 +1,47 @@
+//! # bnood-data
+//!
+//! Verified loading of the image datasets used to evaluate out-of-distribution (OoD)
+//! detectors, and the seeded transforms the experiments need. This crate is the first link
+//! of bnood's chain (`bnood-data → bnood-norm → bnood-models → bnood-detect`).
+//!
+//! - [`Dataset`] / [`Split`]: the catalogue — Fashion-MNIST, MNIST, KMNIST, Omniglot
+//!   (evaluation set, 28×28), CIFAR-10 (binary) and SVHN (cropped digits) — with file names,
+//!   official URLs and MD5 checksums. [`Dataset::load`] finds the files (see [`Locator`] for
+//!   the search order: a given path, `BNOOD_DATA_DIR`, `./datasets`, Debian's
+//!   `dataset-fashion-mnist`, then a verified download), checks them, and decodes them.
+//! - [`ImageSet`]: a non-empty in-memory set of `u8` images `[N, C, H, W]` with optional
+//!   labels, seeded shuffling and subsetting, and batching into burn `Tensor<4>` on any
+//!   [`burn::tensor::Device`].
+//! - [`idx`]: a strict IDX reader (raw or gzip); [`cifar`] and [`svhn`] readers.
+//! - [`transform`]: the paper's random rotation by (90°, 270°), uniform dequantisation,
+//!   the logit transform (α = 0.05) with its log-determinant, nats ↔ bits/dim.
+//!
+//! Every error is a [`DataError`] that names the file and says what to do; nothing here
+//! panics on user input or returns a partial set.
+//!
+//! ```no_run
+//! use bnood_data::{Dataset, Locator, Split};
+//!
+//! let test = Dataset::FashionMnist.load(Split::Test, &Locator::from_env())?;
+//! assert_eq!(test.shape(), [10_000, 1, 28, 28]);
+//! let reference = test.subset(500, 7)?; // 500 images, seeded
+//! # Ok::<(), bnood_data::DataError>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod catalogue;
+pub mod cifar;
+#[cfg(feature = "download")]
+pub mod download;
+pub mod error;
+pub mod idx;
+pub mod image_set;
+pub mod locate;
+pub mod svhn;
+pub mod transform;
+
+pub use catalogue::{Dataset, Entry, FileSpec, Format, Split};
+pub use error::{DataError, Result};
+pub use image_set::ImageSet;
+pub use locate::{DATA_DIR_ENV, Locator};
+pub use transform::{Dequantizer, LogitTransform, bits_per_dim, rotate_randomly};

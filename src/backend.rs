@@ -1,0 +1,170 @@
+//! The one place that turns a backend name into a burn [`Device`].
+//!
+//! burn 0.22 picks the backend at run time from the `Device`. `Device::default()` is never
+//! used here: with `wgpu` compiled in it silently picks whatever adapter wgpu prefers,
+//! including a software rasteriser. Names are `flex` (pure-Rust CPU, the default),
+//! `ndarray` (CPU, deprecated upstream, kept because users ask for it) and `wgpu` (GPU via
+//! Vulkan/Metal/DX12; on a machine without a GPU, Mesa's lavapipe CPU driver). The
+//! environment variable `BNOOD_DEVICE` chooses one for programs that read it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Device;
+
+/// Environment variable naming the backend (`flex`, `ndarray` or `wgpu`).
+pub const DEVICE_ENV: &str = "BNOOD_DEVICE";
+
+/// A compute backend bnood can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// burn-flex: pure-Rust CPU, SIMD and multi-threaded (cargo feature `flex`, default).
+    Flex,
+    /// burn-ndarray: CPU (cargo feature `ndarray`; deprecated upstream).
+    NdArray,
+    /// burn-wgpu: GPU through wgpu's default adapter (cargo feature `wgpu`).
+    Wgpu,
+}
+
+/// Why a backend could not be selected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The name is not a backend.
+    #[error("unknown backend `{name}`: use one of flex, ndarray, wgpu")]
+    Unknown {
+        /// What the user wrote.
+        name: String,
+    },
+    /// The backend exists but this build does not include it.
+    #[error(
+        "backend `{backend}` was not compiled into this build: rebuild with `--features {backend}` (compiled in: {compiled})"
+    )]
+    NotCompiled {
+        /// The requested backend.
+        backend: Backend,
+        /// Comma-separated list of the backends this build has.
+        compiled: String,
+    },
+}
+
+impl Backend {
+    /// Every backend, compiled in or not, in order of preference for the default.
+    pub const ALL: [Backend; 3] = [Backend::Flex, Backend::NdArray, Backend::Wgpu];
+
+    /// The name used on the command line, in `BNOOD_DEVICE` and as the cargo feature.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Flex => "flex",
+            Backend::NdArray => "ndarray",
+            Backend::Wgpu => "wgpu",
+        }
+    }
+
+    /// Whether this build includes the backend.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            Backend::Flex => cfg!(feature = "flex"),
+            Backend::NdArray => cfg!(feature = "ndarray"),
+            Backend::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+
+    /// The backends this build includes, in order of preference.
+    pub fn compiled() -> Vec<Backend> {
+        Self::ALL.into_iter().filter(|b| b.is_compiled()).collect()
+    }
+
+    /// The default backend: `flex` when compiled in, else the first compiled backend.
+    pub fn default_compiled() -> Option<Backend> {
+        Self::compiled().first().copied()
+    }
+
+    /// A device of this backend (no autodiff; call `.autodiff()` on it for training).
+    ///
+    /// # Errors
+    /// [`BackendError::NotCompiled`] when the backend's cargo feature is off.
+    pub fn device(self) -> Result<Device, BackendError> {
+        match self {
+            #[cfg(feature = "flex")]
+            Backend::Flex => Ok(Device::flex()),
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)] // ndarray is deprecated upstream; users asked to keep it.
+            Backend::NdArray => Ok(Device::ndarray()),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            #[allow(unreachable_patterns)]
+            other => Err(BackendError::NotCompiled { backend: other, compiled: compiled_list() }),
+        }
+    }
+}
+
+fn compiled_list() -> String {
+    let names: Vec<_> = Backend::compiled().iter().map(|b| b.name()).collect();
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = BackendError;
+
+    /// Parses `flex`, `ndarray` or `wgpu` (case-insensitive, surrounding blanks ignored).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "flex" => Ok(Backend::Flex),
+            "ndarray" => Ok(Backend::NdArray),
+            "wgpu" => Ok(Backend::Wgpu),
+            _ => Err(BackendError::Unknown { name: s.to_string() }),
+        }
+    }
+}
+
+/// Parses a backend name and returns its device.
+///
+/// # Errors
+/// [`BackendError::Unknown`] or [`BackendError::NotCompiled`].
+pub fn device_by_name(name: &str) -> Result<Device, BackendError> {
+    name.parse::<Backend>()?.device()
+}
+
+/// The backend named by `BNOOD_DEVICE`, or the default one ([`Backend::default_compiled`])
+/// when the variable is unset or empty.
+///
+/// # Errors
+/// As [`backend_from_setting`].
+pub fn backend_from_env() -> Result<Backend, BackendError> {
+    backend_from_setting(std::env::var(DEVICE_ENV).ok().as_deref())
+}
+
+/// Resolves a backend setting such as the value of `BNOOD_DEVICE`: `None` or blank means
+/// the default compiled backend; anything else must name a compiled backend.
+///
+/// # Errors
+/// [`BackendError::Unknown`] for a bad name, [`BackendError::NotCompiled`] for a backend
+/// this build lacks (a build with no backend at all reports `flex`).
+pub fn backend_from_setting(setting: Option<&str>) -> Result<Backend, BackendError> {
+    match setting.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(name) => {
+            let backend: Backend = name.parse()?;
+            if backend.is_compiled() {
+                Ok(backend)
+            } else {
+                Err(BackendError::NotCompiled { backend, compiled: compiled_list() })
+            }
+        }
+        None => Backend::default_compiled()
+            .ok_or(BackendError::NotCompiled { backend: Backend::Flex, compiled: compiled_list() }),
+    }
+}
+
+/// The device of [`backend_from_env`].
+///
+/// # Errors
+/// As [`backend_from_env`].
+pub fn device_from_env() -> Result<Device, BackendError> {
+    backend_from_env()?.device()
+}

@@ -1,0 +1,35 @@
+//! # bnood
+//!
+//! Unsupervised out-of-distribution (OoD) detection with deep generative models, built
+//! around "Unsupervised Out-of-Distribution Detection with Batch Normalization" (Song, Song
+//! & Ermon): a likelihood model trained with BatchNorm, evaluated with batch statistics over
+//! a batch that mixes test and training samples, separates OoD batches that plain
+//! likelihoods cannot.
+//!
+//! This root crate re-exports the member crates and owns the examples, benches and the
+//! backend selection:
+//!
+//! | module | crate | job |
+//! |---|---|---|
+//! | [`data`] | `bnood-data` | verified datasets, image sets, transforms |
+//! | [`metrics`] | `bnood-metrics` | AUROC, AP, AUPR-in/out, FPR@95TPR |
+//! | [`backend`] | (here) | backend name → burn `Device` |
+//!
+//! ## Cargo features
+//! - `flex` (default): burn's pure-Rust CPU backend with SIMD and rayon.
+//! - `ndarray`: burn's ndarray CPU backend (deprecated upstream, kept selectable).
+//! - `wgpu`: GPUs through wgpu.
+//! - `download` (default): let `bnood-data` fetch missing datasets, checksum-verified.
+//!
+//! ```
+//! // Pick the backend from BNOOD_DEVICE (default: flex) — never Device::default().
+//! let device = bnood::backend::device_from_env()?;
+//! # let _ = device;
+//! # Ok::<(), bnood::backend::BackendError>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod backend;
+
+pub use bnood_data as data;
+pub use bnood_metrics as metrics;
