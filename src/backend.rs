@@ -88,19 +88,27 @@ impl Backend {
             #[cfg(feature = "flex")]
             Backend::Flex => Ok(Device::flex()),
             #[cfg(feature = "ndarray")]
-            #[allow(deprecated)] // ndarray is deprecated upstream; users asked to keep it.
+            #[allow(deprecated)]
+            // ndarray is deprecated upstream; users asked to keep it.
             Backend::NdArray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
             Backend::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
             #[allow(unreachable_patterns)]
-            other => Err(BackendError::NotCompiled { backend: other, compiled: compiled_list() }),
+            other => Err(BackendError::NotCompiled {
+                backend: other,
+                compiled: compiled_list(),
+            }),
         }
     }
 }
 
 fn compiled_list() -> String {
     let names: Vec<_> = Backend::compiled().iter().map(|b| b.name()).collect();
-    if names.is_empty() { "none".into() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
 }
 
 impl fmt::Display for Backend {
@@ -118,7 +126,9 @@ impl FromStr for Backend {
             "flex" => Ok(Backend::Flex),
             "ndarray" => Ok(Backend::NdArray),
             "wgpu" => Ok(Backend::Wgpu),
-            _ => Err(BackendError::Unknown { name: s.to_string() }),
+            _ => Err(BackendError::Unknown {
+                name: s.to_string(),
+            }),
         }
     }
 }
@@ -153,11 +163,16 @@ pub fn backend_from_setting(setting: Option<&str>) -> Result<Backend, BackendErr
             if backend.is_compiled() {
                 Ok(backend)
             } else {
-                Err(BackendError::NotCompiled { backend, compiled: compiled_list() })
+                Err(BackendError::NotCompiled {
+                    backend,
+                    compiled: compiled_list(),
+                })
             }
         }
-        None => Backend::default_compiled()
-            .ok_or(BackendError::NotCompiled { backend: Backend::Flex, compiled: compiled_list() }),
+        None => Backend::default_compiled().ok_or(BackendError::NotCompiled {
+            backend: Backend::Flex,
+            compiled: compiled_list(),
+        }),
     }
 }
 

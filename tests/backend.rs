@@ -1,13 +1,24 @@
 //! Backend selection: names parse, the default is flex, compiled backends give working
 //! devices that agree on a tiny computation, and missing ones are clear errors.
 
-use bnood::backend::{Backend, BackendError, backend_from_setting, device_by_name};
+#[cfg(not(feature = "ndarray"))]
+use bnood::backend::BackendError;
+use bnood::backend::{Backend, backend_from_setting, device_by_name};
 use burn::tensor::{Tensor, TensorData};
 
 fn tiny_sum(backend: Backend) -> f32 {
     let device = backend.device().expect("compiled backend gives a device");
-    let t = Tensor::<2>::from_data(TensorData::new(vec![1.5f32, -2.0, 4.0, 0.25], [2, 2]), &device);
-    let out: Vec<f32> = t.clone().matmul(t).sum().into_data().try_to_vec::<f32>().expect("f32");
+    let t = Tensor::<2>::from_data(
+        TensorData::new(vec![1.5f32, -2.0, 4.0, 0.25], [2, 2]),
+        &device,
+    );
+    let out: Vec<f32> = t
+        .clone()
+        .matmul(t)
+        .sum()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
     out[0]
 }
 
@@ -15,14 +26,20 @@ fn tiny_sum(backend: Backend) -> f32 {
 fn names_parse_case_insensitively_and_round_trip() {
     for b in Backend::ALL {
         assert_eq!(b.name().parse::<Backend>(), Ok(b));
-        assert_eq!(format!(" {} ", b.name().to_uppercase()).parse::<Backend>(), Ok(b));
+        assert_eq!(
+            format!(" {} ", b.name().to_uppercase()).parse::<Backend>(),
+            Ok(b)
+        );
     }
 }
 
 #[test]
 fn an_unknown_name_is_an_error_listing_the_valid_ones() {
     let err = "cuda".parse::<Backend>().expect_err("not a backend");
-    assert_eq!(err.to_string(), "unknown backend `cuda`: use one of flex, ndarray, wgpu");
+    assert_eq!(
+        err.to_string(),
+        "unknown backend `cuda`: use one of flex, ndarray, wgpu"
+    );
     assert!(device_by_name("tpu").is_err());
 }
 
@@ -56,13 +73,26 @@ fn wgpu_agrees_with_flex() {
 #[test]
 fn a_backend_left_out_of_the_build_is_an_error_saying_how_to_add_it() {
     let err = backend_from_setting(Some("ndarray")).expect_err("not compiled");
-    assert!(matches!(err, BackendError::NotCompiled { backend: Backend::NdArray, .. }));
-    assert!(err.to_string().contains("rebuild with `--features ndarray`"), "{err}");
+    assert!(matches!(
+        err,
+        BackendError::NotCompiled {
+            backend: Backend::NdArray,
+            ..
+        }
+    ));
+    assert!(
+        err.to_string()
+            .contains("rebuild with `--features ndarray`"),
+        "{err}"
+    );
 }
 
 #[cfg(not(feature = "wgpu"))]
 #[test]
 fn wgpu_left_out_of_the_build_is_an_error_saying_how_to_add_it() {
     let err = Backend::Wgpu.device().expect_err("not compiled");
-    assert!(err.to_string().contains("rebuild with `--features wgpu`"), "{err}");
+    assert!(
+        err.to_string().contains("rebuild with `--features wgpu`"),
+        "{err}"
+    );
 }

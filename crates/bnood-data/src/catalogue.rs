@@ -104,10 +104,14 @@ const MNIST_URLS_TEST_LABELS: &[&str] = &[
     "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
 ];
 
-const KMNIST_URLS_TRAIN_IMAGES: &[&str] = &["http://codh.rois.ac.jp/kmnist/dataset/kmnist/train-images-idx3-ubyte.gz"];
-const KMNIST_URLS_TRAIN_LABELS: &[&str] = &["http://codh.rois.ac.jp/kmnist/dataset/kmnist/train-labels-idx1-ubyte.gz"];
-const KMNIST_URLS_TEST_IMAGES: &[&str] = &["http://codh.rois.ac.jp/kmnist/dataset/kmnist/t10k-images-idx3-ubyte.gz"];
-const KMNIST_URLS_TEST_LABELS: &[&str] = &["http://codh.rois.ac.jp/kmnist/dataset/kmnist/t10k-labels-idx1-ubyte.gz"];
+const KMNIST_URLS_TRAIN_IMAGES: &[&str] =
+    &["http://codh.rois.ac.jp/kmnist/dataset/kmnist/train-images-idx3-ubyte.gz"];
+const KMNIST_URLS_TRAIN_LABELS: &[&str] =
+    &["http://codh.rois.ac.jp/kmnist/dataset/kmnist/train-labels-idx1-ubyte.gz"];
+const KMNIST_URLS_TEST_IMAGES: &[&str] =
+    &["http://codh.rois.ac.jp/kmnist/dataset/kmnist/t10k-images-idx3-ubyte.gz"];
+const KMNIST_URLS_TEST_LABELS: &[&str] =
+    &["http://codh.rois.ac.jp/kmnist/dataset/kmnist/t10k-labels-idx1-ubyte.gz"];
 
 const CIFAR10_URLS: &[&str] = &["https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"];
 
@@ -117,12 +121,21 @@ const fn spec(
     md5_file: Option<&'static str>,
     urls: &'static [&'static str],
 ) -> FileSpec {
-    FileSpec { name, md5_content, md5_file, urls }
+    FileSpec {
+        name,
+        md5_content,
+        md5_file,
+        urls,
+    }
 }
 
 /// The CIFAR-10 binary archive; its batches are extracted next to it on download.
-pub const CIFAR10_ARCHIVE: FileSpec =
-    spec("cifar-10-binary.tar.gz", None, Some("c32a1d4ab5d03f1284b67883e8d87530"), CIFAR10_URLS);
+pub const CIFAR10_ARCHIVE: FileSpec = spec(
+    "cifar-10-binary.tar.gz",
+    None,
+    Some("c32a1d4ab5d03f1284b67883e8d87530"),
+    CIFAR10_URLS,
+);
 
 static ENTRIES: &[Entry] = &[
     Entry {
@@ -212,8 +225,18 @@ static ENTRIES: &[Entry] = &[
         count: 60_000,
         files: &[
             // Only the distributed files' MD5s are published for KMNIST train.
-            spec("train-images-idx3-ubyte.gz", None, Some("bdb82020997e1d708af4cf47b453dcf7"), KMNIST_URLS_TRAIN_IMAGES),
-            spec("train-labels-idx1-ubyte.gz", None, Some("e144d726b3acfaa3e44228e80efcd344"), KMNIST_URLS_TRAIN_LABELS),
+            spec(
+                "train-images-idx3-ubyte.gz",
+                None,
+                Some("bdb82020997e1d708af4cf47b453dcf7"),
+                KMNIST_URLS_TRAIN_IMAGES,
+            ),
+            spec(
+                "train-labels-idx1-ubyte.gz",
+                None,
+                Some("e144d726b3acfaa3e44228e80efcd344"),
+                KMNIST_URLS_TRAIN_LABELS,
+            ),
         ],
     },
     Entry {
@@ -250,7 +273,12 @@ static ENTRIES: &[Entry] = &[
                 Some("7ef3228eb2a346d51e8dc34dbd749a51"),
                 &[],
             ),
-            spec("omniglot-eval-labels.csv", None, Some("920ac4f43d06025c3a4b101208a51fbe"), &[]),
+            spec(
+                "omniglot-eval-labels.csv",
+                None,
+                Some("920ac4f43d06025c3a4b101208a51fbe"),
+                &[],
+            ),
         ],
     },
     Entry {
@@ -303,8 +331,14 @@ static ENTRIES: &[Entry] = &[
 
 impl Dataset {
     /// Every dataset of the catalogue.
-    pub const ALL: [Dataset; 6] =
-        [Dataset::FashionMnist, Dataset::Mnist, Dataset::Kmnist, Dataset::Omniglot, Dataset::Cifar10, Dataset::Svhn];
+    pub const ALL: [Dataset; 6] = [
+        Dataset::FashionMnist,
+        Dataset::Mnist,
+        Dataset::Kmnist,
+        Dataset::Omniglot,
+        Dataset::Cifar10,
+        Dataset::Svhn,
+    ];
 
     /// Short stable identifier, also the folder name under a data directory
     /// (`fashion_mnist`, `mnist`, `kmnist`, `omniglot`, `cifar10`, `svhn`).
@@ -346,7 +380,11 @@ impl Dataset {
 
     /// The splits the catalogue has for this dataset.
     pub fn splits(self) -> Vec<Split> {
-        ENTRIES.iter().filter(|e| e.dataset == self).map(|e| e.split).collect()
+        ENTRIES
+            .iter()
+            .filter(|e| e.dataset == self)
+            .map(|e| e.split)
+            .collect()
     }
 
     /// The catalogue entry for `split`.
@@ -354,12 +392,15 @@ impl Dataset {
     /// # Errors
     /// [`DataError::InvalidArgument`] if the dataset has no such split (Omniglot train).
     pub fn entry(self, split: Split) -> Result<&'static Entry> {
-        ENTRIES.iter().find(|e| e.dataset == self && e.split == split).ok_or_else(|| {
-            DataError::InvalidArgument(format!(
-                "{self} has no {split} split in the catalogue; available: {:?}",
-                self.splits()
-            ))
-        })
+        ENTRIES
+            .iter()
+            .find(|e| e.dataset == self && e.split == split)
+            .ok_or_else(|| {
+                DataError::InvalidArgument(format!(
+                    "{self} has no {split} split in the catalogue; available: {:?}",
+                    self.splits()
+                ))
+            })
     }
 
     /// Finds, verifies and decodes `split` of this dataset (see [`Locator`] for where it
@@ -370,7 +411,11 @@ impl Dataset {
     /// [`DataError::Corrupt`], or [`DataError::Mismatch`] if the files disagree.
     pub fn load(self, split: Split, locator: &Locator) -> Result<ImageSet> {
         let entry = self.entry(split)?;
-        let paths = entry.files.iter().map(|f| locator.find(self, f)).collect::<Result<Vec<_>>>()?;
+        let paths = entry
+            .files
+            .iter()
+            .map(|f| locator.find(self, f))
+            .collect::<Result<Vec<_>>>()?;
         let set = match entry.format {
             Format::IdxPair => {
                 let images = read_verified(&paths[0], &entry.files[0])?;
@@ -383,7 +428,10 @@ impl Dataset {
                 idx_images_with_csv_labels(&images, &paths[0], &csv, &paths[1])?
             }
             Format::Cifar10Binary => {
-                let batches = paths.iter().map(|p| read_maybe_gzip(p).map(|b| (p.clone(), b))).collect::<Result<Vec<_>>>()?;
+                let batches = paths
+                    .iter()
+                    .map(|p| read_maybe_gzip(p).map(|b| (p.clone(), b)))
+                    .collect::<Result<Vec<_>>>()?;
                 crate::cifar::decode_batches(&batches)?
             }
             Format::SvhnMat => {
@@ -450,7 +498,12 @@ pub(crate) fn verify(path: &Path, spec: &FileSpec, content: &[u8]) -> Result<()>
     } else if let Some(expected) = spec.md5_file {
         let actual = md5_hex(&std::fs::read(path).map_err(|e| DataError::io(path, e))?);
         if actual != expected {
-            return Err(DataError::ChecksumMismatch { path: path.to_path_buf(), what: "file", expected: expected.into(), actual });
+            return Err(DataError::ChecksumMismatch {
+                path: path.to_path_buf(),
+                what: "file",
+                expected: expected.into(),
+                actual,
+            });
         }
     }
     Ok(())
@@ -460,7 +513,12 @@ pub(crate) fn verify(path: &Path, spec: &FileSpec, content: &[u8]) -> Result<()>
 ///
 /// # Errors
 /// [`DataError::Corrupt`] for malformed IDX, [`DataError::Mismatch`] if the counts differ.
-pub fn idx_images_with_labels(images: &[u8], images_path: &Path, labels: &[u8], labels_path: &Path) -> Result<ImageSet> {
+pub fn idx_images_with_labels(
+    images: &[u8],
+    images_path: &Path,
+    labels: &[u8],
+    labels_path: &Path,
+) -> Result<ImageSet> {
     let images_arr = decode_idx(images, images_path)?;
     expect_ndim(&images_arr, 3, "images", images_path)?;
     let labels_arr = decode_idx(labels, labels_path)?;
@@ -489,19 +547,45 @@ pub fn idx_images_with_labels(images: &[u8], images_path: &Path, labels: &[u8], 
 /// # Errors
 /// [`DataError::Corrupt`] for malformed rows or out-of-order indices, and
 /// [`DataError::Mismatch`] if the row count differs from the image count.
-pub fn idx_images_with_csv_labels(images: &[u8], images_path: &Path, csv: &[u8], csv_path: &Path) -> Result<ImageSet> {
+pub fn idx_images_with_csv_labels(
+    images: &[u8],
+    images_path: &Path,
+    csv: &[u8],
+    csv_path: &Path,
+) -> Result<ImageSet> {
     let images_arr = decode_idx(images, images_path)?;
     expect_ndim(&images_arr, 3, "images", images_path)?;
-    let text = std::str::from_utf8(csv).map_err(|e| DataError::corrupt(csv_path, "CSV", format!("not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(csv)
+        .map_err(|e| DataError::corrupt(csv_path, "CSV", format!("not UTF-8: {e}")))?;
     let mut labels = Vec::new();
-    for (line_no, line) in text.lines().enumerate().skip(1).filter(|(_, l)| !l.trim().is_empty()) {
-        let bad = |why: &str| DataError::corrupt(csv_path, "CSV", format!("line {}: {why}: `{line}`", line_no + 1));
+    for (line_no, line) in text
+        .lines()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = |why: &str| {
+            DataError::corrupt(
+                csv_path,
+                "CSV",
+                format!("line {}: {why}: `{line}`", line_no + 1),
+            )
+        };
         let mut fields = line.split(',');
-        let index: usize = fields.next().and_then(|f| f.trim().parse().ok()).ok_or_else(|| bad("no integer index"))?;
+        let index: usize = fields
+            .next()
+            .and_then(|f| f.trim().parse().ok())
+            .ok_or_else(|| bad("no integer index"))?;
         if index != labels.len() {
-            return Err(bad(&format!("index {index} where {} was expected", labels.len())));
+            return Err(bad(&format!(
+                "index {index} where {} was expected",
+                labels.len()
+            )));
         }
-        let character: u32 = fields.next().and_then(|f| f.trim().parse().ok()).ok_or_else(|| bad("no integer character_id"))?;
+        let character: u32 = fields
+            .next()
+            .and_then(|f| f.trim().parse().ok())
+            .ok_or_else(|| bad("no integer character_id"))?;
         labels.push(character);
     }
     let n = images_arr.dims[0];
@@ -513,5 +597,10 @@ pub fn idx_images_with_csv_labels(images: &[u8], images_path: &Path, csv: &[u8],
             labels.len()
         )));
     }
-    ImageSet::new(images_path.display().to_string(), images_arr.data, [n, 1, images_arr.dims[1], images_arr.dims[2]], Some(labels))
+    ImageSet::new(
+        images_path.display().to_string(),
+        images_arr.data,
+        [n, 1, images_arr.dims[1], images_arr.dims[2]],
+        Some(labels),
+    )
 }

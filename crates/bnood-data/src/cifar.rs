@@ -76,7 +76,10 @@ fn check_length(path: &Path, len: usize) -> Result<()> {
         return Err(DataError::corrupt(
             path,
             FORMAT,
-            format!("the file is empty; a full batch is {} bytes", thousands(full)),
+            format!(
+                "the file is empty; a full batch is {} bytes",
+                thousands(full)
+            ),
         ));
     }
     if !len.is_multiple_of(RECORD_BYTES) {
@@ -124,26 +127,45 @@ pub fn extract_archive(archive: &Path, dest_dir: &Path) -> Result<Vec<PathBuf>> 
     let file = File::open(archive).map_err(|e| DataError::io(archive, e))?;
     let corrupt = |reason: String| DataError::corrupt(archive, "CIFAR-10 tar.gz archive", reason);
     let mut tar = tar::Archive::new(GzDecoder::new(io::BufReader::new(file)));
-    let entries = tar.entries().map_err(|e| corrupt(format!("cannot read the tar stream ({e})")))?;
+    let entries = tar
+        .entries()
+        .map_err(|e| corrupt(format!("cannot read the tar stream ({e})")))?;
     let out_dir = dest_dir.join(BATCH_DIR);
     let mut written = Vec::new();
     for entry in entries {
-        let mut entry = entry.map_err(|e| corrupt(format!("cannot read the next tar entry ({e}); the archive is damaged or truncated")))?;
+        let mut entry = entry.map_err(|e| {
+            corrupt(format!(
+                "cannot read the next tar entry ({e}); the archive is damaged or truncated"
+            ))
+        })?;
         let entry_path = entry
             .path()
             .map_err(|e| corrupt(format!("an entry has an unreadable path ({e})")))?
             .into_owned();
-        if entry_path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        if entry_path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
             return Err(corrupt(format!(
                 "entry `{}` has an absolute path or a `..` component and would be written outside the destination; refusing the archive",
                 entry_path.display()
             )));
         }
-        let Some(name) = batch_file_name(&entry_path) else { continue };
+        let Some(name) = batch_file_name(&entry_path) else {
+            continue;
+        };
         if !entry.header().entry_type().is_file() {
-            return Err(corrupt(format!("entry `{}` is not a regular file", entry_path.display())));
+            return Err(corrupt(format!(
+                "entry `{}` is not a regular file",
+                entry_path.display()
+            )));
         }
-        let size = entry.header().size().map_err(|e| corrupt(format!("entry `{}` has a bad size field ({e})", entry_path.display())))?;
+        let size = entry.header().size().map_err(|e| {
+            corrupt(format!(
+                "entry `{}` has a bad size field ({e})",
+                entry_path.display()
+            ))
+        })?;
         std::fs::create_dir_all(&out_dir).map_err(|e| DataError::io(&out_dir, e))?;
         let target = out_dir.join(&name);
         let temp = out_dir.join(format!(".{name}.partial-{}", std::process::id()));
@@ -168,7 +190,9 @@ fn batch_file_name(entry_path: &Path) -> Option<String> {
             _ => None,
         })
         .collect();
-    let [dir, name] = parts.as_slice() else { return None };
+    let [dir, name] = parts.as_slice() else {
+        return None;
+    };
     if *dir != BATCH_DIR {
         return None;
     }
@@ -179,7 +203,13 @@ fn batch_file_name(entry_path: &Path) -> Option<String> {
 
 /// Copies an entry's `size` bytes into a new file at `temp` and syncs it. Read failures
 /// are the archive's fault ([`DataError::Corrupt`]), write failures the destination's.
-fn copy_to(entry: &mut impl Read, temp: &Path, size: u64, archive: &Path, entry_path: &Path) -> Result<()> {
+fn copy_to(
+    entry: &mut impl Read,
+    temp: &Path,
+    size: u64,
+    archive: &Path,
+    entry_path: &Path,
+) -> Result<()> {
     let corrupt = |reason: String| DataError::corrupt(archive, "CIFAR-10 tar.gz archive", reason);
     let mut out = File::create(temp).map_err(|e| DataError::io(temp, e))?;
     let mut buf = vec![0u8; 1 << 16];
@@ -196,7 +226,8 @@ fn copy_to(entry: &mut impl Read, temp: &Path, size: u64, archive: &Path, entry_
                 )));
             }
         };
-        out.write_all(buf.get(..n).unwrap_or_default()).map_err(|e| DataError::io(temp, e))?;
+        out.write_all(buf.get(..n).unwrap_or_default())
+            .map_err(|e| DataError::io(temp, e))?;
         copied += n as u64;
     }
     if copied != size {
@@ -223,9 +254,18 @@ mod tests {
 
     #[test]
     fn only_batch_files_are_selected() {
-        assert_eq!(batch_file_name(Path::new("cifar-10-batches-bin/data_batch_1.bin")).as_deref(), Some("data_batch_1.bin"));
-        assert_eq!(batch_file_name(Path::new("cifar-10-batches-bin/batches.meta.txt")).as_deref(), Some("batches.meta.txt"));
-        assert_eq!(batch_file_name(Path::new("cifar-10-batches-bin/readme.html")), None);
+        assert_eq!(
+            batch_file_name(Path::new("cifar-10-batches-bin/data_batch_1.bin")).as_deref(),
+            Some("data_batch_1.bin")
+        );
+        assert_eq!(
+            batch_file_name(Path::new("cifar-10-batches-bin/batches.meta.txt")).as_deref(),
+            Some("batches.meta.txt")
+        );
+        assert_eq!(
+            batch_file_name(Path::new("cifar-10-batches-bin/readme.html")),
+            None
+        );
         assert_eq!(batch_file_name(Path::new("other/data_batch_1.bin")), None);
         assert_eq!(batch_file_name(Path::new("cifar-10-batches-bin/")), None);
     }

@@ -42,13 +42,19 @@ pub fn download_verified(url: &str, dest: &Path, spec: &FileSpec) -> Result<()> 
 }
 
 fn fetch_to_part(url: &str, dest: &Path) -> Result<PartialFile> {
-    let err = |reason: String| DataError::Download { url: url.to_string(), reason };
+    let err = |reason: String| DataError::Download {
+        url: url.to_string(),
+        reason,
+    };
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
     }
     let mut part_name = dest.file_name().unwrap_or_default().to_os_string();
     part_name.push(".part");
-    let part = PartialFile { path: dest.with_file_name(part_name), committed: false };
+    let part = PartialFile {
+        path: dest.with_file_name(part_name),
+        committed: false,
+    };
 
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(20)))
@@ -81,7 +87,10 @@ pub(crate) fn fetch_cifar10(
     use crate::catalogue::{CIFAR10_ARCHIVE, Dataset};
     let dir = local_dir.join(Dataset::Cifar10.id());
     let archive = dir.join(CIFAR10_ARCHIVE.name);
-    let mut urls: Vec<String> = mirror.map(|b| format!("{b}/cifar10/{}", CIFAR10_ARCHIVE.name)).into_iter().collect();
+    let mut urls: Vec<String> = mirror
+        .map(|b| format!("{b}/cifar10/{}", CIFAR10_ARCHIVE.name))
+        .into_iter()
+        .collect();
     urls.extend(CIFAR10_ARCHIVE.urls.iter().map(|u| u.to_string()));
     let have_archive = archive.is_file() && verify(&archive, &CIFAR10_ARCHIVE, &[]).is_ok();
     if !have_archive {

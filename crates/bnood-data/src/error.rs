@@ -17,7 +17,9 @@ pub enum DataError {
     },
 
     /// A file exists but its content is not what its format promises.
-    #[error("{path} is not a valid {format} file: {reason}. Delete it and fetch it again (see `bnood datasets`)")]
+    #[error(
+        "{path} is not a valid {format} file: {reason}. Delete it and fetch it again (see `bnood datasets`)"
+    )]
     Corrupt {
         /// The offending file.
         path: PathBuf,
@@ -78,10 +80,21 @@ pub type Result<T> = std::result::Result<T, DataError>;
 
 impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, format: &'static str, reason: impl Into<String>) -> Self {
-        Self::Corrupt { path: path.into(), format, reason: reason.into() }
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        format: &'static str,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::Corrupt {
+            path: path.into(),
+            format,
+            reason: reason.into(),
+        }
     }
 }

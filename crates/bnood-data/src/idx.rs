@@ -34,7 +34,13 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
         let mut raw = Vec::with_capacity(bytes.len() * 4);
         GzDecoder::new(bytes.as_slice())
             .read_to_end(&mut raw)
-            .map_err(|e| DataError::corrupt(path, "gzip", format!("decompression failed ({e}); the file is probably truncated")))?;
+            .map_err(|e| {
+                DataError::corrupt(
+                    path,
+                    "gzip",
+                    format!("decompression failed ({e}); the file is probably truncated"),
+                )
+            })?;
         Ok(raw)
     } else {
         Ok(bytes)
@@ -43,7 +49,10 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
 
 /// MD5 of `bytes` as 32 lowercase hex digits.
 pub fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Decodes IDX bytes. `path` is used only in error messages.
@@ -54,7 +63,10 @@ pub fn md5_hex(bytes: &[u8]) -> String {
 pub fn decode_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
     let bad = |reason: String| DataError::corrupt(path, "IDX", reason);
     if bytes.len() < 4 {
-        return Err(bad(format!("only {} bytes, shorter than the 4-byte magic number", bytes.len())));
+        return Err(bad(format!(
+            "only {} bytes, shorter than the 4-byte magic number",
+            bytes.len()
+        )));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(bad(format!(
@@ -84,7 +96,9 @@ pub fn decode_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
     if let Some(axis) = dims.iter().position(|&d| d == 0) {
-        return Err(bad(format!("dimension {axis} is 0 (dims {dims:?}); an empty set is not usable")));
+        return Err(bad(format!(
+            "dimension {axis} is 0 (dims {dims:?}); an empty set is not usable"
+        )));
     }
     let expected = dims
         .iter()
@@ -92,12 +106,19 @@ pub fn decode_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
         .ok_or_else(|| bad(format!("dims {dims:?} overflow the address space")))?;
     let actual = bytes.len() - header_len;
     if actual != expected {
-        let what = if actual < expected { "truncated" } else { "has trailing bytes" };
+        let what = if actual < expected {
+            "truncated"
+        } else {
+            "has trailing bytes"
+        };
         return Err(bad(format!(
             "header dims {dims:?} promise {expected} payload bytes but the file holds {actual} ({what})"
         )));
     }
-    Ok(IdxArray { dims, data: bytes[header_len..].to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: bytes[header_len..].to_vec(),
+    })
 }
 
 /// Checks that an IDX array has exactly `ndim` dimensions (3 for images, 1 for labels).
@@ -106,7 +127,10 @@ pub(crate) fn expect_ndim(array: &IdxArray, ndim: usize, what: &str, path: &Path
         return Err(DataError::corrupt(
             path,
             "IDX",
-            format!("an {what} file must have {ndim} dimension(s) but this one has dims {:?}", array.dims),
+            format!(
+                "an {what} file must have {ndim} dimension(s) but this one has dims {:?}",
+                array.dims
+            ),
         ));
     }
     Ok(())

@@ -57,7 +57,12 @@ impl ImageSet {
                 )));
             }
         }
-        Ok(Self { name, pixels, shape, labels })
+        Ok(Self {
+            name,
+            pixels,
+            shape,
+            labels,
+        })
     }
 
     /// The set's name as shown in reports (e.g. `"fashion-mnist/test"`).
@@ -151,9 +156,17 @@ impl ImageSet {
         for &i in indices {
             pixels.extend_from_slice(&self.pixels[i * d..(i + 1) * d]);
         }
-        let labels = self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect());
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|l| indices.iter().map(|&i| l[i]).collect());
         let [_, c, h, w] = self.shape;
-        Ok(Self { name: self.name.clone(), pixels, shape: [indices.len(), c, h, w], labels })
+        Ok(Self {
+            name: self.name.clone(),
+            pixels,
+            shape: [indices.len(), c, h, w],
+            labels,
+        })
     }
 
     /// A seeded permutation of `0..N` (ChaCha8, Fisher–Yates).
@@ -165,7 +178,8 @@ impl ImageSet {
 
     /// All images in a seeded random order.
     pub fn shuffled(&self, seed: u64) -> Self {
-        self.select(&self.permutation(seed)).expect("a permutation of a non-empty set is a valid selection")
+        self.select(&self.permutation(seed))
+            .expect("a permutation of a non-empty set is a valid selection")
     }
 
     /// `n` distinct images drawn without replacement in a seeded random order.
@@ -211,7 +225,9 @@ impl ImageSet {
     pub fn concat(name: impl Into<String>, sets: &[&Self]) -> Result<Self> {
         let name = name.into();
         let first = sets.first().ok_or_else(|| {
-            DataError::InvalidArgument(format!("concatenating no image sets into `{name}`: pass at least one"))
+            DataError::InvalidArgument(format!(
+                "concatenating no image sets into `{name}`: pass at least one"
+            ))
         })?;
         if let Some(other) = sets.iter().find(|s| s.image_shape() != first.image_shape()) {
             return Err(DataError::InvalidArgument(format!(
@@ -225,7 +241,11 @@ impl ImageSet {
         let n = sets.iter().map(|s| s.len()).sum();
         let pixels = sets.iter().flat_map(|s| s.pixels.iter().copied()).collect();
         let labels = if sets.iter().all(|s| s.labels.is_some()) {
-            Some(sets.iter().flat_map(|s| s.labels.iter().flatten().copied()).collect())
+            Some(
+                sets.iter()
+                    .flat_map(|s| s.labels.iter().flatten().copied())
+                    .collect(),
+            )
         } else {
             None
         };
@@ -246,9 +266,15 @@ impl ImageSet {
             )));
         }
         let d = self.dims_per_image();
-        let values: Vec<f32> = self.pixels[range.start * d..range.end * d].iter().map(|&p| f32::from(p)).collect();
+        let values: Vec<f32> = self.pixels[range.start * d..range.end * d]
+            .iter()
+            .map(|&p| f32::from(p))
+            .collect();
         let [_, c, h, w] = self.shape;
-        Ok(Tensor::from_data(TensorData::new(values, [range.len(), c, h, w]), device))
+        Ok(Tensor::from_data(
+            TensorData::new(values, [range.len(), c, h, w]),
+            device,
+        ))
     }
 
     /// Iterates over consecutive batches of at most `batch_size` images as tensors
@@ -262,12 +288,15 @@ impl ImageSet {
         device: &'a Device,
     ) -> Result<impl ExactSizeIterator<Item = Tensor<4>> + 'a> {
         if batch_size == 0 {
-            return Err(DataError::InvalidArgument("batch size is 0: pass at least 1".into()));
+            return Err(DataError::InvalidArgument(
+                "batch size is 0: pass at least 1".into(),
+            ));
         }
         let n = self.len();
         Ok((0..n.div_ceil(batch_size)).map(move |b| {
             let range = b * batch_size..((b + 1) * batch_size).min(n);
-            self.tensor(range, device).expect("batch ranges are non-empty and inside the set")
+            self.tensor(range, device)
+                .expect("batch ranges are non-empty and inside the set")
         }))
     }
 

@@ -46,7 +46,9 @@ impl Locator {
     pub fn from_env() -> Self {
         Self {
             dir: None,
-            env_dir: std::env::var_os(DATA_DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from),
+            env_dir: std::env::var_os(DATA_DIR_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
             local_dir: PathBuf::from("datasets"),
             system_dirs: true,
             download: cfg!(feature = "download"),
@@ -57,8 +59,15 @@ impl Locator {
     /// Only the given directory: no environment, no system directories, no download.
     /// Useful in tests and for fully explicit set-ups.
     pub fn only(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: Some(dir.into()), env_dir: None, local_dir: PathBuf::from("datasets"), system_dirs: false, download: false, mirror: None }
-            .without_local_dir()
+        Self {
+            dir: Some(dir.into()),
+            env_dir: None,
+            local_dir: PathBuf::from("datasets"),
+            system_dirs: false,
+            download: false,
+            mirror: None,
+        }
+        .without_local_dir()
     }
 
     /// Looks in `dir` before anything else.
@@ -115,7 +124,10 @@ impl Locator {
             roots.push(("local directory".into(), self.local_dir.clone()));
         }
         if self.system_dirs && dataset == Dataset::FashionMnist {
-            roots.push(("Debian package dataset-fashion-mnist".into(), PathBuf::from(DEBIAN_FASHION_MNIST_DIR)));
+            roots.push((
+                "Debian package dataset-fashion-mnist".into(),
+                PathBuf::from(DEBIAN_FASHION_MNIST_DIR),
+            ));
         }
         for (label, root) in &roots {
             for candidate in candidates(root, dataset, file.name) {
@@ -129,7 +141,12 @@ impl Locator {
     }
 
     #[cfg(feature = "download")]
-    fn download_or_explain(&self, dataset: Dataset, file: &FileSpec, mut tried: Vec<String>) -> Result<PathBuf> {
+    fn download_or_explain(
+        &self,
+        dataset: Dataset,
+        file: &FileSpec,
+        mut tried: Vec<String>,
+    ) -> Result<PathBuf> {
         let dest = self.local_dir.join(dataset.id()).join(file.name);
         if !self.download {
             tried.push("  - download: turned off for this locator".into());
@@ -141,7 +158,12 @@ impl Locator {
         }
         urls.extend(file.urls.iter().map(|u| u.to_string()));
         if dataset == Dataset::Cifar10 {
-            return crate::download::fetch_cifar10(&self.local_dir, self.mirror.as_deref(), file, tried);
+            return crate::download::fetch_cifar10(
+                &self.local_dir,
+                self.mirror.as_deref(),
+                file,
+                tried,
+            );
         }
         if urls.is_empty() {
             tried.push("  - download: this file has no official URL".into());
@@ -157,7 +179,12 @@ impl Locator {
     }
 
     #[cfg(not(feature = "download"))]
-    fn download_or_explain(&self, dataset: Dataset, file: &FileSpec, mut tried: Vec<String>) -> Result<PathBuf> {
+    fn download_or_explain(
+        &self,
+        dataset: Dataset,
+        file: &FileSpec,
+        mut tried: Vec<String>,
+    ) -> Result<PathBuf> {
         tried.push("  - download: bnood-data was built without the `download` feature".into());
         Err(not_found(dataset, file, tried))
     }

@@ -16,7 +16,6 @@
 //! row-major, with labels 0–9. The MAT parser here is deliberately small: little-endian
 //! only, numeric arrays only, enough for these files and nothing more.
 
-
 use std::borrow::Cow;
 use std::io::Read;
 use std::ops::Range;
@@ -77,8 +76,10 @@ pub fn decode_mat(bytes: &[u8], path: &Path) -> Result<ImageSet> {
     };
     let x = find("X")?;
     let y = find("y")?;
-    let bad_x = |reason: String| DataError::corrupt(path, FORMAT, format!("variable `X`: {reason}"));
-    let bad_y = |reason: String| DataError::corrupt(path, FORMAT, format!("variable `y`: {reason}"));
+    let bad_x =
+        |reason: String| DataError::corrupt(path, FORMAT, format!("variable `X`: {reason}"));
+    let bad_y =
+        |reason: String| DataError::corrupt(path, FORMAT, format!("variable `y`: {reason}"));
 
     // X: uint8 [32, 32, 3, N]; MATLAB drops a trailing singleton, so [32, 32, 3] is N = 1.
     if x.class != MX_UINT8_CLASS || x.complex {
@@ -91,9 +92,15 @@ pub fn decode_mat(bytes: &[u8], path: &Path) -> Result<ImageSet> {
     let n = match x.dims.as_slice() {
         [32, 32, 3] => 1,
         &[32, 32, 3, n] if n > 0 => n,
-        dims => return Err(bad_x(format!("dimensions are {dims:?}, expected [32, 32, 3, N] with N >= 1"))),
+        dims => {
+            return Err(bad_x(format!(
+                "dimensions are {dims:?}, expected [32, 32, 3, N] with N >= 1"
+            )));
+        }
     };
-    let total = n.checked_mul(3 * PLANE).ok_or_else(|| bad_x(format!("{n} images overflow the address space")))?;
+    let total = n
+        .checked_mul(3 * PLANE)
+        .ok_or_else(|| bad_x(format!("{n} images overflow the address space")))?;
     let x_bytes = x.as_u8().map_err(&bad_x)?;
     if x_bytes.len() != total {
         return Err(bad_x(format!(
@@ -119,7 +126,10 @@ pub fn decode_mat(bytes: &[u8], path: &Path) -> Result<ImageSet> {
     }
     let y_values = y.as_f64().map_err(&bad_y)?;
     if y_values.len() != n {
-        return Err(bad_y(format!("{n} labels expected but the data hold {}", y_values.len())));
+        return Err(bad_y(format!(
+            "{n} labels expected but the data hold {}",
+            y_values.len()
+        )));
     }
     let mut labels = Vec::with_capacity(n);
     for (i, &v) in y_values.iter().enumerate() {
@@ -199,10 +209,17 @@ impl MatVar {
             MI_INT16 | MI_UINT16 => 2,
             MI_INT32 | MI_UINT32 | MI_SINGLE => 4,
             MI_DOUBLE | MI_INT64 | MI_UINT64 => 8,
-            other => return Err(format!("data are stored as MAT type {other}, which is not a numeric type")),
+            other => {
+                return Err(format!(
+                    "data are stored as MAT type {other}, which is not a numeric type"
+                ));
+            }
         };
         if !d.len().is_multiple_of(width) {
-            return Err(format!("{} data bytes are not a whole number of {width}-byte values", d.len()));
+            return Err(format!(
+                "{} data bytes are not a whole number of {width}-byte values",
+                d.len()
+            ));
         }
         Ok(match self.data_type {
             MI_INT8 => d.iter().map(|&b| f64::from(b as i8)).collect(),
@@ -265,23 +282,40 @@ fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
 /// With `allow_truncated`, an element whose data run past the end of `buf` is returned with
 /// `data` cut at the end instead of being an error (used to name the variable of a
 /// truncated element).
-fn read_tag(buf: &[u8], pos: usize, what: &str, allow_truncated: bool) -> std::result::Result<Tag, String> {
-    let first = u32_at(buf, pos).ok_or_else(|| format!("{what}: truncated element tag at byte {pos}"))?;
+fn read_tag(
+    buf: &[u8],
+    pos: usize,
+    what: &str,
+    allow_truncated: bool,
+) -> std::result::Result<Tag, String> {
+    let first =
+        u32_at(buf, pos).ok_or_else(|| format!("{what}: truncated element tag at byte {pos}"))?;
     if first >> 16 != 0 {
         // Small data element: type in the low half, byte count in the high half, data in the
         // following 4 bytes.
         let count = (first >> 16) as usize;
         if count > 4 {
-            return Err(format!("{what}: small data element at byte {pos} claims {count} bytes (at most 4)"));
+            return Err(format!(
+                "{what}: small data element at byte {pos} claims {count} bytes (at most 4)"
+            ));
         }
         if buf.len().saturating_sub(pos) < 8 && !allow_truncated {
-            return Err(format!("{what}: truncated small data element at byte {pos}"));
+            return Err(format!(
+                "{what}: truncated small data element at byte {pos}"
+            ));
         }
         let start = pos + 4;
         let truncated = buf.len().saturating_sub(pos) < 8;
-        return Ok(Tag { data_type: first & 0xffff, data: start..(start + count).min(buf.len()), next: pos + 8, truncated });
+        return Ok(Tag {
+            data_type: first & 0xffff,
+            data: start..(start + count).min(buf.len()),
+            next: pos + 8,
+            truncated,
+        });
     }
-    let count = u32_at(buf, pos + 4).ok_or_else(|| format!("{what}: truncated element tag at byte {pos}"))? as usize;
+    let count = u32_at(buf, pos + 4)
+        .ok_or_else(|| format!("{what}: truncated element tag at byte {pos}"))?
+        as usize;
     let start = pos + 8;
     let end = start.saturating_add(count);
     if end > buf.len() {
@@ -291,10 +325,20 @@ fn read_tag(buf: &[u8], pos: usize, what: &str, allow_truncated: bool) -> std::r
                 buf.len() - start
             ));
         }
-        return Ok(Tag { data_type: first, data: start..buf.len(), next: buf.len(), truncated: true });
+        return Ok(Tag {
+            data_type: first,
+            data: start..buf.len(),
+            next: buf.len(),
+            truncated: true,
+        });
     }
     let next = end.div_ceil(8).saturating_mul(8).min(buf.len());
-    Ok(Tag { data_type: first, data: start..end, next, truncated: false })
+    Ok(Tag {
+        data_type: first,
+        data: start..end,
+        next,
+        truncated: false,
+    })
 }
 
 /// Reads every top-level variable of a little-endian level-5 MAT-file. Arrays that are not
@@ -319,11 +363,18 @@ fn read_variables(bytes: &[u8], path: &Path) -> Result<Vec<MatVar>> {
         } else {
             ""
         };
-        return Err(bad(format!("header bytes 126-127 are {indicator:02x?}, not the endian indicator `IM`{hint}")));
+        return Err(bad(format!(
+            "header bytes 126-127 are {indicator:02x?}, not the endian indicator `IM`{hint}"
+        )));
     }
-    let version = header.get(124..126).map(|v| u16::from_le_bytes([v[0], v[1]])).unwrap_or_default();
+    let version = header
+        .get(124..126)
+        .map(|v| u16::from_le_bytes([v[0], v[1]]))
+        .unwrap_or_default();
     if version != 0x0100 {
-        return Err(bad(format!("header version is {version:#06x}, expected 0x0100 (level 5)")));
+        return Err(bad(format!(
+            "header version is {version:#06x}, expected 0x0100 (level 5)"
+        )));
     }
 
     let mut vars = Vec::new();
@@ -371,7 +422,11 @@ fn read_variables(bytes: &[u8], path: &Path) -> Result<Vec<MatVar>> {
         }
         // Uncompressed elements are padded to 8 bytes (miMATRIX counts normally are
         // multiples of 8 already); compressed elements follow each other directly.
-        pos = if tag.data_type == MI_COMPRESSED { tag.data.end } else { tag.next.max(pos + 8) };
+        pos = if tag.data_type == MI_COMPRESSED {
+            tag.data.end
+        } else {
+            tag.next.max(pos + 8)
+        };
         index += 1;
     }
     Ok(vars)
@@ -382,7 +437,9 @@ fn read_variables(bytes: &[u8], path: &Path) -> Result<Vec<MatVar>> {
 /// returning the output of the failing call, so the start is decoded on its own).
 fn inflate_start(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let _ = ZlibDecoder::new(data.get(..512).unwrap_or(data)).take(4096).read_to_end(&mut out);
+    let _ = ZlibDecoder::new(data.get(..512).unwrap_or(data))
+        .take(4096)
+        .read_to_end(&mut out);
     out
 }
 
@@ -407,14 +464,20 @@ struct MatrixHead {
 }
 
 /// Parses the first three sub-elements of a `miMATRIX` content (the bytes after its tag).
-fn read_matrix_head(content: &[u8], allow_truncated: bool) -> std::result::Result<MatrixHead, String> {
+fn read_matrix_head(
+    content: &[u8],
+    allow_truncated: bool,
+) -> std::result::Result<MatrixHead, String> {
     let flags_tag = read_tag(content, 0, "array flags", allow_truncated)?;
     let flags = u32_at(content, flags_tag.data.start)
         .filter(|_| flags_tag.data_type == MI_UINT32 && flags_tag.data.len() >= 4)
         .ok_or("array flags are missing or not miUINT32")?;
     let dims_tag = read_tag(content, flags_tag.next, "dimensions", allow_truncated)?;
     if dims_tag.data_type != MI_INT32 || !dims_tag.data.len().is_multiple_of(4) {
-        return Err(format!("dimensions must be miINT32 but have type {}", dims_tag.data_type));
+        return Err(format!(
+            "dimensions must be miINT32 but have type {}",
+            dims_tag.data_type
+        ));
     }
     let mut dims = Vec::new();
     for at in dims_tag.data.clone().step_by(4) {
@@ -423,17 +486,31 @@ fn read_matrix_head(content: &[u8], allow_truncated: bool) -> std::result::Resul
     }
     let name_tag = read_tag(content, dims_tag.next, "array name", allow_truncated)?;
     if name_tag.data_type != MI_INT8 {
-        return Err(format!("the array name must be miINT8 but has type {}", name_tag.data_type));
+        return Err(format!(
+            "the array name must be miINT8 but has type {}",
+            name_tag.data_type
+        ));
     }
-    let name = String::from_utf8_lossy(content.get(name_tag.data.clone()).unwrap_or_default()).into_owned();
-    Ok(MatrixHead { name, class: (flags & 0xff) as u8, complex: flags & COMPLEX_FLAG != 0, dims, next: name_tag.next })
+    let name = String::from_utf8_lossy(content.get(name_tag.data.clone()).unwrap_or_default())
+        .into_owned();
+    Ok(MatrixHead {
+        name,
+        class: (flags & 0xff) as u8,
+        complex: flags & COMPLEX_FLAG != 0,
+        dims,
+        next: name_tag.next,
+    })
 }
 
 /// Parses a whole `miMATRIX` element (tag included), taking ownership so that the real part
 /// can be cut out of it without copying. Returns `None` for an element of another type.
 fn read_matrix_element(mut element: Vec<u8>, path: &Path, where_: &str) -> Result<Option<MatVar>> {
     let tag = read_tag(&element, 0, where_, false).map_err(|r| {
-        DataError::corrupt(path, FORMAT, format!("{}: {r}", variable_label(&element, where_)))
+        DataError::corrupt(
+            path,
+            FORMAT,
+            format!("{}: {r}", variable_label(&element, where_)),
+        )
     })?;
     if tag.data_type != MI_MATRIX {
         return Ok(None);
@@ -441,23 +518,39 @@ fn read_matrix_element(mut element: Vec<u8>, path: &Path, where_: &str) -> Resul
     let content = element.get(tag.data.clone()).unwrap_or_default();
     let head = read_matrix_head(content, false)
         .map_err(|r| DataError::corrupt(path, FORMAT, format!("{where_}: {r}")))?;
-    let bad = |r: String| DataError::corrupt(path, FORMAT, format!("variable `{}`: {r}", head.name));
+    let bad =
+        |r: String| DataError::corrupt(path, FORMAT, format!("variable `{}`: {r}", head.name));
     // Only numeric arrays carry a plain real part next; empty and other arrays keep no data.
     let numeric = (MX_DOUBLE_CLASS..=MX_UINT64_CLASS).contains(&head.class);
     if !numeric || head.dims.contains(&0) {
-        return Ok(Some(MatVar { data_type: 0, data: Vec::new(), ..head.into_var() }));
+        return Ok(Some(MatVar {
+            data_type: 0,
+            data: Vec::new(),
+            ..head.into_var()
+        }));
     }
     let real = read_tag(content, head.next, "real part", false).map_err(&bad)?;
     let start = tag.data.start + real.data.start;
     let end = tag.data.start + real.data.end;
     element.truncate(end);
     element.drain(..start.min(element.len()));
-    Ok(Some(MatVar { data_type: real.data_type, data: element, ..head.into_var() }))
+    Ok(Some(MatVar {
+        data_type: real.data_type,
+        data: element,
+        ..head.into_var()
+    }))
 }
 
 impl MatrixHead {
     fn into_var(self) -> MatVar {
-        MatVar { name: self.name, class: self.class, complex: self.complex, dims: self.dims, data_type: 0, data: Vec::new() }
+        MatVar {
+            name: self.name,
+            class: self.class,
+            complex: self.complex,
+            dims: self.dims,
+            data_type: 0,
+            data: Vec::new(),
+        }
     }
 }
 
@@ -469,7 +562,8 @@ mod tests {
     fn row_major_reorder_matches_the_matlab_formula() {
         let n = 2;
         // Column-major source holding each element's own (h, w, c, n) code.
-        let code = |h: usize, w: usize, c: usize, i: usize| ((h * 7 + w * 3 + c * 11 + i * 5) % 251) as u8;
+        let code =
+            |h: usize, w: usize, c: usize, i: usize| ((h * 7 + w * 3 + c * 11 + i * 5) % 251) as u8;
         let mut src = vec![0u8; n * 3 * PLANE];
         for i in 0..n {
             for c in 0..3 {
@@ -498,11 +592,27 @@ mod tests {
         // Small element: type 1, 1 byte "X", padded to 8.
         let small = [1, 0, 1, 0, b'X', 0, 0, 0];
         let tag = read_tag(&small, 0, "t", false).expect("small tag");
-        assert_eq!(tag, Tag { data_type: 1, data: 4..5, next: 8, truncated: false });
+        assert_eq!(
+            tag,
+            Tag {
+                data_type: 1,
+                data: 4..5,
+                next: 8,
+                truncated: false
+            }
+        );
         // Normal element: type 2, 3 bytes, padded to 16.
         let normal = [2, 0, 0, 0, 3, 0, 0, 0, 7, 8, 9, 0, 0, 0, 0, 0];
         let tag = read_tag(&normal, 0, "t", false).expect("normal tag");
-        assert_eq!(tag, Tag { data_type: 2, data: 8..11, next: 16, truncated: false });
+        assert_eq!(
+            tag,
+            Tag {
+                data_type: 2,
+                data: 8..11,
+                next: 16,
+                truncated: false
+            }
+        );
         // Truncated.
         assert!(read_tag(&normal[..10], 0, "t", false).is_err());
         assert!(read_tag(&normal[..3], 0, "t", false).is_err());

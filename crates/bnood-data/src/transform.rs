@@ -38,7 +38,12 @@ pub fn rotate_randomly(set: &ImageSet, degrees: (f64, f64), seed: u64) -> Result
         let image = set.image(i).expect("index is inside the set");
         pixels.extend(rotate_image(image, shape, angle));
     }
-    ImageSet::new(format!("{}+rotated", set.name()), pixels, set.shape(), set.labels().map(<[u32]>::to_vec))
+    ImageSet::new(
+        format!("{}+rotated", set.name()),
+        pixels,
+        set.shape(),
+        set.labels().map(<[u32]>::to_vec),
+    )
 }
 
 /// Rotates one `[C, H, W]` image anticlockwise by `degrees` about its centre
@@ -89,13 +94,17 @@ pub struct Dequantizer {
 impl Dequantizer {
     /// A dequantiser whose noise stream starts from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { rng: ChaCha8Rng::seed_from_u64(seed) }
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// `x + u`, `x` of shape `[N, C, H, W]` on the 0–255 scale.
     pub fn apply(&mut self, x: Tensor<4>) -> Tensor<4> {
         let dims = x.dims();
-        let noise: Vec<f32> = (0..dims.iter().product::<usize>()).map(|_| self.rng.random::<f32>()).collect();
+        let noise: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|_| self.rng.random::<f32>())
+            .collect();
         let device = x.device();
         x + Tensor::from_data(TensorData::new(noise, dims), &device)
     }
@@ -115,7 +124,9 @@ pub struct LogitTransform {
 
 impl Default for LogitTransform {
     fn default() -> Self {
-        Self { alpha: PAPER_LOGIT_ALPHA }
+        Self {
+            alpha: PAPER_LOGIT_ALPHA,
+        }
     }
 }
 
@@ -126,7 +137,9 @@ impl LogitTransform {
     /// [`DataError::InvalidArgument`] unless `0 ≤ α < 0.5`.
     pub fn new(alpha: f64) -> Result<Self> {
         if !(0.0..0.5).contains(&alpha) {
-            return Err(DataError::InvalidArgument(format!("logit α = {alpha} must lie in [0, 0.5)")));
+            return Err(DataError::InvalidArgument(format!(
+                "logit α = {alpha} must lie in [0, 0.5)"
+            )));
         }
         Ok(Self { alpha })
     }
@@ -140,19 +153,27 @@ impl LogitTransform {
     /// and the log-determinant per sample, `[N]`, in nats.
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
         let [n, c, h, w] = x.dims();
-        let y = x.mul_scalar((1.0 - 2.0 * self.alpha) / 256.0).add_scalar(self.alpha);
+        let y = x
+            .mul_scalar((1.0 - 2.0 * self.alpha) / 256.0)
+            .add_scalar(self.alpha);
         let log_y = y.clone().log();
         let log_1my = y.neg().add_scalar(1.0).log();
         let z = log_y.clone() - log_1my.clone();
         let per_dim_const = (1.0 - 2.0 * self.alpha).ln() - 256f64.ln();
-        let log_det = (log_y + log_1my).neg().reshape([n, c * h * w]).sum_dim(1).reshape([n])
+        let log_det = (log_y + log_1my)
+            .neg()
+            .reshape([n, c * h * w])
+            .sum_dim(1)
+            .reshape([n])
             .add_scalar(per_dim_const * (c * h * w) as f64);
         (z, log_det)
     }
 
     /// Maps logit-space `z` back to the `[0, 256)` pixel scale.
     pub fn inverse(&self, z: Tensor<4>) -> Tensor<4> {
-        sigmoid(z).sub_scalar(self.alpha).mul_scalar(256.0 / (1.0 - 2.0 * self.alpha))
+        sigmoid(z)
+            .sub_scalar(self.alpha)
+            .mul_scalar(256.0 / (1.0 - 2.0 * self.alpha))
     }
 }
 
@@ -171,4 +192,3 @@ pub fn log_prob_nats_from_bits_per_dim(bits_per_dim: f64, dims: usize) -> f64 {
 pub fn bits_per_dim_tensor(log_prob_nats: Tensor<1>, dims: usize) -> Tensor<1> {
     log_prob_nats.div_scalar(-(dims as f64) * std::f64::consts::LN_2)
 }
-

@@ -43,13 +43,20 @@ fn scratch(name: &str) -> PathBuf {
 /// All file names under `dir`, recursively, relative to it, sorted.
 fn files_under(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
                 walk(root, &path, out);
             } else {
-                out.push(path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/"));
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap_or(&path)
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                );
             }
         }
     }
@@ -76,22 +83,38 @@ fn raw_header(name: &str, size: usize) -> tar::Header {
 fn tar_gz(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
     for (name, content) in entries {
-        builder.append(&raw_header(name, content.len()), content.as_slice()).expect("append entry");
+        builder
+            .append(&raw_header(name, content.len()), content.as_slice())
+            .expect("append entry");
     }
-    builder.into_inner().expect("finish tar").finish().expect("finish gzip")
+    builder
+        .into_inner()
+        .expect("finish tar")
+        .finish()
+        .expect("finish gzip")
 }
 
 fn fixture(name: &str) -> (PathBuf, Vec<u8>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read fixture {}: {e}", path.display()));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let bytes =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("read fixture {}: {e}", path.display()));
     (path, bytes)
 }
 
 /// The integers of the JSON array after `"key":` in `json` (enough JSON for the fixture).
 fn json_ints(json: &str, key: &str) -> Vec<u32> {
-    let start = json.find(&format!("\"{key}\":[")).unwrap_or_else(|| panic!("key {key} in expected json")) + key.len() + 4;
+    let start = json
+        .find(&format!("\"{key}\":["))
+        .unwrap_or_else(|| panic!("key {key} in expected json"))
+        + key.len()
+        + 4;
     let end = start + json[start..].find(']').expect("closing bracket");
-    json[start..end].split(',').map(|v| v.trim().parse().expect("integer")).collect()
+    json[start..end]
+        .split(',')
+        .map(|v| v.trim().parse().expect("integer"))
+        .collect()
 }
 
 struct Expected {
@@ -105,9 +128,17 @@ fn expected_svhn() -> Expected {
     let json = String::from_utf8(bytes).expect("utf-8 json");
     let shape = json_ints(&json, "shape");
     Expected {
-        shape: [shape[0] as usize, shape[1] as usize, shape[2] as usize, shape[3] as usize],
+        shape: [
+            shape[0] as usize,
+            shape[1] as usize,
+            shape[2] as usize,
+            shape[3] as usize,
+        ],
         labels: json_ints(&json, "labels"),
-        pixels: json_ints(&json, "pixels").into_iter().map(|p| u8::try_from(p).expect("pixel byte")).collect(),
+        pixels: json_ints(&json, "pixels")
+            .into_iter()
+            .map(|p| u8::try_from(p).expect("pixel byte"))
+            .collect(),
     }
 }
 
@@ -144,7 +175,9 @@ fn matrix(var: &Var) -> Vec<u8> {
     content.extend(element(5, &dims));
     // Names longer than 4 bytes use a normal element, shorter ones the packed small form.
     if var.name.len() <= 4 {
-        let mut small = (1u32 | (var.name.len() as u32) << 16).to_le_bytes().to_vec();
+        let mut small = (1u32 | (var.name.len() as u32) << 16)
+            .to_le_bytes()
+            .to_vec();
         small.extend_from_slice(var.name.as_bytes());
         pad8(&mut small);
         content.extend(small);
@@ -181,12 +214,24 @@ fn mat_file(vars: &[Var], compress: bool) -> Vec<u8> {
 /// `X` as uint8 [32, 32, 3, n], value of MATLAB element k being `k % 251`.
 fn x_var(n: usize) -> Var<'static> {
     let dims: &'static [i32] = Box::leak(vec![32, 32, 3, n as i32].into_boxed_slice());
-    Var { name: "X", class: 9, dims, data_type: 2, data: (0..n * 3072).map(|k| (k % 251) as u8).collect() }
+    Var {
+        name: "X",
+        class: 9,
+        dims,
+        data_type: 2,
+        data: (0..n * 3072).map(|k| (k % 251) as u8).collect(),
+    }
 }
 
 /// `y` as class double, `n × 1`, stored as `data_type` with `data`.
 fn y_var(dims: &'static [i32], data_type: u32, data: Vec<u8>) -> Var<'static> {
-    Var { name: "y", class: 6, dims, data_type, data }
+    Var {
+        name: "y",
+        class: 6,
+        dims,
+        data_type,
+        data,
+    }
 }
 
 fn doubles(values: &[f64]) -> Vec<u8> {
@@ -218,7 +263,10 @@ fn cifar_two_record_batch_decodes_to_planar_pixels_and_labels() {
 fn cifar_batches_are_concatenated_in_order() {
     let batches = vec![
         (PathBuf::from("data_batch_1.bin"), cifar_record(1, 1)),
-        (PathBuf::from("data_batch_2.bin"), [cifar_record(2, 2), cifar_record(0, 3)].concat()),
+        (
+            PathBuf::from("data_batch_2.bin"),
+            [cifar_record(2, 2), cifar_record(0, 3)].concat(),
+        ),
     ];
     let set = decode_batches(&batches).expect("decode");
     assert_eq!(set.shape(), [3, 3, 32, 32]);
@@ -230,7 +278,8 @@ fn cifar_batches_are_concatenated_in_order() {
 fn cifar_truncated_batch_is_an_error_naming_the_file() {
     let mut batch = [cifar_record(1, 1), cifar_record(2, 2)].concat();
     batch.truncate(batch.len() - 100);
-    let err = decode_batches(&[(PathBuf::from("some/dir/data_batch_3.bin"), batch)]).expect_err("truncated");
+    let err = decode_batches(&[(PathBuf::from("some/dir/data_batch_3.bin"), batch)])
+        .expect_err("truncated");
     let msg = message(&err);
     assert!(matches!(err, DataError::Corrupt { .. }), "{msg}");
     assert!(msg.contains("data_batch_3.bin"), "{msg}");
@@ -240,8 +289,12 @@ fn cifar_truncated_batch_is_an_error_naming_the_file() {
 
 #[test]
 fn cifar_empty_batch_file_and_empty_list_are_errors() {
-    let err = decode_batches(&[(PathBuf::from("test_batch.bin"), Vec::new())]).expect_err("empty file");
-    assert!(message(&err).contains("test_batch.bin") && message(&err).contains("empty"), "{err}");
+    let err =
+        decode_batches(&[(PathBuf::from("test_batch.bin"), Vec::new())]).expect_err("empty file");
+    assert!(
+        message(&err).contains("test_batch.bin") && message(&err).contains("empty"),
+        "{err}"
+    );
     let err = decode_batches(&[]).expect_err("no batches");
     assert!(message(&err).contains("no CIFAR-10 batch files"), "{err}");
 }
@@ -264,9 +317,15 @@ fn cifar_archive_extraction_writes_only_batch_files_and_no_temp_files() {
     std::fs::write(
         &archive,
         tar_gz(&[
-            ("cifar-10-batches-bin/batches.meta.txt", b"airplane\nautomobile\n".to_vec()),
+            (
+                "cifar-10-batches-bin/batches.meta.txt",
+                b"airplane\nautomobile\n".to_vec(),
+            ),
             ("cifar-10-batches-bin/data_batch_1.bin", batch1.clone()),
-            ("cifar-10-batches-bin/readme.html", b"<html></html>".to_vec()),
+            (
+                "cifar-10-batches-bin/readme.html",
+                b"<html></html>".to_vec(),
+            ),
             ("cifar-10-batches-bin/test_batch.bin", test.clone()),
             ("elsewhere/data_batch_9.bin", test.clone()),
         ]),
@@ -277,16 +336,30 @@ fn cifar_archive_extraction_writes_only_batch_files_and_no_temp_files() {
     let out = dest.join("cifar-10-batches-bin");
     assert_eq!(
         written,
-        vec![out.join("batches.meta.txt"), out.join("data_batch_1.bin"), out.join("test_batch.bin")]
+        vec![
+            out.join("batches.meta.txt"),
+            out.join("data_batch_1.bin"),
+            out.join("test_batch.bin")
+        ]
     );
     assert_eq!(
         files_under(&dest),
-        ["cifar-10-batches-bin/batches.meta.txt", "cifar-10-batches-bin/data_batch_1.bin", "cifar-10-batches-bin/test_batch.bin"]
+        [
+            "cifar-10-batches-bin/batches.meta.txt",
+            "cifar-10-batches-bin/data_batch_1.bin",
+            "cifar-10-batches-bin/test_batch.bin"
+        ]
     );
-    assert_eq!(std::fs::read(out.join("data_batch_1.bin")).expect("read"), batch1);
+    assert_eq!(
+        std::fs::read(out.join("data_batch_1.bin")).expect("read"),
+        batch1
+    );
     // The extracted files decode.
-    let set = decode_batches(&[(out.join("test_batch.bin"), std::fs::read(out.join("test_batch.bin")).expect("read"))])
-        .expect("decode extracted");
+    let set = decode_batches(&[(
+        out.join("test_batch.bin"),
+        std::fs::read(out.join("test_batch.bin")).expect("read"),
+    )])
+    .expect("decode extracted");
     assert_eq!(set.labels(), Some(&[7][..]));
     // Extracting again replaces the files in place.
     extract_archive(&archive, &dest).expect("extract again");
@@ -311,11 +384,20 @@ fn cifar_archive_with_parent_dir_entry_is_refused_and_writes_nothing_outside() {
     let err = extract_archive(&archive, &dest).expect_err("hostile archive");
     let msg = message(&err);
     assert!(matches!(err, DataError::Corrupt { .. }), "{msg}");
-    assert!(msg.contains("../evil.bin") && msg.contains("refusing"), "{msg}");
+    assert!(
+        msg.contains("../evil.bin") && msg.contains("refusing"),
+        "{msg}"
+    );
     assert!(msg.contains("cifar-10-binary.tar.gz"), "{msg}");
     // Nothing escaped: the only file anywhere under the scratch folder besides the archive is
     // the complete batch extracted before the hostile entry.
-    assert_eq!(files_under(&dir), ["cifar-10-binary.tar.gz", "datasets/cifar-10-batches-bin/data_batch_1.bin"]);
+    assert_eq!(
+        files_under(&dir),
+        [
+            "cifar-10-binary.tar.gz",
+            "datasets/cifar-10-batches-bin/data_batch_1.bin"
+        ]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -323,7 +405,11 @@ fn cifar_archive_with_parent_dir_entry_is_refused_and_writes_nothing_outside() {
 fn cifar_archive_absolute_path_entry_is_refused() {
     let dir = scratch("absolute");
     let archive = dir.join("cifar-10-binary.tar.gz");
-    std::fs::write(&archive, tar_gz(&[("/tmp/cifar-10-batches-bin/evil.bin", b"evil".to_vec())])).expect("write archive");
+    std::fs::write(
+        &archive,
+        tar_gz(&[("/tmp/cifar-10-batches-bin/evil.bin", b"evil".to_vec())]),
+    )
+    .expect("write archive");
     let err = extract_archive(&archive, &dir.join("datasets")).expect_err("absolute path");
     assert!(message(&err).contains("absolute path"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -349,8 +435,15 @@ fn cifar_truncated_archive_is_corrupt_and_leaves_no_partial_bin() {
     let err = extract_archive(&archive, &dest).expect_err("truncated archive");
     let msg = message(&err);
     assert!(matches!(err, DataError::Corrupt { .. }), "{msg}");
-    assert!(msg.contains("cifar-10-binary.tar.gz") && msg.contains("truncated"), "{msg}");
-    assert_eq!(files_under(&dest), Vec::<String>::new(), "no partial .bin and no temporary file");
+    assert!(
+        msg.contains("cifar-10-binary.tar.gz") && msg.contains("truncated"),
+        "{msg}"
+    );
+    assert_eq!(
+        files_under(&dest),
+        Vec::<String>::new(),
+        "no partial .bin and no temporary file"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -376,8 +469,15 @@ fn svhn_compressed_fixture_decodes_to_expected_pixels_and_labels() {
     let set = decode_mat(&bytes, &path).expect("decode compressed fixture");
     assert_eq!(set.shape(), expected.shape);
     assert_eq!(set.labels(), Some(expected.labels.as_slice()));
-    assert_eq!(set.labels(), Some(&[0, 1, 5, 0, 9][..]), "10 is the digit 0");
-    assert!(set.pixels() == expected.pixels.as_slice(), "pixels differ from scipy's");
+    assert_eq!(
+        set.labels(),
+        Some(&[0, 1, 5, 0, 9][..]),
+        "10 is the digit 0"
+    );
+    assert!(
+        set.pixels() == expected.pixels.as_slice(),
+        "pixels differ from scipy's"
+    );
 }
 
 #[test]
@@ -387,7 +487,10 @@ fn svhn_uncompressed_fixture_decodes_to_expected_pixels_and_labels() {
     let set = decode_mat(&bytes, &path).expect("decode uncompressed fixture");
     assert_eq!(set.shape(), expected.shape);
     assert_eq!(set.labels(), Some(expected.labels.as_slice()));
-    assert!(set.pixels() == expected.pixels.as_slice(), "pixels differ from scipy's");
+    assert!(
+        set.pixels() == expected.pixels.as_slice(),
+        "pixels differ from scipy's"
+    );
 }
 
 #[test]
@@ -397,10 +500,16 @@ fn svhn_truncated_copies_are_errors_naming_the_variable() {
         let err = decode_mat(&bytes[..300], &path).expect_err("300-byte prefix");
         let msg = message(&err);
         assert!(msg.contains(name), "{msg}");
-        assert!(msg.contains("truncated") && msg.contains("variable `X`"), "{msg}");
+        assert!(
+            msg.contains("truncated") && msg.contains("variable `X`"),
+            "{msg}"
+        );
         // A cut inside `y` names `y`.
         let err = decode_mat(&bytes[..bytes.len() - 10], &path).expect_err("cut in y");
-        assert!(message(&err).contains("variable `y`") && message(&err).contains("truncated"), "{err}");
+        assert!(
+            message(&err).contains("variable `y`") && message(&err).contains("truncated"),
+            "{err}"
+        );
     }
 }
 
@@ -408,8 +517,14 @@ fn svhn_truncated_copies_are_errors_naming_the_variable() {
 fn svhn_every_prefix_and_damaged_copy_is_an_error_not_a_panic() {
     for name in ["svhn_tiny_compressed.mat", "svhn_tiny_uncompressed.mat"] {
         let (path, bytes) = fixture(name);
-        for len in (0..bytes.len()).step_by(7).chain(bytes.len() - 8..bytes.len()) {
-            assert!(decode_mat(&bytes[..len], &path).is_err(), "{name} cut at {len} decoded");
+        for len in (0..bytes.len())
+            .step_by(7)
+            .chain(bytes.len() - 8..bytes.len())
+        {
+            assert!(
+                decode_mat(&bytes[..len], &path).is_err(),
+                "{name} cut at {len} decoded"
+            );
         }
         // Overwrite single bytes across the file (tags, sizes, dims, data): may decode (a pixel
         // changed) or fail, but must never panic.
@@ -434,7 +549,10 @@ fn svhn_damaged_zlib_stream_is_an_error_naming_zlib_and_the_variable() {
     }
     let err = decode_mat(&bytes, &path).expect_err("damaged zlib");
     let msg = message(&err);
-    assert!(msg.contains("zlib") && msg.contains("variable `X`"), "{msg}");
+    assert!(
+        msg.contains("zlib") && msg.contains("variable `X`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -451,9 +569,15 @@ fn svhn_non_mat_files_are_clear_errors() {
     let path = Path::new("downloads/test_32x32.mat");
     let html = b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>Not Found</body></html>\n".repeat(3);
     let err = decode_mat(&html, path).expect_err("html");
-    assert!(message(&err).contains("not a MAT-file") && message(&err).contains("test_32x32.mat"), "{err}");
+    assert!(
+        message(&err).contains("not a MAT-file") && message(&err).contains("test_32x32.mat"),
+        "{err}"
+    );
     let err = decode_mat(b"tiny", path).expect_err("short");
-    assert!(message(&err).contains("shorter than the 128-byte MAT-file header"), "{err}");
+    assert!(
+        message(&err).contains("shorter than the 128-byte MAT-file header"),
+        "{err}"
+    );
     let err = decode_mat(&[], path).expect_err("empty");
     assert!(message(&err).contains("shorter than the 128-byte"), "{err}");
 }
@@ -480,12 +604,19 @@ fn svhn_labels_stored_as_small_integer_types_are_accepted() {
         (9, doubles(&[10.0, 3.0])),
     ] {
         for compress in [false, true] {
-            let bytes = mat_file(&[x_var(2), y_var(&[1, 2], data_type, data.clone())], compress);
-            let set = decode_mat(&bytes, &mat_path()).unwrap_or_else(|e| panic!("type {data_type}: {e}"));
+            let bytes = mat_file(
+                &[x_var(2), y_var(&[1, 2], data_type, data.clone())],
+                compress,
+            );
+            let set =
+                decode_mat(&bytes, &mat_path()).unwrap_or_else(|e| panic!("type {data_type}: {e}"));
             assert_eq!(set.labels(), Some(&[0, 3][..]));
             assert_eq!(set.shape(), [2, 3, 32, 32]);
             // Row-major (n=1, c=2, h=3, w=4) is MATLAB element 3 + 32·(4 + 32·(2 + 3·1)).
-            assert_eq!(set.pixels()[3072 + 2 * 1024 + 3 * 32 + 4], ((3 + 32 * (4 + 32 * 5)) % 251) as u8);
+            assert_eq!(
+                set.pixels()[3072 + 2 * 1024 + 3 * 32 + 4],
+                ((3 + 32 * (4 + 32 * 5)) % 251) as u8
+            );
         }
     }
 }
@@ -496,13 +627,19 @@ fn svhn_bad_labels_are_errors_naming_y() {
         (y_var(&[2, 1], 9, doubles(&[1.0, 2.5])), "label 1 is 2.5"),
         (y_var(&[2, 1], 9, doubles(&[11.0, 2.0])), "label 0 is 11"),
         (y_var(&[2, 1], 2, vec![0, 2]), "label 0 is 0"),
-        (y_var(&[3, 1], 9, doubles(&[1.0, 2.0, 3.0])), "expected [2, 1] or [1, 2]"),
+        (
+            y_var(&[3, 1], 9, doubles(&[1.0, 2.0, 3.0])),
+            "expected [2, 1] or [1, 2]",
+        ),
     ];
     for (y, phrase) in cases {
         let bytes = mat_file(&[x_var(2), y], true);
         let err = decode_mat(&bytes, &mat_path()).expect_err(phrase);
         let msg = message(&err);
-        assert!(msg.contains("variable `y`") && msg.contains(phrase), "{msg}");
+        assert!(
+            msg.contains("variable `y`") && msg.contains(phrase),
+            "{msg}"
+        );
     }
 }
 
@@ -510,26 +647,47 @@ fn svhn_bad_labels_are_errors_naming_y() {
 fn svhn_wrong_x_dims_or_class_are_errors_naming_x() {
     let mut wrong_dims = x_var(2);
     wrong_dims.dims = &[32, 32, 1, 6];
-    let bytes = mat_file(&[wrong_dims, y_var(&[2, 1], 9, doubles(&[1.0, 2.0]))], false);
+    let bytes = mat_file(
+        &[wrong_dims, y_var(&[2, 1], 9, doubles(&[1.0, 2.0]))],
+        false,
+    );
     let err = decode_mat(&bytes, &mat_path()).expect_err("wrong dims");
-    assert!(message(&err).contains("variable `X`") && message(&err).contains("[32, 32, 3, N]"), "{err}");
+    assert!(
+        message(&err).contains("variable `X`") && message(&err).contains("[32, 32, 3, N]"),
+        "{err}"
+    );
 
     let mut wrong_class = x_var(2);
     wrong_class.class = 6;
-    let bytes = mat_file(&[wrong_class, y_var(&[2, 1], 9, doubles(&[1.0, 2.0]))], false);
+    let bytes = mat_file(
+        &[wrong_class, y_var(&[2, 1], 9, doubles(&[1.0, 2.0]))],
+        false,
+    );
     let err = decode_mat(&bytes, &mat_path()).expect_err("wrong class");
-    assert!(message(&err).contains("variable `X`") && message(&err).contains("uint8"), "{err}");
+    assert!(
+        message(&err).contains("variable `X`") && message(&err).contains("uint8"),
+        "{err}"
+    );
 
     let mut short = x_var(2);
     short.data.truncate(3072);
     let bytes = mat_file(&[short, y_var(&[2, 1], 9, doubles(&[1.0, 2.0]))], true);
     let err = decode_mat(&bytes, &mat_path()).expect_err("count mismatch");
-    assert!(message(&err).contains("variable `X`") && message(&err).contains("promise 6144 values"), "{err}");
+    assert!(
+        message(&err).contains("variable `X`") && message(&err).contains("promise 6144 values"),
+        "{err}"
+    );
 }
 
 #[test]
 fn svhn_extra_variables_and_long_names_are_ignored() {
-    let other = Var { name: "__header_info", class: 6, dims: &[1, 1], data_type: 9, data: doubles(&[1.5]) };
+    let other = Var {
+        name: "__header_info",
+        class: 6,
+        dims: &[1, 1],
+        data_type: 9,
+        data: doubles(&[1.5]),
+    };
     let bytes = mat_file(&[other, x_var(1), y_var(&[1, 1], 2, vec![7])], false);
     let set = decode_mat(&bytes, &mat_path()).expect("decode");
     assert_eq!(set.labels(), Some(&[7][..]));
@@ -540,5 +698,10 @@ fn tmp_big_timing() {
     let bytes = std::fs::read("/tmp/svhn_big.mat").expect("big");
     let t = std::time::Instant::now();
     let set = decode_mat(&bytes, Path::new("/tmp/svhn_big.mat")).expect("decode big");
-    eprintln!("decoded {:?} in {:?}; pixel {}", set.shape(), t.elapsed(), set.pixels()[100 * 3072 + 2 * 1024 + 3 * 32 + 5]);
+    eprintln!(
+        "decoded {:?} in {:?}; pixel {}",
+        set.shape(),
+        t.elapsed(),
+        set.pixels()[100 * 3072 + 2 * 1024 + 3 * 32 + 5]
+    );
 }

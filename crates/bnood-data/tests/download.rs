@@ -34,16 +34,32 @@ fn serve(routes: Vec<(&'static str, Reply)>, max_requests: usize) -> String {
             let n = stream.read(&mut buf).unwrap_or(0);
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let reply = routes.iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone()).unwrap_or(Reply::NotFound);
+            let reply = routes
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, r)| r.clone())
+                .unwrap_or(Reply::NotFound);
             let _ = match reply {
                 Reply::Ok(body) => {
-                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-                    stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body))
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    stream
+                        .write_all(head.as_bytes())
+                        .and_then(|_| stream.write_all(&body))
                 }
-                Reply::NotFound => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                Reply::NotFound => stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
                 Reply::CutOff(body) => {
-                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-                    stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body[..body.len() / 2]))
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    stream
+                        .write_all(head.as_bytes())
+                        .and_then(|_| stream.write_all(&body[..body.len() / 2]))
                 }
             };
         }
@@ -58,7 +74,12 @@ fn leak(s: String) -> &'static str {
 fn payload() -> (Vec<u8>, FileSpec) {
     let raw = common::idx_bytes(&[3, 2, 2], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     let gz = common::gzip(&raw);
-    let spec = FileSpec { name: "tiny-idx3-ubyte.gz", md5_content: Some(leak(md5_hex(&raw))), md5_file: None, urls: &[] };
+    let spec = FileSpec {
+        name: "tiny-idx3-ubyte.gz",
+        md5_content: Some(leak(md5_hex(&raw))),
+        md5_file: None,
+        urls: &[],
+    };
     (gz, spec)
 }
 
@@ -69,11 +90,22 @@ fn dir_entries(dir: &Path) -> Vec<String> {
 }
 
 fn walk(dir: &Path) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
     rd.flatten()
         .flat_map(|e| {
             let p = e.path();
-            if p.is_dir() { walk(&p) } else { vec![p.file_name().unwrap_or_default().to_string_lossy().into_owned()] }
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                vec![
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                ]
+            }
         })
         .collect()
 }
@@ -86,7 +118,11 @@ fn a_good_download_lands_verified_at_its_destination() {
     let dest = dir.path().join("sub").join("tiny-idx3-ubyte.gz");
     download_verified(&format!("{base}/tiny.gz"), &dest, &spec).expect("download succeeds");
     assert_eq!(std::fs::read(&dest).expect("landed"), gz);
-    assert_eq!(dir_entries(dir.path()), vec!["tiny-idx3-ubyte.gz"], "no .part file remains");
+    assert_eq!(
+        dir_entries(dir.path()),
+        vec!["tiny-idx3-ubyte.gz"],
+        "no .part file remains"
+    );
 }
 
 #[test]
@@ -96,10 +132,15 @@ fn a_corrupted_download_is_rejected_and_leaves_no_file() {
     let base = serve(vec![("/tiny.gz", Reply::Ok(bad))], 1);
     let dir = tempfile::tempdir().expect("temp dir");
     let dest = dir.path().join("tiny-idx3-ubyte.gz");
-    let err = download_verified(&format!("{base}/tiny.gz"), &dest, &spec).expect_err("checksum must fail");
+    let err = download_verified(&format!("{base}/tiny.gz"), &dest, &spec)
+        .expect_err("checksum must fail");
     assert!(matches!(err, DataError::ChecksumMismatch { .. }), "{err}");
     assert!(err.to_string().contains("decompressed content"), "{err}");
-    assert!(dir_entries(dir.path()).is_empty(), "left behind: {:?}", dir_entries(dir.path()));
+    assert!(
+        dir_entries(dir.path()).is_empty(),
+        "left behind: {:?}",
+        dir_entries(dir.path())
+    );
 }
 
 #[test]
@@ -109,8 +150,15 @@ fn a_cut_off_transfer_is_rejected_and_leaves_no_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let dest = dir.path().join("tiny-idx3-ubyte.gz");
     let err = download_verified(&format!("{base}/tiny.gz"), &dest, &spec).expect_err("cut off");
-    assert!(err.to_string().contains(&format!("{base}/tiny.gz")), "names the URL: {err}");
-    assert!(dir_entries(dir.path()).is_empty(), "left behind: {:?}", dir_entries(dir.path()));
+    assert!(
+        err.to_string().contains(&format!("{base}/tiny.gz")),
+        "names the URL: {err}"
+    );
+    assert!(
+        dir_entries(dir.path()).is_empty(),
+        "left behind: {:?}",
+        dir_entries(dir.path())
+    );
 }
 
 #[test]
@@ -141,12 +189,24 @@ fn the_locator_downloads_a_missing_catalogue_file_from_a_mirror_into_the_local_d
     );
     let empty = tempfile::tempdir().expect("temp dir");
     let local = tempfile::tempdir().expect("temp dir");
-    let locator = Locator::only(empty.path()).with_local_dir(local.path()).with_mirror(&base).with_download(true);
-    let set = Dataset::Kmnist.load(Split::Test, &locator).expect("downloaded and verified");
+    let locator = Locator::only(empty.path())
+        .with_local_dir(local.path())
+        .with_mirror(&base)
+        .with_download(true);
+    let set = Dataset::Kmnist
+        .load(Split::Test, &locator)
+        .expect("downloaded and verified");
     assert_eq!(set.len(), 10_000);
-    assert!(local.path().join("kmnist/t10k-images-idx3-ubyte.gz").is_file());
+    assert!(
+        local
+            .path()
+            .join("kmnist/t10k-images-idx3-ubyte.gz")
+            .is_file()
+    );
     // A second load finds the files locally: the server has stopped after two requests.
-    let again = Dataset::Kmnist.load(Split::Test, &locator).expect("found locally");
+    let again = Dataset::Kmnist
+        .load(Split::Test, &locator)
+        .expect("found locally");
     assert_eq!(again.pixels(), set.pixels());
 }
 
@@ -154,10 +214,20 @@ fn the_locator_downloads_a_missing_catalogue_file_from_a_mirror_into_the_local_d
 fn the_locator_reports_every_failed_url_when_no_download_works() {
     let base = serve(vec![], 1);
     let empty = tempfile::tempdir().expect("temp dir");
-    let locator = Locator::only(empty.path()).with_local_dir(empty.path()).with_mirror(&base).with_download(true);
-    let err = Dataset::Omniglot.load(Split::Test, &locator).expect_err("omniglot has no URL; mirror 404s");
+    let locator = Locator::only(empty.path())
+        .with_local_dir(empty.path())
+        .with_mirror(&base)
+        .with_download(true);
+    let err = Dataset::Omniglot
+        .load(Split::Test, &locator)
+        .expect_err("omniglot has no URL; mirror 404s");
     let msg = err.to_string();
-    assert!(msg.contains(&format!("download {base}/omniglot/omniglot-eval-images-idx3-ubyte.gz")), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "download {base}/omniglot/omniglot-eval-images-idx3-ubyte.gz"
+        )),
+        "{msg}"
+    );
     assert!(msg.contains("404"), "{msg}");
     assert!(dir_entries(empty.path()).is_empty());
 }

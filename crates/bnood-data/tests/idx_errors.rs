@@ -5,9 +5,9 @@ mod common;
 
 use std::path::Path;
 
+use bnood_data::DataError;
 use bnood_data::catalogue::idx_images_with_labels;
 use bnood_data::idx::{decode_idx, read_maybe_gzip};
-use bnood_data::DataError;
 
 fn p() -> &'static Path {
     Path::new("fixture-images.idx")
@@ -17,7 +17,10 @@ fn corrupt_message(bytes: &[u8]) -> String {
     let err = decode_idx(bytes, p()).expect_err("must be rejected");
     assert!(matches!(err, DataError::Corrupt { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("fixture-images.idx"), "message names the file: {msg}");
+    assert!(
+        msg.contains("fixture-images.idx"),
+        "message names the file: {msg}"
+    );
     msg
 }
 
@@ -48,7 +51,10 @@ fn non_byte_element_type_is_rejected() {
 fn truncated_payload_is_rejected_with_both_lengths() {
     let bytes = common::idx_bytes(&[3, 28, 28], &vec![0; 3 * 784 - 10]);
     let msg = corrupt_message(&bytes);
-    assert!(msg.contains("promise 2352 payload bytes but the file holds 2342 (truncated)"), "{msg}");
+    assert!(
+        msg.contains("promise 2352 payload bytes but the file holds 2342 (truncated)"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -78,27 +84,44 @@ fn truncated_gzip_is_an_error_not_a_partial_read() {
     std::fs::write(&path, &gz[..gz.len() / 2]).expect("write");
     let err = read_maybe_gzip(&path).expect_err("truncated gzip");
     let msg = err.to_string();
-    assert!(msg.contains("cut.gz") && msg.contains("not a valid gzip file"), "{msg}");
+    assert!(
+        msg.contains("cut.gz") && msg.contains("not a valid gzip file"),
+        "{msg}"
+    );
     assert!(msg.contains("truncated"), "{msg}");
 }
 
 #[test]
 fn missing_file_is_an_io_error_naming_it() {
     let err = read_maybe_gzip(Path::new("/nonexistent/bnood.idx")).expect_err("missing");
-    assert!(err.to_string().contains("cannot read /nonexistent/bnood.idx"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot read /nonexistent/bnood.idx"),
+        "{err}"
+    );
 }
 
 #[test]
 fn images_and_labels_with_different_counts_are_rejected() {
     let images = common::idx_bytes(&[3, 2, 2], &[0; 12]);
     let labels = common::idx_bytes(&[2], &[1, 2]);
-    let err = idx_images_with_labels(&images, Path::new("img"), &labels, Path::new("lab")).expect_err("mismatch");
-    assert!(err.to_string().contains("img holds 3 images but lab holds 2 labels"), "{err}");
+    let err = idx_images_with_labels(&images, Path::new("img"), &labels, Path::new("lab"))
+        .expect_err("mismatch");
+    assert!(
+        err.to_string()
+            .contains("img holds 3 images but lab holds 2 labels"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_labels_file_in_place_of_images_is_rejected() {
     let labels = common::idx_bytes(&[2], &[1, 2]);
-    let err = idx_images_with_labels(&labels, Path::new("img"), &labels, Path::new("lab")).expect_err("wrong ndim");
-    assert!(err.to_string().contains("an images file must have 3 dimension(s)"), "{err}");
+    let err = idx_images_with_labels(&labels, Path::new("img"), &labels, Path::new("lab"))
+        .expect_err("wrong ndim");
+    assert!(
+        err.to_string()
+            .contains("an images file must have 3 dimension(s)"),
+        "{err}"
+    );
 }

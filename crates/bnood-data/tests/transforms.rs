@@ -53,7 +53,10 @@ fn random_rotation_is_seeded_keeps_labels_and_changes_images() {
 #[test]
 fn dequantised_values_lie_in_pixel_plus_unit_interval_and_are_seeded() {
     let device = Device::flex();
-    let x = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 10.0, 255.0, 128.0], [1, 1, 2, 2]), &device);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(vec![0.0f32, 10.0, 255.0, 128.0], [1, 1, 2, 2]),
+        &device,
+    );
     let a = vec_of(Dequantizer::new(3).apply(x.clone()));
     let b = vec_of(Dequantizer::new(3).apply(x.clone()));
     let c = vec_of(Dequantizer::new(4).apply(x));
@@ -93,7 +96,11 @@ fn logit_log_det_is_the_sum_of_log_derivatives_per_sample() {
                 ((1.0 - 2.0 * alpha) / 256.0 / (y * (1.0 - y))).ln()
             })
             .sum();
-        assert!((f64::from(got[s]) - expected).abs() < 1e-3, "sample {s}: {} vs {expected}", got[s]);
+        assert!(
+            (f64::from(got[s]) - expected).abs() < 1e-3,
+            "sample {s}: {} vs {expected}",
+            got[s]
+        );
     }
     assert!(LogitTransform::new(0.5).is_err());
 }
@@ -106,6 +113,9 @@ fn bits_per_dim_converts_nats_on_the_pixel_scale() {
     assert!((log_prob_nats_from_bits_per_dim(8.0, 784) - log_prob).abs() < 1e-9);
     let device = Device::flex();
     let t = Tensor::<1>::from_data(TensorData::new(vec![log_prob as f32], [1]), &device);
-    let bpd: Vec<f32> = bits_per_dim_tensor(t, 784).into_data().try_to_vec::<f32>().expect("f32");
+    let bpd: Vec<f32> = bits_per_dim_tensor(t, 784)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
     assert!((bpd[0] - 8.0).abs() < 1e-5);
 }
