@@ -692,16 +692,3 @@ fn svhn_extra_variables_and_long_names_are_ignored() {
     let set = decode_mat(&bytes, &mat_path()).expect("decode");
     assert_eq!(set.labels(), Some(&[7][..]));
 }
-
-#[test]
-fn tmp_big_timing() {
-    let bytes = std::fs::read("/tmp/svhn_big.mat").expect("big");
-    let t = std::time::Instant::now();
-    let set = decode_mat(&bytes, Path::new("/tmp/svhn_big.mat")).expect("decode big");
-    eprintln!(
-        "decoded {:?} in {:?}; pixel {}",
-        set.shape(),
-        t.elapsed(),
-        set.pixels()[100 * 3072 + 2 * 1024 + 3 * 32 + 5]
-    );
-}

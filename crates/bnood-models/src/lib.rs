@@ -1,0 +1,111 @@
+//! # bnood-models
+//!
+//! Likelihood models trained with BatchNorm, whose per-sample log-likelihood can be
+//! evaluated under any [`StatsMode`]: running averages (the paper's *evaluation mode*), the
+//! statistics of the batch (its *training mode*), or a mixed batch of test and reference
+//! samples (see `bnood_norm::mixed_batch`).
+//!
+//! - [`LikelihoodModel`]: the one trait detectors use — `log_prob` in **nats** on the
+//!   0–256 pixel scale for a batch `[N, C, H, W]`, preprocessing log-determinants included,
+//!   so [`bits_per_dim`](LikelihoodModel::bits_per_dim) is comparable with the paper's Table 1.
+//! - [`RealNvp`] (Dinh et al. 2016, paper Appendix C.1): multi-scale, one downscale,
+//!   checkerboard and channel-wise affine couplings with pre-activation BatchNorm residual
+//!   s/t networks; presets [`RealNvpConfig::paper_fmnist`], [`RealNvpConfig::cpu_fmnist`].
+//! - [`train`]: the training loop (Adam, batch 64, seeded, gradient clipping, progress bar,
+//!   checkpoints, resume) and [`checkpoint`]: save/load with architecture checks.
+//!
+//! Inputs are *dequantised* pixels, continuous values in `[0, 256)`: integer pixels plus
+//! uniform noise (`bnood_data::Dequantizer`) or plus 0.5. A density on that scale equals the
+//! probability of the integer pixel vector under the matching discrete model, so bits per
+//! dimension need no further correction.
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+mod init;
+pub mod realnvp;
+pub mod train;
+
+use burn::tensor::Tensor;
+
+pub use bnood_norm::StatsMode;
+pub use realnvp::{RealNvp, RealNvpConfig};
+
+/// Errors of `bnood-models`.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A BatchNorm layer refused its input.
+    #[error(transparent)]
+    Norm(#[from] bnood_norm::NormError),
+    /// The input does not have the shape the model was built for.
+    #[error("the model expects images of shape [N, {expected:?}] but got {got:?}: resize or pick the model trained on this data")]
+    Shape {
+        /// `[C, H, W]` the model was built for.
+        expected: [usize; 3],
+        /// The shape that was passed.
+        got: Vec<usize>,
+    },
+    /// A configuration value is outside its valid range.
+    #[error("invalid model configuration: {0}")]
+    InvalidConfig(String),
+    /// A checkpoint could not be written or read, or does not match the architecture.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
+    /// Training diverged or was given unusable data.
+    #[error("training failed: {0}")]
+    Training(String),
+    /// Data loading or preprocessing failed.
+    #[error(transparent)]
+    Data(#[from] bnood_data::DataError),
+}
+
+/// A model of images that assigns each sample a log-likelihood.
+pub trait LikelihoodModel {
+    /// Shape of one image, `[C, H, W]`.
+    fn image_shape(&self) -> [usize; 3];
+
+    /// `ln p(x)` in nats for each sample of `x` `[N, C, H, W]`, `x` dequantised on the
+    /// `[0, 256)` scale, with BatchNorm statistics taken from `mode`. In `Batch` and
+    /// `Train` mode a sample's value depends on the whole batch.
+    ///
+    /// # Errors
+    /// [`ModelError::Shape`] for a wrong image shape, [`ModelError::Norm`] for a batch too
+    /// small for batch statistics.
+    fn log_prob(&self, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<1>, ModelError>;
+
+    /// The per-sample training objective in nats to *minimise* (for flows `−ln p(x)`,
+    /// for a VAE the negative ELBO). Defaults to `−log_prob`.
+    ///
+    /// # Errors
+    /// As [`log_prob`](Self::log_prob).
+    fn training_loss(&self, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<1>, ModelError> {
+        Ok(self.log_prob(x, mode)?.neg())
+    }
+
+    /// Number of dimensions of one image, `C·H·W`.
+    fn dims(&self) -> usize {
+        self.image_shape().iter().product()
+    }
+
+    /// Bits per dimension of each sample: `−ln p(x) / (C·H·W · ln 2)`.
+    ///
+    /// # Errors
+    /// As [`log_prob`](Self::log_prob).
+    fn bits_per_dim(&self, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<1>, ModelError> {
+        let dims = self.dims();
+        Ok(bnood_data::transform::bits_per_dim_tensor(self.log_prob(x, mode)?, dims))
+    }
+}
+
+/// Checks that `x` is `[N, C, H, W]` with `[C, H, W] == expected` and `N ≥ 1`.
+pub(crate) fn check_shape(x: &Tensor<4>, expected: [usize; 3]) -> Result<(), ModelError> {
+    let d = x.dims();
+    if d[0] == 0 || d[1..] != expected {
+        return Err(ModelError::Shape { expected, got: d.to_vec() });
+    }
+    Ok(())
+}
