@@ -91,9 +91,14 @@ fn reference() -> [Vec<f64>; 4] {
 }
 
 fn assert_agree(name: &str, got: &[Vec<f32>; 4], want: &[Vec<f64>; 4]) {
-    for (what, (g, w)) in ["Batch output", "Running output", "running mean", "running var"]
-        .iter()
-        .zip(got.iter().zip(want))
+    for (what, (g, w)) in [
+        "Batch output",
+        "Running output",
+        "running mean",
+        "running var",
+    ]
+    .iter()
+    .zip(got.iter().zip(want))
     {
         assert_close(g, w, TOL, &format!("{name}: {what}"));
     }
@@ -141,5 +146,10 @@ fn mixed_batch_agrees_between_flex_and_ndarray() {
     let flex = run(&Device::flex());
     #[allow(deprecated)]
     let ndarray = run(&Device::ndarray());
-    assert_close(&ndarray, &to_f64(&flex), TOL, "mixed batch, ndarray vs flex");
+    assert_close(
+        &ndarray,
+        &to_f64(&flex),
+        TOL,
+        "mixed batch, ndarray vs flex",
+    );
 }

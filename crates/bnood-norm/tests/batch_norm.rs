@@ -175,7 +175,10 @@ fn batch_mode_leaves_running_state_bit_identical() {
 
     for seed in 0..50 {
         layer
-            .forward(tensor4(&input(100 + seed), SHAPE, &device), &StatsMode::Batch)
+            .forward(
+                tensor4(&input(100 + seed), SHAPE, &device),
+                &StatsMode::Batch,
+            )
             .expect("batch forward");
     }
     assert_eq!(running_bits(&layer), before, "after many Batch calls");
@@ -232,7 +235,11 @@ fn train_then_apply_updates_running_stats_with_momentum_and_unbiased_variance() 
             .forward(tensor4(&x, SHAPE, &device), &StatsMode::Batch)
             .expect("batch"),
     );
-    assert_eq!(bits(&y_train), bits(&y_batch), "Train output == Batch output");
+    assert_eq!(
+        bits(&y_train),
+        bits(&y_batch),
+        "Train output == Batch output"
+    );
 
     let layer = tape.apply(layer);
     assert!(tape.is_empty(), "apply empties the tape");
@@ -426,7 +433,12 @@ fn momentum_zero_keeps_and_momentum_one_replaces_running_stats() {
 // 4. Running mode vs burn's inference BatchNorm
 // ---------------------------------------------------------------------------------------
 
-fn burn_batch_norm(device: &Device, eps: f64, momentum: f64, v: &LayerValues) -> burn::nn::BatchNorm {
+fn burn_batch_norm(
+    device: &Device,
+    eps: f64,
+    momentum: f64,
+    v: &LayerValues,
+) -> burn::nn::BatchNorm {
     let mut bn = burn::nn::BatchNormConfig::new(v.gamma.len())
         .with_epsilon(eps)
         .with_momentum(momentum)
@@ -452,7 +464,12 @@ fn running_mode_matches_burns_inference_batch_norm() {
             .expect("running"),
     );
     let y_burn = host(theirs.forward(tensor4(&x, SHAPE, &device)));
-    assert_close(&y_ours, &to_f64(&y_burn), 1e-5, "ours vs burn::nn::BatchNorm");
+    assert_close(
+        &y_ours,
+        &to_f64(&y_burn),
+        1e-5,
+        "ours vs burn::nn::BatchNorm",
+    );
 
     // Both equal the host formula with the running statistics…
     let expected = host_normalise(
@@ -535,11 +552,16 @@ fn batch_mode_matches_burns_training_forward_and_running_mean_update() {
             .expect("train"),
     );
     let y_burn = host(theirs.forward(tensor4(&x, SHAPE, &device)));
-    assert_close(&y_ours, &to_f64(&y_burn), 1e-5, "Train output vs burn training output");
+    assert_close(
+        &y_ours,
+        &to_f64(&y_burn),
+        1e-5,
+        "Train output vs burn training output",
+    );
 
     let ours = tape.apply(ours);
-    let burn_mean = host(theirs.running_mean.value());
-    let burn_var = host(theirs.running_var.value());
+    let burn_mean = host(theirs.running_mean.value_sync());
+    let burn_var = host(theirs.running_var.value_sync());
     assert_close(
         &host_param(&ours.running_mean),
         &to_f64(&burn_mean),
@@ -550,7 +572,12 @@ fn batch_mode_matches_burns_training_forward_and_running_mean_update() {
     let (_, var) = host_batch_stats(&x, SHAPE);
     let rv0 = to_f64(&values.running_var);
     let burn_expected = ema(&rv0, &var, momentum);
-    assert_close(&burn_var, &burn_expected, 1e-5, "burn's (biased) running var");
+    assert_close(
+        &burn_var,
+        &burn_expected,
+        1e-5,
+        "burn's (biased) running var",
+    );
     assert_close(
         &host_param(&ours.running_var),
         &ema(&rv0, &unbiased(&var, 16), momentum),
@@ -594,7 +621,10 @@ fn batch_statistics_over_one_value_per_channel_are_an_error() {
 
     // Rank 2 with one row, and an empty batch, too.
     let err = layer
-        .forward(tensor4(&x, [1, 3, 1, 1], &device).reshape([1, 3]), &StatsMode::Batch)
+        .forward(
+            tensor4(&x, [1, 3, 1, 1], &device).reshape([1, 3]),
+            &StatsMode::Batch,
+        )
         .expect_err("[1, 3]");
     assert!(matches!(err, NormError::TooFewValues { values: 1, .. }));
     let empty: Tensor<4> = Tensor::zeros([0, 3, 2, 2], &device);
@@ -658,7 +688,10 @@ fn wrong_channel_count_is_a_channel_mismatch() {
     let err = layer
         .forward(Tensor::<4>::ones([2, 2, 2, 3], &device), &StatsMode::Batch)
         .expect_err("channels last");
-    assert!(matches!(err, NormError::ChannelMismatch { expected: 3, .. }));
+    assert!(matches!(
+        err,
+        NormError::ChannelMismatch { expected: 3, .. }
+    ));
     // Rank 1 has no channel dimension.
     let err = layer
         .forward(Tensor::<1>::ones([3], &device), &StatsMode::Running)
@@ -684,7 +717,10 @@ fn invalid_configs_are_rejected_with_a_message() {
     };
 
     let msg = invalid(BatchNormConfig::new(0));
-    assert!(msg.starts_with("invalid BatchNorm configuration: "), "{msg}");
+    assert!(
+        msg.starts_with("invalid BatchNorm configuration: "),
+        "{msg}"
+    );
     assert!(msg.contains("num_features is 0"), "{msg}");
 
     for eps in [0.0, -1e-5, f64::NAN, f64::INFINITY] {
@@ -693,7 +729,10 @@ fn invalid_configs_are_rejected_with_a_message() {
         assert!(msg.contains("must be finite and positive"), "{msg}");
     }
     let msg = invalid(BatchNormConfig::new(3).with_epsilon(0.0));
-    assert!(msg.contains("epsilon 0 must be finite and positive"), "{msg}");
+    assert!(
+        msg.contains("epsilon 0 must be finite and positive"),
+        "{msg}"
+    );
 
     for momentum in [1.5, -0.1, f64::NAN, f64::INFINITY] {
         let msg = invalid(BatchNormConfig::new(3).with_momentum(momentum));
@@ -734,7 +773,10 @@ fn clones_do_not_share_running_state() {
     let clone = original.clone();
     let tape = RunningStatsTape::default();
     clone
-        .forward(tensor4(&input(15), SHAPE, &device), &StatsMode::Train(tape.clone()))
+        .forward(
+            tensor4(&input(15), SHAPE, &device),
+            &StatsMode::Train(tape.clone()),
+        )
         .expect("train on clone");
     let clone = tape.apply(clone);
 
@@ -770,7 +812,10 @@ fn save_and_load_round_trip_keeps_running_stats_exactly() {
     let layer = layer_with(&device, 1e-5, 0.3, &values);
     let tape = RunningStatsTape::default();
     layer
-        .forward(tensor4(&input(17), SHAPE, &device), &StatsMode::Train(tape.clone()))
+        .forward(
+            tensor4(&input(17), SHAPE, &device),
+            &StatsMode::Train(tape.clone()),
+        )
         .expect("train");
     let trained = tape.apply(layer);
     let trained_bits = running_bits(&trained);

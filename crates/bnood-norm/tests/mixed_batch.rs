@@ -27,7 +27,11 @@ fn row_sums(layer: &BatchNorm, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<
 }
 
 /// Host reference: per-row sums of a weighted output, so that row sums are not trivially β·C·H·W.
-fn weighted_row_sums(layer: &BatchNorm, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<1>, NormError> {
+fn weighted_row_sums(
+    layer: &BatchNorm,
+    x: Tensor<4>,
+    mode: &StatsMode,
+) -> Result<Tensor<1>, NormError> {
     let y = layer.forward(x, mode)?;
     let [n, c, h, w] = y.dims();
     let weights: Vec<f32> = (0..c * h * w).map(|i| 1.0 + 0.5 * i as f32).collect();
@@ -75,7 +79,11 @@ fn mixed_batch_returns_the_test_rows_of_a_batch_mode_pass_over_the_concatenation
         Some(batch(&reference, n_ref, &device)),
         |x, mode| {
             saw_batch_mode.set(matches!(mode, StatsMode::Batch));
-            assert_eq!(x.dims()[0], n_test + n_ref, "the model sees the whole batch");
+            assert_eq!(
+                x.dims()[0],
+                n_test + n_ref,
+                "the model sees the whole batch"
+            );
             weighted_row_sums(&bn, x, mode)
         },
     )
@@ -107,9 +115,20 @@ fn mixed_batch_returns_the_test_rows_of_a_batch_mode_pass_over_the_concatenation
 
     // And both equal the host formula with the *combined* statistics.
     let v = LayerValues::three_channels();
-    let y = host_batch_norm(&combined, [n_test + n_ref, C, 2, 2], 1e-5, &v.gamma, &v.beta);
+    let y = host_batch_norm(
+        &combined,
+        [n_test + n_ref, C, 2, 2],
+        1e-5,
+        &v.gamma,
+        &v.beta,
+    );
     let expected = host_weighted_row_sums(&y, n_test + n_ref);
-    assert_close(&out, &expected[..n_test], 1e-4, "mixed vs host combined stats");
+    assert_close(
+        &out,
+        &expected[..n_test],
+        1e-4,
+        "mixed vs host combined stats",
+    );
 
     // The combined statistics really are used: test rows alone give something else.
     let alone = host(
@@ -121,7 +140,10 @@ fn mixed_batch_returns_the_test_rows_of_a_batch_mode_pass_over_the_concatenation
         .zip(&alone)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    assert!(gap > 1.0, "test-only statistics should differ: max gap {gap}");
+    assert!(
+        gap > 1.0,
+        "test-only statistics should differ: max gap {gap}"
+    );
 
     // Batch mode: running state untouched.
     assert_eq!(
@@ -217,16 +239,23 @@ fn one_test_row_without_reference_is_an_invalid_mix() {
     let device = Device::flex();
     let bn = layer(&device);
     let called = Cell::new(false);
-    let err = mixed_batch(batch(&rows(38, 1, [0.0; 3]), 1, &device), None, |x, mode| {
-        called.set(true);
-        row_sums(&bn, x, mode)
-    })
+    let err = mixed_batch(
+        batch(&rows(38, 1, [0.0; 3]), 1, &device),
+        None,
+        |x, mode| {
+            called.set(true);
+            row_sums(&bn, x, mode)
+        },
+    )
     .expect_err("one row in all");
     assert!(!called.get(), "the model is not run");
     assert!(matches!(err, NormError::InvalidMix(_)), "{err:?}");
     let msg = err.to_string();
     assert!(msg.starts_with("invalid mixed batch: "), "{msg}");
-    assert!(msg.contains("1 test row(s) and 0 reference row(s)"), "{msg}");
+    assert!(
+        msg.contains("1 test row(s) and 0 reference row(s)"),
+        "{msg}"
+    );
     assert!(msg.contains("2 rows in all"), "{msg}");
 }
 
@@ -296,7 +325,10 @@ fn a_model_returning_the_wrong_number_of_rows_is_an_invalid_mix() {
         },
     )
     .expect_err("model duplicates rows");
-    assert!(err.to_string().contains("returned 8 rows for a batch of 4"), "{err}");
+    assert!(
+        err.to_string().contains("returned 8 rows for a batch of 4"),
+        "{err}"
+    );
 }
 
 #[test]

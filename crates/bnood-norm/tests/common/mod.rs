@@ -52,7 +52,7 @@ pub fn tensor1(values: &[f32], device: &Device) -> Tensor<1> {
 
 /// Host copy of a tensor's values as f32.
 pub fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().to_vec::<f32>().expect("tensor holds f32 values")
+    t.try_into_vec_as::<f32>().expect("tensor holds f32 values")
 }
 
 /// Host copy of a parameter's values.
