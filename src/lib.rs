@@ -12,6 +12,8 @@
 //! | module | crate | job |
 //! |---|---|---|
 //! | [`data`] | `bnood-data` | verified datasets, image sets, transforms |
+//! | [`norm`] | `bnood-norm` | BatchNorm with explicit statistics mode, mixed batches |
+//! | [`models`] | `bnood-models` | RealNVP and VAE trained with BatchNorm, training loop |
 //! | [`metrics`] | `bnood-metrics` | AUROC, AP, AUPR-in/out, FPR@95TPR |
 //! | [`backend`] | (here) | backend name → burn `Device` |
 //!
@@ -33,3 +35,5 @@ pub mod backend;
 
 pub use bnood_data as data;
 pub use bnood_metrics as metrics;
+pub use bnood_models as models;
+pub use bnood_norm as norm;

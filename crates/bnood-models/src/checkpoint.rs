@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
+use crate::train::Trainable;
 
 /// The JSON sidecar written next to every checkpoint (`<file>.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,37 +31,52 @@ pub fn meta_path(path: &Path) -> PathBuf {
 }
 
 fn err(path: &Path, reason: impl Into<String>) -> ModelError {
-    ModelError::Checkpoint { path: path.display().to_string(), reason: reason.into() }
+    ModelError::Checkpoint {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
 }
 
-/// Saves `model` to `path` and its sidecar to `<path>.json`. Writes to temporary names
+/// Saves `model` to `path` and its sidecar (kind, configuration, progress) to `<path>.json`. Writes to temporary names
 /// first and renames, so an interrupted save never leaves a half-written checkpoint.
 ///
 /// # Errors
 /// [`ModelError::Checkpoint`] if a file cannot be written.
-pub fn save<M: Module, C: Serialize>(
+pub fn save<M: Trainable>(
     model: M,
-    kind: &str,
-    config: &C,
     step: usize,
     samples_seen: usize,
     path: &Path,
 ) -> Result<(), ModelError> {
+    let (kind, config) = (M::KIND, model.config());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| err(path, format!("cannot create its directory: {e}")))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(path, format!("cannot create its directory: {e}")))?;
     }
-    let config = serde_json::to_value(config).map_err(|e| err(path, format!("cannot serialise the config: {e}")))?;
-    let meta = CheckpointMeta { kind: kind.to_string(), config, step, samples_seen };
+    let config = serde_json::to_value(&config)
+        .map_err(|e| err(path, format!("cannot serialise the config: {e}")))?;
+    let meta = CheckpointMeta {
+        kind: kind.to_string(),
+        config,
+        step,
+        samples_seen,
+    };
     let tmp_model = path.with_extension("tmp-model");
-    model.save_file(&tmp_model).map_err(|e| err(path, format!("cannot write the parameters: {e}")))?;
+    model
+        .save_file(&tmp_model)
+        .map_err(|e| err(path, format!("cannot write the parameters: {e}")))?;
     // burn may add its own extension; find what it wrote.
-    let written = find_written(&tmp_model).ok_or_else(|| err(path, "burn wrote no parameter file"))?;
+    let written =
+        find_written(&tmp_model).ok_or_else(|| err(path, "burn wrote no parameter file"))?;
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| err(path, e.to_string()))?;
     let meta_file = meta_path(path);
     let tmp_meta = meta_file.with_extension("tmp-json");
-    std::fs::write(&tmp_meta, json).map_err(|e| err(path, format!("cannot write the sidecar: {e}")))?;
-    std::fs::rename(&written, path).map_err(|e| err(path, format!("cannot move the parameters into place: {e}")))?;
-    std::fs::rename(&tmp_meta, &meta_file).map_err(|e| err(path, format!("cannot move the sidecar into place: {e}")))?;
+    std::fs::write(&tmp_meta, json)
+        .map_err(|e| err(path, format!("cannot write the sidecar: {e}")))?;
+    std::fs::rename(&written, path)
+        .map_err(|e| err(path, format!("cannot move the parameters into place: {e}")))?;
+    std::fs::rename(&tmp_meta, &meta_file)
+        .map_err(|e| err(path, format!("cannot move the sidecar into place: {e}")))?;
     Ok(())
 }
 
@@ -69,11 +84,20 @@ fn find_written(stem: &Path) -> Option<PathBuf> {
     if stem.is_file() {
         return Some(stem.to_path_buf());
     }
-    let dir = stem.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = stem
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let prefix = stem.file_name()?.to_string_lossy().into_owned();
-    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-        p.file_name().map(|n| n.to_string_lossy().starts_with(&prefix)).unwrap_or(false)
-    })
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().starts_with(&prefix))
+                .unwrap_or(false)
+        })
 }
 
 /// Reads the sidecar of `path`.
@@ -82,45 +106,94 @@ fn find_written(stem: &Path) -> Option<PathBuf> {
 /// [`ModelError::Checkpoint`] if it is missing or not valid JSON.
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta, ModelError> {
     let meta_file = meta_path(path);
-    let bytes = std::fs::read(&meta_file)
-        .map_err(|e| err(path, format!("cannot read its sidecar {}: {e}; was it written by bnood?", meta_file.display())))?;
-    serde_json::from_slice(&bytes).map_err(|e| err(path, format!("sidecar {} is not valid: {e}", meta_file.display())))
+    let bytes = std::fs::read(&meta_file).map_err(|e| {
+        err(
+            path,
+            format!(
+                "cannot read its sidecar {}: {e}; was it written by bnood?",
+                meta_file.display()
+            ),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        err(
+            path,
+            format!("sidecar {} is not valid: {e}", meta_file.display()),
+        )
+    })
 }
 
 /// Reads the configuration stored with a checkpoint of `kind`.
 ///
 /// # Errors
 /// [`ModelError::Checkpoint`] if the sidecar is missing, of another kind, or unreadable.
-pub fn read_config<C: DeserializeOwned>(path: &Path, kind: &str) -> Result<(C, CheckpointMeta), ModelError> {
+pub fn read_config<C: DeserializeOwned>(
+    path: &Path,
+    kind: &str,
+) -> Result<(C, CheckpointMeta), ModelError> {
     let meta = read_meta(path)?;
     if meta.kind != kind {
-        return Err(err(path, format!("it holds a `{}` model, not a `{kind}` model", meta.kind)));
+        return Err(err(
+            path,
+            format!("it holds a `{}` model, not a `{kind}` model", meta.kind),
+        ));
     }
-    let config = serde_json::from_value(meta.config.clone())
-        .map_err(|e| err(path, format!("its `{kind}` configuration is unreadable: {e}")))?;
+    let config = serde_json::from_value(meta.config.clone()).map_err(|e| {
+        err(
+            path,
+            format!("its `{kind}` configuration is unreadable: {e}"),
+        )
+    })?;
     Ok((config, meta))
 }
 
 /// Loads parameters from `path` into `model`, after checking that the sidecar names the
-/// same kind and exactly the same configuration as `config`.
+/// same kind and exactly the same configuration as the model's own (seeds included: a VAE's
+/// evaluation seed changes its scores).
 ///
 /// # Errors
-/// [`ModelError::Checkpoint`] naming the first difference, or burn's reason when the
-/// parameter file itself does not fit.
-pub fn load_into<M: Module, C: Serialize>(model: M, kind: &str, config: &C, path: &Path) -> Result<M, ModelError> {
+/// [`ModelError::Checkpoint`] naming the difference, or burn's reason when the parameter
+/// file itself does not fit.
+pub fn load_into<M: Trainable>(model: M, path: &Path) -> Result<M, ModelError> {
     let meta = read_meta(path)?;
-    if meta.kind != kind {
-        return Err(err(path, format!("it holds a `{}` model, not a `{kind}` model", meta.kind)));
+    if meta.kind != M::KIND {
+        return Err(err(
+            path,
+            format!(
+                "it holds a `{}` model, not a `{}` model",
+                meta.kind,
+                M::KIND
+            ),
+        ));
     }
-    let expected = serde_json::to_value(config).map_err(|e| err(path, e.to_string()))?;
+    let expected = serde_json::to_value(model.config()).map_err(|e| err(path, e.to_string()))?;
     if meta.config != expected {
         return Err(err(
             path,
             format!(
-                "it was trained with a different architecture:\n  file:     {}\n  expected: {}\nrebuild the model from the file's configuration or train a new one",
+                "it was made with a different configuration:\n  file:     {}\n  expected: {}\nrebuild the model from the file's configuration (checkpoint::load) or train a new one",
                 meta.config, expected
             ),
         ));
     }
-    model.try_load_file(path).map_err(|e| err(path, format!("the parameters do not fit the model: {e}")))
+    model
+        .try_load_file(path)
+        .map_err(|e| err(path, format!("the parameters do not fit the model: {e}")))
+}
+
+/// Builds a model from the configuration stored with the checkpoint at `path` and loads its
+/// parameters, on `device`.
+///
+/// # Errors
+/// As [`read_config`] and [`load_into`], and the model's own configuration errors.
+pub fn load<M: Trainable>(
+    path: &Path,
+    device: &burn::tensor::Device,
+    build: impl FnOnce(&M::Config, &burn::tensor::Device) -> Result<M, ModelError>,
+) -> Result<M, ModelError>
+where
+    M::Config: DeserializeOwned,
+{
+    let (config, _) = read_config::<M::Config>(path, M::KIND)?;
+    load_into(build(&config, device)?, path)
 }

@@ -2,15 +2,17 @@
 //! a ChaCha8 stream and uploaded, so the same seed gives the same model on every backend.
 
 use burn::module::Param;
-use burn::nn::PaddingConfig2d;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d};
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 /// Uniform(−bound, bound) values on the host.
 fn uniform(rng: &mut ChaCha8Rng, n: usize, bound: f64) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
+    (0..n)
+        .map(|_| rng.random_range(-bound..bound) as f32)
+        .collect()
 }
 
 /// A `k×k` convolution `in → out` with "same" padding (odd `k`), PyTorch's default
@@ -37,7 +39,99 @@ pub(crate) fn conv2d(
     } else {
         (uniform(rng, n, bound), uniform(rng, cout, bound))
     };
-    conv.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [cout, cin, kernel, kernel]), device));
-    conv.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(b, [cout]), device)));
+    conv.weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(w, [cout, cin, kernel, kernel]),
+        device,
+    ));
+    conv.bias = Some(Param::from_tensor(Tensor::from_data(
+        TensorData::new(b, [cout]),
+        device,
+    )));
     conv
+}
+
+/// A convolution `in → out` with a `kh×kw` kernel, equal `stride` in both directions and
+/// symmetric zero `padding`, PyTorch's default initialisation (weights and bias uniform in
+/// ±1/√fan_in, fan_in = in·kh·kw). Weights are drawn first, then the bias.
+pub(crate) fn conv2d_strided(
+    rng: &mut ChaCha8Rng,
+    channels: [usize; 2],
+    kernel: [usize; 2],
+    stride: usize,
+    padding: usize,
+    device: &Device,
+) -> Conv2d {
+    let [cin, cout] = channels;
+    let [kh, kw] = kernel;
+    let mut conv = Conv2dConfig::new(channels, kernel)
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
+        .init(device);
+    let bound = 1.0 / ((cin * kh * kw) as f64).sqrt();
+    let w = uniform(rng, cout * cin * kh * kw, bound);
+    let b = uniform(rng, cout, bound);
+    conv.weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(w, [cout, cin, kh, kw]),
+        device,
+    ));
+    conv.bias = Some(Param::from_tensor(Tensor::from_data(
+        TensorData::new(b, [cout]),
+        device,
+    )));
+    conv
+}
+
+/// A `k×k` transposed convolution `in → out` with equal `stride`, symmetric `padding` and
+/// `padding_out` (extra rows/columns at the bottom/right; 1 makes a stride-2, `k = 5`,
+/// padding-2 layer double the size exactly). PyTorch's default initialisation: PyTorch
+/// takes fan_in from dimension 1 of the `[in, out, k, k]` weight, so the bound is
+/// 1/√(out·k·k) for weights and bias. Weights are drawn first, then the bias.
+pub(crate) fn conv_transpose2d(
+    rng: &mut ChaCha8Rng,
+    channels: [usize; 2],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    padding_out: usize,
+    device: &Device,
+) -> ConvTranspose2d {
+    let [cin, cout] = channels;
+    let bound = 1.0 / ((cout * kernel * kernel) as f64).sqrt();
+    let w = uniform(rng, cin * cout * kernel * kernel, bound);
+    let b = uniform(rng, cout, bound);
+    ConvTranspose2d {
+        weight: Param::from_tensor(Tensor::from_data(
+            TensorData::new(w, [cin, cout, kernel, kernel]),
+            device,
+        )),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(b, [cout]),
+            device,
+        ))),
+        stride: [stride, stride],
+        kernel_size: [kernel, kernel],
+        dilation: [1, 1],
+        groups: 1,
+        padding: [padding, padding],
+        padding_out: [padding_out, padding_out],
+        channels,
+    }
+}
+
+/// A fully connected layer `d_in → d_out` (burn's row layout: weight `[d_in, d_out]`),
+/// PyTorch's default initialisation (uniform in ±1/√d_in). Weights are drawn first (in
+/// `[d_in, d_out]` order), then the bias.
+pub(crate) fn linear(rng: &mut ChaCha8Rng, d_in: usize, d_out: usize, device: &Device) -> Linear {
+    let bound = 1.0 / (d_in as f64).sqrt();
+    let w = uniform(rng, d_in * d_out, bound);
+    let b = uniform(rng, d_out, bound);
+    Linear {
+        weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device)),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(b, [d_out]),
+            device,
+        ))),
+    }
 }

@@ -24,11 +24,13 @@ pub mod checkpoint;
 mod init;
 pub mod realnvp;
 pub mod train;
+pub mod vae;
 
 use burn::tensor::Tensor;
 
 pub use bnood_norm::StatsMode;
 pub use realnvp::{RealNvp, RealNvpConfig};
+pub use vae::{Vae, VaeConfig};
 
 /// Errors of `bnood-models`.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +39,9 @@ pub enum ModelError {
     #[error(transparent)]
     Norm(#[from] bnood_norm::NormError),
     /// The input does not have the shape the model was built for.
-    #[error("the model expects images of shape [N, {expected:?}] but got {got:?}: resize or pick the model trained on this data")]
+    #[error(
+        "the model expects images of shape [N, {expected:?}] but got {got:?}: resize or pick the model trained on this data"
+    )]
     Shape {
         /// `[C, H, W]` the model was built for.
         expected: [usize; 3],
@@ -97,7 +101,10 @@ pub trait LikelihoodModel {
     /// As [`log_prob`](Self::log_prob).
     fn bits_per_dim(&self, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<1>, ModelError> {
         let dims = self.dims();
-        Ok(bnood_data::transform::bits_per_dim_tensor(self.log_prob(x, mode)?, dims))
+        Ok(bnood_data::transform::bits_per_dim_tensor(
+            self.log_prob(x, mode)?,
+            dims,
+        ))
     }
 }
 
@@ -105,7 +112,10 @@ pub trait LikelihoodModel {
 pub(crate) fn check_shape(x: &Tensor<4>, expected: [usize; 3]) -> Result<(), ModelError> {
     let d = x.dims();
     if d[0] == 0 || d[1..] != expected {
-        return Err(ModelError::Shape { expected, got: d.to_vec() });
+        return Err(ModelError::Shape {
+            expected,
+            got: d.to_vec(),
+        });
     }
     Ok(())
 }

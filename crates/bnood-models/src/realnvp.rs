@@ -74,13 +74,22 @@ impl RealNvpConfig {
 
     /// The paper's CIFAR-10 RealNVP: `[3, 32, 32]`, 8 residual blocks of 64 channels.
     pub fn paper_cifar10() -> Self {
-        Self { image_shape: [3, 32, 32], mid_channels: 64, num_blocks: 8, ..Self::paper_fmnist() }
+        Self {
+            image_shape: [3, 32, 32],
+            mid_channels: 64,
+            num_blocks: 8,
+            ..Self::paper_fmnist()
+        }
     }
 
     /// A Fashion-MNIST RealNVP sized to train to a useful model in about 20 minutes on a
     /// 2-core CPU: the paper's layout with 2 residual blocks of 16 channels.
     pub fn cpu_fmnist() -> Self {
-        Self { mid_channels: 16, num_blocks: 2, ..Self::paper_fmnist() }
+        Self {
+            mid_channels: 16,
+            num_blocks: 2,
+            ..Self::paper_fmnist()
+        }
     }
 
     /// A preset by name: `paper` or `cpu` (Fashion-MNIST shape), `paper-cifar10`.
@@ -108,7 +117,10 @@ impl RealNvpConfig {
         let [c, h, w] = self.image_shape;
         let bad = |m: String| Err(ModelError::InvalidConfig(m));
         if c == 0 || h == 0 || w == 0 {
-            return bad(format!("image shape {:?} has a zero dimension", self.image_shape));
+            return bad(format!(
+                "image shape {:?} has a zero dimension",
+                self.image_shape
+            ));
         }
         let factor = 1usize << self.downscales;
         if h % factor != 0 || w % factor != 0 {
@@ -124,7 +136,10 @@ impl RealNvpConfig {
             return bad("mid_channels is 0".into());
         }
         if !(0.0..0.5).contains(&self.logit_alpha) {
-            return bad(format!("logit_alpha {} must lie in [0, 0.5)", self.logit_alpha));
+            return bad(format!(
+                "logit_alpha {} must lie in [0, 0.5)",
+                self.logit_alpha
+            ));
         }
         Ok(())
     }
@@ -136,7 +151,9 @@ impl RealNvpConfig {
     pub fn init(&self, device: &Device) -> Result<RealNvp, ModelError> {
         self.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let bn = BatchNormConfig::new(1).with_momentum(self.bn_momentum).with_epsilon(self.bn_epsilon);
+        let bn = BatchNormConfig::new(1)
+            .with_momentum(self.bn_momentum)
+            .with_epsilon(self.bn_epsilon);
         let mut make = |kind: CouplingKind, channels: usize| -> Result<Coupling, ModelError> {
             let (cond, out) = match kind {
                 CouplingKind::Checkerboard { .. } => (channels, 2 * channels),
@@ -147,14 +164,31 @@ impl RealNvpConfig {
         let [mut c, _, _] = self.image_shape;
         let mut scales = Vec::with_capacity(self.downscales);
         for _ in 0..self.downscales {
-            let checker = (0..3).map(|p| make(CouplingKind::Checkerboard { parity: p % 2 }, c)).collect::<Result<_, _>>()?;
-            let channel = (0..3).map(|f| make(CouplingKind::Channel { flip: f % 2 == 1 }, 4 * c)).collect::<Result<_, _>>()?;
-            scales.push(Scale { checkerboard: checker, channelwise: channel });
+            let checker = (0..3)
+                .map(|p| make(CouplingKind::Checkerboard { parity: p % 2 }, c))
+                .collect::<Result<_, _>>()?;
+            let channel = (0..3)
+                .map(|f| make(CouplingKind::Channel { flip: f % 2 == 1 }, 4 * c))
+                .collect::<Result<_, _>>()?;
+            scales.push(Scale {
+                checkerboard: checker,
+                channelwise: channel,
+            });
             c *= 2;
         }
-        let last = (0..4).map(|p| make(CouplingKind::Checkerboard { parity: p % 2 }, c)).collect::<Result<_, _>>()?;
+        let last = (0..4)
+            .map(|p| make(CouplingKind::Checkerboard { parity: p % 2 }, c))
+            .collect::<Result<_, _>>()?;
         let [c0, h0, w0] = self.image_shape;
-        Ok(RealNvp { scales, last, channels: c0, height: h0, width: w0, logit_alpha: self.logit_alpha, config: self.clone() })
+        Ok(RealNvp {
+            scales,
+            last,
+            channels: c0,
+            height: h0,
+            width: w0,
+            logit_alpha: self.logit_alpha,
+            config: self.clone(),
+        })
     }
 }
 
@@ -175,7 +209,9 @@ pub struct ResidualBlock {
 
 impl ResidualBlock {
     fn forward(&self, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<4>, ModelError> {
-        let h = self.conv1.forward(relu(self.norm1.forward(x.clone(), mode)?));
+        let h = self
+            .conv1
+            .forward(relu(self.norm1.forward(x.clone(), mode)?));
         let h = self.conv2.forward(relu(self.norm2.forward(h, mode)?));
         Ok(x + h)
     }
@@ -229,7 +265,13 @@ impl Coupling {
         device: &Device,
     ) -> Result<Self, ModelError> {
         let mid = cfg.mid_channels;
-        let norm = |c: usize| BatchNormConfig { num_features: c, ..bn.clone() }.init(device);
+        let norm = |c: usize| {
+            BatchNormConfig {
+                num_features: c,
+                ..bn.clone()
+            }
+            .init(device)
+        };
         let blocks = (0..cfg.num_blocks)
             .map(|_| {
                 Ok(ResidualBlock {
@@ -251,16 +293,27 @@ impl Coupling {
             CouplingKind::Checkerboard { parity } => (0, parity),
             CouplingKind::Channel { flip } => (1, usize::from(flip)),
         };
-        Ok(Self { net, rescale: Param::from_tensor(Tensor::ones([out / 2], device)), kind: kind_id, variant })
+        Ok(Self {
+            net,
+            rescale: Param::from_tensor(Tensor::ones([out / 2], device)),
+            kind: kind_id,
+            variant,
+        })
     }
 
     fn checkerboard(&self, h: usize, w: usize, device: &Device) -> Tensor<4> {
-        let mask: Vec<f32> = (0..h * w).map(|i| f32::from(u8::from((i / w + i % w + self.variant) % 2 == 0))).collect();
+        let mask: Vec<f32> = (0..h * w)
+            .map(|i| f32::from(u8::from((i / w + i % w + self.variant) % 2 == 0)))
+            .collect();
         Tensor::from_data(TensorData::new(mask, [1, 1, h, w]), device)
     }
 
     /// `s` and `t` for the conditioning input; `s` already scaled and bounded.
-    fn scale_shift(&self, cond: Tensor<4>, mode: &StatsMode) -> Result<(Tensor<4>, Tensor<4>), ModelError> {
+    fn scale_shift(
+        &self,
+        cond: Tensor<4>,
+        mode: &StatsMode,
+    ) -> Result<(Tensor<4>, Tensor<4>), ModelError> {
         let st = self.net.forward(cond, mode)?;
         let c = st.dims()[1] / 2;
         let s_raw = st.clone().narrow(1, 0, c);
@@ -270,7 +323,11 @@ impl Coupling {
     }
 
     /// Forward: returns `y` and the log-determinant per sample `[N]`.
-    fn forward(&self, x: Tensor<4>, mode: &StatsMode) -> Result<(Tensor<4>, Tensor<1>), ModelError> {
+    fn forward(
+        &self,
+        x: Tensor<4>,
+        mode: &StatsMode,
+    ) -> Result<(Tensor<4>, Tensor<1>), ModelError> {
         let [n, c, h, w] = x.dims();
         if self.kind == 0 {
             let b = self.checkerboard(h, w, &x.device());
@@ -282,11 +339,19 @@ impl Coupling {
         } else {
             let half = c / 2;
             let (a, bpart) = (x.clone().narrow(1, 0, half), x.narrow(1, half, half));
-            let (cond, trans) = if self.variant == 1 { (bpart, a) } else { (a, bpart) };
+            let (cond, trans) = if self.variant == 1 {
+                (bpart, a)
+            } else {
+                (a, bpart)
+            };
             let (s, t) = self.scale_shift(cond.clone(), mode)?;
             let log_det = s.clone().reshape([n, half * h * w]).sum_dim(1).reshape([n]);
             let y = trans * s.exp() + t;
-            let out = if self.variant == 1 { Tensor::cat(vec![y, cond], 1) } else { Tensor::cat(vec![cond, y], 1) };
+            let out = if self.variant == 1 {
+                Tensor::cat(vec![y, cond], 1)
+            } else {
+                Tensor::cat(vec![cond, y], 1)
+            };
             Ok((out, log_det))
         }
     }
@@ -302,10 +367,18 @@ impl Coupling {
         } else {
             let half = c / 2;
             let (a, bpart) = (y.clone().narrow(1, 0, half), y.narrow(1, half, half));
-            let (cond, trans) = if self.variant == 1 { (bpart, a) } else { (a, bpart) };
+            let (cond, trans) = if self.variant == 1 {
+                (bpart, a)
+            } else {
+                (a, bpart)
+            };
             let (s, t) = self.scale_shift(cond.clone(), mode)?;
             let x = (trans - t) * s.neg().exp();
-            Ok(if self.variant == 1 { Tensor::cat(vec![x, cond], 1) } else { Tensor::cat(vec![cond, x], 1) })
+            Ok(if self.variant == 1 {
+                Tensor::cat(vec![x, cond], 1)
+            } else {
+                Tensor::cat(vec![cond, x], 1)
+            })
         }
     }
 }
@@ -333,14 +406,18 @@ pub struct RealNvp {
 /// `[N, C, H, W]` → `[N, 4C, H/2, W/2]`: each 2×2 spatial block becomes 4 channels.
 fn squeeze(x: Tensor<4>) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
-    x.reshape([n, c, h / 2, 2, w / 2, 2]).permute([0, 1, 3, 5, 2, 4]).reshape([n, c * 4, h / 2, w / 2])
+    x.reshape([n, c, h / 2, 2, w / 2, 2])
+        .permute([0, 1, 3, 5, 2, 4])
+        .reshape([n, c * 4, h / 2, w / 2])
 }
 
 /// Inverse of [`squeeze`].
 fn unsqueeze(x: Tensor<4>) -> Tensor<4> {
     let [n, c4, h2, w2] = x.dims();
     let c = c4 / 4;
-    x.reshape([n, c, 2, 2, h2, w2]).permute([0, 1, 4, 2, 5, 3]).reshape([n, c, h2 * 2, w2 * 2])
+    x.reshape([n, c, 2, 2, h2, w2])
+        .permute([0, 1, 4, 2, 5, 3])
+        .reshape([n, c, h2 * 2, w2 * 2])
 }
 
 impl RealNvp {
@@ -353,7 +430,11 @@ impl RealNvp {
     ///
     /// # Errors
     /// BatchNorm errors (batch too small for batch statistics).
-    pub fn forward_latent(&self, z0: Tensor<4>, mode: &StatsMode) -> Result<(Vec<Tensor<4>>, Tensor<1>), ModelError> {
+    pub fn forward_latent(
+        &self,
+        z0: Tensor<4>,
+        mode: &StatsMode,
+    ) -> Result<(Vec<Tensor<4>>, Tensor<1>), ModelError> {
         let n = z0.dims()[0];
         let mut log_det = Tensor::<1>::zeros([n], &z0.device());
         let mut x = z0;
@@ -387,14 +468,22 @@ impl RealNvp {
     ///
     /// # Errors
     /// BatchNorm errors.
-    pub fn inverse_latent(&self, parts: &[Tensor<4>], mode: &StatsMode) -> Result<Tensor<4>, ModelError> {
+    pub fn inverse_latent(
+        &self,
+        parts: &[Tensor<4>],
+        mode: &StatsMode,
+    ) -> Result<Tensor<4>, ModelError> {
         let mut rest = parts.to_vec();
-        let mut x = rest.pop().ok_or_else(|| ModelError::InvalidConfig("no latent parts".into()))?;
+        let mut x = rest
+            .pop()
+            .ok_or_else(|| ModelError::InvalidConfig("no latent parts".into()))?;
         for c in self.last.iter().rev() {
             x = c.inverse(x, mode)?;
         }
         for scale in self.scales.iter().rev() {
-            let factored = rest.pop().ok_or_else(|| ModelError::InvalidConfig("too few latent parts".into()))?;
+            let factored = rest
+                .pop()
+                .ok_or_else(|| ModelError::InvalidConfig("too few latent parts".into()))?;
             x = Tensor::cat(vec![factored, x], 1);
             for c in scale.channelwise.iter().rev() {
                 x = c.inverse(x, mode)?;
@@ -411,7 +500,11 @@ impl RealNvp {
     ///
     /// # Errors
     /// BatchNorm errors.
-    pub fn log_prob_latent(&self, z0: Tensor<4>, mode: &StatsMode) -> Result<Tensor<1>, ModelError> {
+    pub fn log_prob_latent(
+        &self,
+        z0: Tensor<4>,
+        mode: &StatsMode,
+    ) -> Result<Tensor<1>, ModelError> {
         let n = z0.dims()[0];
         let (parts, log_det) = self.forward_latent(z0, mode)?;
         let mut prior = Tensor::<1>::zeros([n], &log_det.device());
@@ -419,7 +512,12 @@ impl RealNvp {
         for p in parts {
             let [_, c, h, w] = p.dims();
             dims += c * h * w;
-            prior = prior + p.powi_scalar(2).reshape([n, c * h * w]).sum_dim(1).reshape([n]).mul_scalar(-0.5);
+            prior = prior
+                + p.powi_scalar(2)
+                    .reshape([n, c * h * w])
+                    .sum_dim(1)
+                    .reshape([n])
+                    .mul_scalar(-0.5);
         }
         Ok(prior.add_scalar(-0.5 * (2.0 * PI).ln() * dims as f64) + log_det)
     }

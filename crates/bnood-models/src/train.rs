@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -91,9 +91,17 @@ pub trait Trainable: Module + LikelihoodModel + Sized {
 }
 
 /// Batch `step` of the epoch order: indices into the data.
-fn batch_indices(n: usize, batch: usize, seed: u64, step_in_epoch: usize, epoch: usize) -> Vec<usize> {
+fn batch_indices(
+    n: usize,
+    batch: usize,
+    seed: u64,
+    step_in_epoch: usize,
+    epoch: usize,
+) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+        seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    ));
     order[step_in_epoch * batch..((step_in_epoch + 1) * batch).min(n)].to_vec()
 }
 
@@ -121,10 +129,15 @@ pub fn train<M: Trainable>(
         )));
     }
     if !device.is_autodiff() {
-        return Err(ModelError::Training("training needs an autodiff device: pass `device.autodiff()`".into()));
+        return Err(ModelError::Training(
+            "training needs an autodiff device: pass `device.autodiff()`".into(),
+        ));
     }
     if data.image_shape() != model.image_shape() {
-        return Err(ModelError::Shape { expected: model.image_shape(), got: data.shape().to_vec() });
+        return Err(ModelError::Shape {
+            expected: model.image_shape(),
+            got: data.shape().to_vec(),
+        });
     }
     let steps_per_epoch = data.len() / cfg.batch_size;
     let mut end = cfg.max_steps.unwrap_or(usize::MAX);
@@ -144,9 +157,11 @@ pub fn train<M: Trainable>(
     let bar = if cfg.progress && end != usize::MAX {
         let bar = ProgressBar::new((end.saturating_sub(start_step)) as u64);
         bar.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg} (eta {eta})")
-                .expect("the template is valid")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg} (eta {eta})",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
         );
         bar
     } else {
@@ -164,7 +179,10 @@ pub fn train<M: Trainable>(
         let idx = batch_indices(data.len(), cfg.batch_size, cfg.seed, in_epoch, epoch);
         let batch = data.select(&idx)?;
         let x = batch.tensor(0..batch.len(), device)?;
-        let x = Dequantizer::new(cfg.seed.wrapping_add(1).wrapping_mul(0x2545_F491_4F6C_DD1D) ^ step as u64).apply(x);
+        let x = Dequantizer::new(
+            cfg.seed.wrapping_add(1).wrapping_mul(0x2545_F491_4F6C_DD1D) ^ step as u64,
+        )
+        .apply(x);
 
         let mode = StatsMode::train();
         let loss = model.training_loss(x, &mode)?.mean();
@@ -186,18 +204,22 @@ pub fn train<M: Trainable>(
 
         if let Some(path) = &cfg.checkpoint {
             if step % cfg.checkpoint_every.max(1) == 0 {
-                checkpoint::save(model.clone(), M::KIND, &model.config(), step, step * cfg.batch_size, path)?;
+                checkpoint::save(model.clone(), step, step * cfg.batch_size, path)?;
             }
         }
     }
     bar.finish_and_clear();
     if let Some(path) = &cfg.checkpoint {
-        checkpoint::save(model.clone(), M::KIND, &model.config(), step, step * cfg.batch_size, path)?;
+        checkpoint::save(model.clone(), step, step * cfg.batch_size, path)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let run_samples = (step - start_step) * cfg.batch_size;
     let tail: Vec<f64> = history.iter().rev().take(50).map(|(_, l)| *l).collect();
-    let final_loss = if tail.is_empty() { f64::NAN } else { tail.iter().sum::<f64>() / tail.len() as f64 };
+    let final_loss = if tail.is_empty() {
+        f64::NAN
+    } else {
+        tail.iter().sum::<f64>() / tail.len() as f64
+    };
     let report = TrainReport {
         steps: step,
         samples_seen: step * cfg.batch_size,

@@ -1,0 +1,191 @@
+//! Training on real Fashion-MNIST lowers the loss and updates BatchNorm running statistics;
+//! checkpoints round-trip exactly and refuse other architectures.
+
+use std::path::PathBuf;
+
+use bnood_data::{Dataset, Locator, Split};
+use bnood_models::checkpoint;
+use bnood_models::train::{TrainConfig, train};
+use bnood_models::{LikelihoodModel, RealNvp, RealNvpConfig, StatsMode};
+use burn::module::Module;
+use burn::tensor::Device;
+
+fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BNOOD_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let sibling = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets");
+    assert!(
+        sibling.is_dir(),
+        "set BNOOD_DATA_DIR to the datasets directory (see README.md)"
+    );
+    sibling
+}
+
+fn small() -> RealNvpConfig {
+    RealNvpConfig {
+        mid_channels: 8,
+        num_blocks: 1,
+        ..RealNvpConfig::paper_fmnist()
+    }
+}
+
+fn scores(model: &RealNvp, x: burn::tensor::Tensor<4>, mode: &StatsMode) -> Vec<f32> {
+    model
+        .log_prob(x, mode)
+        .expect("log prob")
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32")
+}
+
+#[test]
+fn a_few_training_steps_on_real_fmnist_lower_the_loss_and_move_running_statistics() {
+    let data = Dataset::FashionMnist
+        .load(Split::Train, &Locator::only(data_dir()))
+        .expect("FMNIST")
+        .subset(2_000, 0)
+        .expect("subset");
+    let device = Device::flex();
+    let model = small().init(&device).expect("valid");
+    let probe = data.tensor(0..32, &device).expect("tensor").add_scalar(0.5);
+    let before_running = scores(&model, probe.clone(), &StatsMode::Running);
+    let cfg = TrainConfig {
+        batch_size: 32,
+        max_steps: Some(40),
+        epochs: None,
+        progress: false,
+        ..TrainConfig::default()
+    };
+    let (trained, report) =
+        train(model, &data, &cfg, &device.clone().autodiff(), 0).expect("training runs");
+    assert_eq!(report.steps, 40);
+    let first: f64 = report.history[..5].iter().map(|(_, l)| l).sum::<f64>() / 5.0;
+    let last: f64 = report.history[35..].iter().map(|(_, l)| l).sum::<f64>() / 5.0;
+    assert!(
+        last < first - 0.2,
+        "loss went from {first:.3} to {last:.3} bits/dim"
+    );
+    let trained = trained.valid();
+    let after_running = scores(&trained, probe, &StatsMode::Running);
+    assert_ne!(before_running, after_running);
+}
+
+#[test]
+fn save_then_load_gives_identical_log_likelihoods_in_every_mode() {
+    let data = Dataset::FashionMnist
+        .load(Split::Test, &Locator::only(data_dir()))
+        .expect("FMNIST")
+        .head(256)
+        .expect("head");
+    let device = Device::flex();
+    let cfg = TrainConfig {
+        batch_size: 32,
+        max_steps: Some(3),
+        epochs: None,
+        progress: false,
+        ..TrainConfig::default()
+    };
+    let (model, _) = train(
+        small().init(&device).expect("valid"),
+        &data,
+        &cfg,
+        &device.clone().autodiff(),
+        0,
+    )
+    .expect("train");
+    let model = model.valid();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("realnvp.bpk");
+    checkpoint::save(model.clone(), 3, 96, &path).expect("save");
+    let loaded = checkpoint::load::<RealNvp>(&path, &device, |c, d| c.init(d)).expect("load");
+    let x = data.tensor(0..16, &device).expect("tensor").add_scalar(0.5);
+    for mode in [StatsMode::Running, StatsMode::Batch] {
+        assert_eq!(
+            scores(&model, x.clone(), &mode),
+            scores(&loaded, x.clone(), &mode),
+            "{mode:?}"
+        );
+    }
+    assert_eq!(checkpoint::read_meta(&path).expect("meta").step, 3);
+}
+
+#[test]
+fn loading_a_checkpoint_into_another_architecture_is_a_clear_error() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("m.bpk");
+    checkpoint::save(small().init(&device).expect("valid"), 0, 0, &path).expect("save");
+    let other = RealNvpConfig {
+        mid_channels: 16,
+        ..small()
+    };
+    let err =
+        checkpoint::load_into(other.init(&device).expect("valid"), &path).expect_err("mismatch");
+    assert!(
+        err.to_string()
+            .contains("made with a different configuration"),
+        "{err}"
+    );
+    let err = checkpoint::load_into(small().with_seed(5).init(&device).expect("valid"), &path)
+        .expect_err("seed");
+    assert!(
+        err.to_string().contains("\"seed\":5"),
+        "the difference is shown: {err}"
+    );
+    let vae = bnood_models::VaeConfig::cpu_fmnist()
+        .init(&device)
+        .expect("valid");
+    let err = checkpoint::load_into(vae, &path).expect_err("kind");
+    assert!(
+        err.to_string()
+            .contains("holds a `realnvp` model, not a `vae` model"),
+        "{err}"
+    );
+    let err = checkpoint::read_meta(&dir.path().join("absent.bpk")).expect_err("missing");
+    assert!(err.to_string().contains("cannot read its sidecar"), "{err}");
+}
+
+#[test]
+fn training_rejects_a_batch_too_small_for_batch_statistics_and_a_plain_device() {
+    let data = Dataset::FashionMnist
+        .load(Split::Test, &Locator::only(data_dir()))
+        .expect("FMNIST")
+        .head(64)
+        .expect("head");
+    let device = Device::flex();
+    let cfg = TrainConfig {
+        batch_size: 1,
+        progress: false,
+        ..TrainConfig::default()
+    };
+    let err = train(
+        small().init(&device).expect("valid"),
+        &data,
+        &cfg,
+        &device.clone().autodiff(),
+        0,
+    )
+    .expect_err("b=1");
+    assert!(
+        err.to_string().contains("BatchNorm needs batch statistics"),
+        "{err}"
+    );
+    let cfg = TrainConfig {
+        batch_size: 8,
+        progress: false,
+        ..TrainConfig::default()
+    };
+    let err = train(
+        small().init(&device).expect("valid"),
+        &data,
+        &cfg,
+        &device,
+        0,
+    )
+    .expect_err("no autodiff");
+    assert!(
+        err.to_string().contains("needs an autodiff device"),
+        "{err}"
+    );
+}
