@@ -14,6 +14,7 @@
 //! | [`data`] | `bnood-data` | verified datasets, image sets, transforms |
 //! | [`norm`] | `bnood-norm` | BatchNorm with explicit statistics mode, mixed batches |
 //! | [`models`] | `bnood-models` | RealNVP and VAE trained with BatchNorm, training loop |
+//! | [`detect`] | `bnood-detect` | OoD detectors: log-likelihood, T_perm, WAIC, the BN test |
 //! | [`metrics`] | `bnood-metrics` | AUROC, AP, AUPR-in/out, FPR@95TPR |
 //! | [`backend`] | (here) | backend name → burn `Device` |
 //!
@@ -34,6 +35,7 @@
 pub mod backend;
 
 pub use bnood_data as data;
+pub use bnood_detect as detect;
 pub use bnood_metrics as metrics;
 pub use bnood_models as models;
 pub use bnood_norm as norm;

@@ -2,8 +2,11 @@
 //! Batch mode integrates to 1 with the rest of the batch fixed), the preprocessing
 //! arithmetic, seeding, errors.
 
+mod common;
+
 use bnood_models::{LikelihoodModel, ModelError, RealNvp, RealNvpConfig, StatsMode};
 use burn::tensor::{Device, Tensor, TensorData};
+use common::{host, pixels};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -19,31 +22,12 @@ fn tiny(shape: [usize; 3], downscales: usize, seed: u64) -> RealNvpConfig {
     }
 }
 
-fn host(t: Tensor<1>) -> Vec<f64> {
-    t.into_data()
-        .try_to_vec::<f32>()
-        .expect("f32")
-        .into_iter()
-        .map(f64::from)
-        .collect()
-}
-
 fn normal_batch(n: usize, shape: [usize; 3], seed: u64, scale: f64, device: &Device) -> Tensor<4> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let len = n * shape.iter().product::<usize>();
     let v: Vec<f32> = (0..len)
         .map(|_| (rng.random::<f64>() * 2.0 - 1.0) as f32 * scale as f32)
         .collect();
-    Tensor::from_data(
-        TensorData::new(v, [n, shape[0], shape[1], shape[2]]),
-        device,
-    )
-}
-
-fn pixels(n: usize, shape: [usize; 3], seed: u64, device: &Device) -> Tensor<4> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let len = n * shape.iter().product::<usize>();
-    let v: Vec<f32> = (0..len).map(|_| rng.random_range(0.0..256.0f32)).collect();
     Tensor::from_data(
         TensorData::new(v, [n, shape[0], shape[1], shape[2]]),
         device,

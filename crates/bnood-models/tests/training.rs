@@ -1,7 +1,7 @@
 //! Training on real Fashion-MNIST lowers the loss and updates BatchNorm running statistics;
 //! checkpoints round-trip exactly and refuse other architectures.
 
-use std::path::PathBuf;
+mod common;
 
 use bnood_data::{Dataset, Locator, Split};
 use bnood_models::checkpoint;
@@ -9,18 +9,7 @@ use bnood_models::train::{TrainConfig, train};
 use bnood_models::{LikelihoodModel, RealNvp, RealNvpConfig, StatsMode};
 use burn::module::Module;
 use burn::tensor::Device;
-
-fn data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("BNOOD_DATA_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    let sibling = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets");
-    assert!(
-        sibling.is_dir(),
-        "set BNOOD_DATA_DIR to the datasets directory (see README.md)"
-    );
-    sibling
-}
+use common::data_dir;
 
 fn small() -> RealNvpConfig {
     RealNvpConfig {

@@ -2,7 +2,7 @@
 //! importance-weighted estimate against a hand computation, IWAE ≥ ELBO, seeding, training
 //! on real Fashion-MNIST, checkpoints, errors.
 
-use std::path::PathBuf;
+mod common;
 
 use bnood_data::{Dataset, Locator, Split};
 use bnood_models::checkpoint;
@@ -12,6 +12,7 @@ use bnood_models::{LikelihoodModel, ModelError, StatsMode, Vae, VaeConfig};
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
+use common::{data_dir, host, pixels};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -26,38 +27,6 @@ fn tiny(shape: [usize; 3], k: usize) -> VaeConfig {
         eval_seed: 7,
         ..VaeConfig::paper_fmnist()
     }
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .try_to_vec::<f32>()
-        .expect("f32")
-        .into_iter()
-        .map(f64::from)
-        .collect()
-}
-
-/// Dequantised pixels: uniform in [0, 256).
-fn pixels(n: usize, shape: [usize; 3], seed: u64, device: &Device) -> Tensor<4> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let len = n * shape.iter().product::<usize>();
-    let v: Vec<f32> = (0..len).map(|_| rng.random_range(0.0..256.0f32)).collect();
-    Tensor::from_data(
-        TensorData::new(v, [n, shape[0], shape[1], shape[2]]),
-        device,
-    )
-}
-
-fn data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("BNOOD_DATA_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    let sibling = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets");
-    assert!(
-        sibling.is_dir(),
-        "set BNOOD_DATA_DIR to the datasets directory (see README.md)"
-    );
-    sibling
 }
 
 fn spec(i: usize, o: usize, k: usize, s: usize, p: usize, op: usize, bn: bool) -> LayerSpec {

@@ -1,0 +1,562 @@
+//! The paper's permutation test based on BatchNorm (section 5, eqs. 5–8).
+
+use burn::tensor::Device;
+use rand::seq::SliceRandom;
+use rand::seq::index::sample;
+
+use bnood_data::ImageSet;
+use bnood_models::LikelihoodModel;
+use bnood_norm::mixed_batch;
+
+use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
+use crate::scoring::{
+    check_shape, counts_le_ge, host, images_tensor, p_value_threshold, reject_nan,
+    running_log_likelihoods, sorted, stream,
+};
+use crate::{DetectError, Detector, Result, Scores};
+
+/// Stream tags, so that the split, the held-out pool and test pools never share random draws.
+const TAG_SPLIT: u64 = 1;
+const TAG_HELD_OUT: u64 = 2;
+const TAG_TEST: u64 = 3;
+
+/// Checked [`BnTestParams`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BnTestValidParams {
+    batch_size: usize,
+    r1: f64,
+    r2: f64,
+    draws: usize,
+    seed: u64,
+    held_out_fraction: f64,
+    scoring: ValidScoringParams,
+}
+
+impl BnTestValidParams {
+    /// Batch size `b` of every mixed batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The first ratio `r1` of test images per batch.
+    pub fn r1(&self) -> f64 {
+        self.r1
+    }
+
+    /// The second ratio `r2`.
+    pub fn r2(&self) -> f64 {
+        self.r2
+    }
+
+    /// Monte Carlo draws per ratio: how many mixed batches each test image is scored in.
+    pub fn draws(&self) -> usize {
+        self.draws
+    }
+
+    /// Seed of every random choice (reference split, batch composition).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Fraction of the reference set held out to calibrate Δ.
+    pub fn held_out_fraction(&self) -> f64 {
+        self.held_out_fraction
+    }
+
+    /// Scoring parameters (dequantisation; batch size for `r = 0`).
+    pub fn scoring(&self) -> &ValidScoringParams {
+        &self.scoring
+    }
+
+    /// Test rows per mixed batch at ratio `r`: `round(r·b)`, 0 for `r = 0` (running
+    /// statistics, no batch).
+    pub fn test_rows(&self, r: f64) -> usize {
+        (r * self.batch_size as f64).round() as usize
+    }
+
+    fn ratios(&self) -> [Ratio; 2] {
+        [self.ratio(self.r1), self.ratio(self.r2)]
+    }
+
+    fn ratio(&self, r: f64) -> Ratio {
+        let test = self.test_rows(r);
+        let reference = if test == 0 { 0 } else { self.batch_size - test };
+        Ratio { r, test, reference }
+    }
+}
+
+/// Composition of the mixed batches at one ratio.
+#[derive(Debug, Clone, Copy)]
+struct Ratio {
+    r: f64,
+    /// Test rows per batch, `m = round(r·b)`; 0 means running statistics.
+    test: usize,
+    /// Reference rows per batch, `b − m` (0 for running statistics).
+    reference: usize,
+}
+
+/// Unchecked parameters of a [`BnTest`]. Defaults follow the paper's section 6: `b = 64`,
+/// `r1 = 0.1`, `r2 = 0.9`, one draw, seed 0, half of the reference set held out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BnTestParams(BnTestValidParams);
+
+impl Default for BnTestParams {
+    fn default() -> Self {
+        Self(BnTestValidParams {
+            batch_size: 64,
+            r1: 0.1,
+            r2: 0.9,
+            draws: 1,
+            seed: 0,
+            held_out_fraction: 0.5,
+            scoring: ValidScoringParams::default(),
+        })
+    }
+}
+
+impl BnTestParams {
+    /// The paper's defaults (see the type).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Batch size `b` (at least 2).
+    pub fn batch_size(mut self, b: usize) -> Self {
+        self.0.batch_size = b;
+        self
+    }
+
+    /// Both ratios of test images per batch, each in `[0, 1]`; `0` means running
+    /// statistics (Appendix C.4's `r → 0` limit), `1` a batch of test images only.
+    pub fn ratios(mut self, r1: f64, r2: f64) -> Self {
+        self.0.r1 = r1;
+        self.0.r2 = r2;
+        self
+    }
+
+    /// Monte Carlo draws of the mixed batches per ratio (at least 1).
+    pub fn draws(mut self, draws: usize) -> Self {
+        self.0.draws = draws;
+        self
+    }
+
+    /// Seed of every random choice.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.0.seed = seed;
+        self
+    }
+
+    /// Fraction of the reference set held out to calibrate Δ, strictly between 0 and 1;
+    /// the rest supplies the reference rows of mixed batches.
+    pub fn held_out_fraction(mut self, fraction: f64) -> Self {
+        self.0.held_out_fraction = fraction;
+        self
+    }
+
+    /// Dequantisation, and batch size of running-statistics scoring (`r = 0`).
+    pub fn scoring(mut self, scoring: ScoringParams) -> Self {
+        self.0.scoring = scoring.0;
+        self
+    }
+}
+
+impl ParamGuard for BnTestParams {
+    type Checked = BnTestValidParams;
+
+    fn check_ref(&self) -> Result<&BnTestValidParams> {
+        let p = &self.0;
+        let bad = |m: String| Err(DetectError::InvalidParameter(m));
+        if p.batch_size < 2 {
+            return bad(format!(
+                "batch size b = {} must be at least 2: batch statistics need two rows (the paper uses 64)",
+                p.batch_size
+            ));
+        }
+        check_ratio("r1", p.r1, p.batch_size)?;
+        check_ratio("r2", p.r2, p.batch_size)?;
+        if p.test_rows(p.r1) == p.test_rows(p.r2) {
+            return bad(format!(
+                "r1 = {} and r2 = {} give the same batches (round(r·b) = {} test images of b = {}): Δ compares two different ratios (the paper uses 0.1 and 0.9)",
+                p.r1,
+                p.r2,
+                p.test_rows(p.r1),
+                p.batch_size
+            ));
+        }
+        if p.draws == 0 {
+            return bad(
+                "draws = 0: the Monte Carlo estimate of S_{b,r} needs at least 1 draw".into(),
+            );
+        }
+        if !(p.held_out_fraction > 0.0 && p.held_out_fraction < 1.0) {
+            return bad(format!(
+                "held_out_fraction = {} must lie strictly between 0 and 1: part of the reference set is mixed into batches, the rest calibrates Δ (0.5 is a good default)",
+                p.held_out_fraction
+            ));
+        }
+        if p.scoring.batch_size() == 0 {
+            return bad("scoring batch size is 0: pass at least 1".into());
+        }
+        Ok(p)
+    }
+
+    fn check(self) -> Result<BnTestValidParams> {
+        self.check_ref()?;
+        Ok(self.0)
+    }
+}
+
+/// Checks one ratio: in `[0, 1]`, and at least one test row per batch when positive.
+fn check_ratio(name: &str, r: f64, batch_size: usize) -> Result<()> {
+    if !(0.0..=1.0).contains(&r) {
+        return Err(DetectError::InvalidParameter(format!(
+            "{name} = {r} must lie in [0, 1]: it is the fraction of test images in a mixed batch (0 = running statistics)"
+        )));
+    }
+    if r > 0.0 && (r * batch_size as f64).round() < 1.0 {
+        return Err(DetectError::InvalidParameter(format!(
+            "{name} = {r} with b = {batch_size} gives round(r·b) = 0 test images per batch: raise {name} to at least {}, raise b, or use {name} = 0 for running statistics",
+            0.5 / batch_size as f64
+        )));
+    }
+    Ok(())
+}
+
+/// Everything [`BnTest::score_detailed`] computes for a test pool, per image in pool order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BnTestScores {
+    /// `S_{b,r1}(x)`: mean log-likelihood (nats) over the draws at ratio `r1` (eq. 6).
+    pub s_r1: Vec<f64>,
+    /// `S_{b,r2}(x)` (eq. 6).
+    pub s_r2: Vec<f64>,
+    /// `Δ(x) = |S_{b,r1}(x) − S_{b,r2}(x)|` (eq. 7), the score: higher = more OoD.
+    pub delta: Vec<f64>,
+    /// `T(x) = #{i : Δ(xᵢ) ≤ Δ(x)}` over the held-out reference images (eq. 8).
+    pub rank: Vec<usize>,
+    /// `(1 + #{i : Δ(xᵢ) ≥ Δ(x)}) / (1 + n_ref)`.
+    pub p_values: Vec<f64>,
+}
+
+impl From<BnTestScores> for Scores {
+    fn from(s: BnTestScores) -> Self {
+        Scores {
+            scores: s.delta,
+            p_values: Some(s.p_values),
+        }
+    }
+}
+
+/// State saved by [`BnTest::fit`].
+#[derive(Debug, Clone)]
+struct Fitted {
+    /// Reference images mixed into batches (`None` when no ratio needs them).
+    mixing: Option<ImageSet>,
+    /// Δ of the held-out reference images, in held-out order.
+    deltas: Vec<f64>,
+    /// The same, ascending.
+    deltas_sorted: Vec<f64>,
+}
+
+/// The BatchNorm permutation test (section 5). A **test on batches**: a test image is
+/// scored inside mixed batches with other images of the same test pool, so its score
+/// depends on that pool (see the crate docs).
+///
+/// **Statistic (eq. 6).** For a ratio `r > 0`, `S_{b,r}(x)` is the mean over `draws` Monte
+/// Carlo draws of `ln p̃(x | batch)`, the log-likelihood (nats) of `x` in a mixed batch of
+/// `m = round(r·b)` test images and `b − m` reference images, evaluated with the batch's
+/// own BatchNorm statistics (`bnood_norm::mixed_batch`, eq. 5). Each draw shuffles the
+/// test pool (seeded) and cuts it into groups of `m`, so **every test image is scored in
+/// exactly one batch per draw**. When the pool size is not a multiple of `m`, the last
+/// group is filled up with other images of the pool, drawn without replacement (seeded);
+/// those filler rows shape the batch statistics but are *not* scored again (each image
+/// counts once per draw, with its first appearance). The `b − m` reference rows of each
+/// batch are drawn without replacement from the mixing part of the reference set.
+/// For `r = 0` (Appendix C.4's cheap limit) `S_{b,0}(x) = ln p(x)` with running statistics,
+/// computed once (it is deterministic).
+///
+/// **Score (eq. 7).** `Δ(x) = |S_{b,r1}(x) − S_{b,r2}(x)|`; higher = more OoD.
+///
+/// **Calibration (eq. 8).** [`fit`](Detector::fit) shuffles the reference set (seeded)
+/// and holds out `round(held_out_fraction · N)` images; the rest is the mixing part. The
+/// held-out images are scored exactly like a test pool, giving `n_ref` reference Δ values.
+/// A test image's rank is `T(x) = #{i : Δ(xᵢ) ≤ Δ(x)}` and its p-value
+/// `(1 + #{i : Δ(xᵢ) ≥ Δ(x)}) / (1 + n_ref)`. If neither ratio needs reference rows
+/// (`r ∈ {0, 1}`), nothing is mixed and the whole reference set is held out.
+///
+/// **Randomness.** The split, the shuffles, the fillers and the reference rows all come
+/// from ChaCha8 streams derived from the seed, the pool (held-out or test), the ratio and
+/// the draw: the same seed gives the same scores on every machine and thread count (up to
+/// float rounding inside the backend).
+#[derive(Debug)]
+pub struct BnTest<M> {
+    model: M,
+    device: Device,
+    params: BnTestValidParams,
+    name: String,
+    fitted: Option<Fitted>,
+}
+
+impl<M: LikelihoodModel> BnTest<M> {
+    /// A BN test over `model` (trained with BatchNorm), which lives on `device`.
+    ///
+    /// # Errors
+    /// [`DetectError::InvalidParameter`] naming the first invalid parameter.
+    pub fn new(model: M, device: &Device, params: BnTestParams) -> Result<Self> {
+        let params = params.check()?;
+        let name = format!(
+            "BN test (b = {}, r1 = {}, r2 = {})",
+            params.batch_size, params.r1, params.r2
+        );
+        Ok(Self {
+            model,
+            device: device.clone(),
+            params,
+            name,
+            fitted: None,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The checked parameters.
+    pub fn params(&self) -> &BnTestValidParams {
+        &self.params
+    }
+
+    /// Δ of the held-out reference images (in the order of the seeded split), once fitted.
+    pub fn reference_deltas(&self) -> Option<&[f64]> {
+        self.fitted.as_ref().map(|f| f.deltas.as_slice())
+    }
+
+    /// `S_{b,r}(x)` (eq. 6) of every image of the test pool `pool` at any ratio `r ∈ [0, 1]`
+    /// with this detector's `b`, draws and seed — e.g. to draw the paper's Figure 3
+    /// (log-likelihood against the share of test images in the batch). At `r = r1` or
+    /// `r2` it equals the `s_r1` / `s_r2` of [`score_detailed`](Self::score_detailed).
+    ///
+    /// # Errors
+    /// [`DetectError::NotFitted`] when `r` needs reference rows but the detector is not
+    /// fitted; [`DetectError::InvalidParameter`] for an invalid `r`, or one that needs
+    /// reference rows when the detector's own ratios (0 or 1) kept none; pool-size, shape
+    /// and model errors.
+    pub fn statistic(&self, pool: &ImageSet, r: f64) -> Result<Vec<f64>> {
+        check_ratio("r", r, self.params.batch_size)?;
+        let ratio = self.params.ratio(r);
+        check_shape(pool, self.model.image_shape())?;
+        self.check_pool(pool, &ratio)?;
+        let mixing = match (ratio.reference, &self.fitted) {
+            (0, _) => None,
+            (_, None) => {
+                return Err(DetectError::NotFitted {
+                    detector: self.name.clone(),
+                    action: "statistic",
+                });
+            }
+            (_, Some(fitted)) => Some(fitted.mixing.as_ref().ok_or_else(|| {
+                DetectError::InvalidParameter(format!(
+                    "r = {r} needs reference images in every batch, but this detector's ratios (0 or 1) need none, so `fit` kept no reference images for mixing: use a detector whose r1 or r2 lies strictly between 0 and 1"
+                ))
+            })?),
+        };
+        self.statistic_at(pool, mixing, &ratio, TAG_TEST)
+    }
+
+    /// Scores the test pool `test` with every intermediate quantity of the test.
+    ///
+    /// # Errors
+    /// [`DetectError::NotFitted`]; [`DetectError::TestPoolTooSmall`] if the pool holds
+    /// fewer than `round(r·b)` images for a ratio `r > 0`; shape and model errors.
+    pub fn score_detailed(&self, test: &ImageSet) -> Result<BnTestScores> {
+        let fitted = self.fitted.as_ref().ok_or_else(|| DetectError::NotFitted {
+            detector: self.name.clone(),
+            action: "score",
+        })?;
+        check_shape(test, self.model.image_shape())?;
+        for ratio in self.params.ratios() {
+            self.check_pool(test, &ratio)?;
+        }
+        let (s_r1, s_r2) = self.statistics(test, fitted.mixing.as_ref(), TAG_TEST)?;
+        let delta: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
+        let n_ref = fitted.deltas_sorted.len() as f64;
+        let (rank, p_values) = delta
+            .iter()
+            .map(|&d| {
+                let (le, ge) = counts_le_ge(&fitted.deltas_sorted, d);
+                (le, (1 + ge) as f64 / (1.0 + n_ref)) // eq. 8 and its p-value
+            })
+            .unzip();
+        Ok(BnTestScores {
+            s_r1,
+            s_r2,
+            delta,
+            rank,
+            p_values,
+        })
+    }
+
+    fn check_pool(&self, pool: &ImageSet, ratio: &Ratio) -> Result<()> {
+        if ratio.test > pool.len() {
+            return Err(DetectError::TestPoolTooSmall {
+                pool: pool.len(),
+                needed: ratio.test,
+                ratio: ratio.r,
+                batch_size: self.params.batch_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// `(S_{b,r1}, S_{b,r2})` of every image of `pool`.
+    fn statistics(
+        &self,
+        pool: &ImageSet,
+        mixing: Option<&ImageSet>,
+        tag: u64,
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
+        let [r1, r2] = self.params.ratios();
+        Ok((
+            self.statistic_at(pool, mixing, &r1, tag)?,
+            self.statistic_at(pool, mixing, &r2, tag)?,
+        ))
+    }
+
+    /// `S_{b,r}` (eq. 6) of every image of `pool`; the pool's `tag`, the ratio and the draw
+    /// select the random stream.
+    fn statistic_at(
+        &self,
+        pool: &ImageSet,
+        mixing: Option<&ImageSet>,
+        ratio: &Ratio,
+        tag: u64,
+    ) -> Result<Vec<f64>> {
+        if ratio.test == 0 {
+            return running_log_likelihoods(&self.model, pool, &self.params.scoring, &self.device);
+        }
+        let n = pool.len();
+        let m = ratio.test;
+        let dequantization = self.params.scoring.dequantization();
+        let mut sums = vec![0.0; n];
+        for draw in 0..self.params.draws {
+            let mut rng = stream(self.params.seed, &[tag, ratio.r.to_bits(), draw as u64]);
+            let mut order: Vec<usize> = (0..n).collect();
+            order.shuffle(&mut rng);
+            for start in (0..n).step_by(m) {
+                let scored = (n - start).min(m);
+                let mut rows = order[start..start + scored].to_vec();
+                if scored < m {
+                    // Fill up the last group with other pool images; they are not scored.
+                    let fillers = sample(&mut rng, start, m - scored);
+                    rows.extend(fillers.iter().map(|k| order[k]));
+                }
+                let test_rows = images_tensor(pool, &rows, dequantization, &self.device)?;
+                let reference_rows = match (ratio.reference, mixing) {
+                    (0, _) => None,
+                    (k, Some(mixing)) => {
+                        let picked = sample(&mut rng, mixing.len(), k).into_vec();
+                        Some(images_tensor(
+                            mixing,
+                            &picked,
+                            dequantization,
+                            &self.device,
+                        )?)
+                    }
+                    (_, None) => {
+                        return Err(DetectError::NotFitted {
+                            detector: self.name.clone(),
+                            action: "score",
+                        });
+                    }
+                };
+                let (log_probs, _) = mixed_batch(test_rows, reference_rows, |x, mode| {
+                    self.model.log_prob(x, mode)
+                })?; // eq. 5
+                let values = host(log_probs)?;
+                reject_nan(&values[..scored], pool, &rows[..scored])?;
+                for (&i, v) in rows[..scored].iter().zip(&values) {
+                    sums[i] += v;
+                }
+            }
+        }
+        let draws = self.params.draws as f64;
+        Ok(sums.into_iter().map(|s| s / draws).collect())
+    }
+}
+
+impl<M: LikelihoodModel> Detector for BnTest<M> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fit(&mut self, reference: &ImageSet) -> Result<()> {
+        check_shape(reference, self.model.image_shape())?;
+        let ratios = self.params.ratios();
+        let needs_mixing = ratios.iter().any(|r| r.reference > 0);
+        let n = reference.len();
+        let (held_out, mixing) = if needs_mixing {
+            let held = (self.params.held_out_fraction * n as f64).round() as usize;
+            if held == 0 || held >= n {
+                return Err(DetectError::EmptySet(format!(
+                    "splitting the reference set `{}` of {n} image(s) with held_out_fraction {} leaves an empty part ({held} held out, {} to mix into batches): pass more reference images",
+                    reference.name(),
+                    self.params.held_out_fraction,
+                    n.saturating_sub(held)
+                )));
+            }
+            let mut order: Vec<usize> = (0..n).collect();
+            order.shuffle(&mut stream(self.params.seed, &[TAG_SPLIT]));
+            let held_out = reference
+                .select(&order[..held])?
+                .with_name(format!("{} (held out)", reference.name()));
+            let mixing = reference
+                .select(&order[held..])?
+                .with_name(format!("{} (mixing)", reference.name()));
+            (held_out, Some(mixing))
+        } else {
+            (reference.clone(), None)
+        };
+        for ratio in ratios {
+            let mixing_len = mixing.as_ref().map_or(0, ImageSet::len);
+            if ratio.reference > mixing_len {
+                return Err(DetectError::ReferenceTooSmall(format!(
+                    "r = {} with b = {} needs {} reference images per mixed batch but only {mixing_len} of the {n} reference images are left for mixing after holding out {}: pass more reference images, lower held_out_fraction, or lower b",
+                    ratio.r,
+                    self.params.batch_size,
+                    ratio.reference,
+                    held_out.len()
+                )));
+            }
+            if ratio.test > held_out.len() {
+                return Err(DetectError::ReferenceTooSmall(format!(
+                    "r = {} with b = {} puts {} test images in every mixed batch but only {} reference images are held out to calibrate Δ: pass more reference images, raise held_out_fraction, or lower b",
+                    ratio.r,
+                    self.params.batch_size,
+                    ratio.test,
+                    held_out.len()
+                )));
+            }
+        }
+        let (s_r1, s_r2) = self.statistics(&held_out, mixing.as_ref(), TAG_HELD_OUT)?;
+        let deltas: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
+        self.fitted = Some(Fitted {
+            mixing,
+            deltas_sorted: sorted(&deltas),
+            deltas,
+        });
+        Ok(())
+    }
+
+    fn score(&self, test: &ImageSet) -> Result<Scores> {
+        Ok(self.score_detailed(test)?.into())
+    }
+
+    fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
+        let fitted = self.fitted.as_ref().ok_or_else(|| DetectError::NotFitted {
+            detector: self.name.clone(),
+            action: "threshold_for_fpr",
+        })?;
+        let n = fitted.deltas_sorted.len();
+        p_value_threshold(target_fpr, 1.0 / (n + 1) as f64, n)
+    }
+}

@@ -1,0 +1,169 @@
+//! # bnood-detect
+//!
+//! Out-of-distribution (OoD) detectors over a trained [`LikelihoodModel`], after Song, Song &
+//! Ermon, "Unsupervised Out-of-Distribution Detection with Batch Normalization": the
+//! paper's proposed test and the three baselines of its Table 2. Each is a [`Detector`]:
+//! [`fit`](Detector::fit) it on held-out in-distribution images (the *reference* set),
+//! then [`score`](Detector::score) test images — higher score = more likely OoD, the
+//! convention of `bnood-metrics`.
+//!
+//! | detector | score | p-value | paper |
+//! |---|---|---|---|
+//! | [`LogLikelihood`] | `−ln p(x)` (nats, running statistics) | — | Table 2, `log p_θ(x)` |
+//! | [`TPerm`] | `\|#{i : p(xᵢ) ≤ p(x')} − N/2\|` over N reference images | two-sided rank | eq. 2 |
+//! | [`Waic`] | `−(E_θ[ln p] − Var_θ[ln p])` over an ensemble | — | eq. 1 |
+//! | [`BnTest`] | `Δ(x) = \|S_{b,r1}(x) − S_{b,r2}(x)\|` | rank among reference Δ | eqs. 5–8 |
+//!
+//! ## The BN test is a test on *batches*
+//! [`BnTest`] scores a test image by its log-likelihood inside *mixed batches* that hold a
+//! fraction `r` of test images and `1 − r` of reference images, evaluated with the batch's
+//! own BatchNorm statistics (`bnood_norm::mixed_batch`). The test images that share a batch
+//! are drawn from the set passed to [`score`](Detector::score) — the **test pool** — so a
+//! sample's score depends on which other test samples share its batch, and scoring the
+//! same image inside another pool gives another score. The method works when the pool is
+//! mostly OoD or mostly in-distribution (a dataset, a stream of recent inputs); *you*
+//! choose the pool. The other detectors score each image on its own.
+//!
+//! ## Quick start
+//! ```
+//! use bnood_data::ImageSet;
+//! use bnood_detect::{BnTest, BnTestParams, Detector};
+//! use bnood_models::RealNvpConfig;
+//! use burn::tensor::Device;
+//!
+//! let device = Device::flex();
+//! let model = RealNvpConfig {
+//!     image_shape: [1, 4, 4],
+//!     mid_channels: 4,
+//!     num_blocks: 1,
+//!     ..RealNvpConfig::paper_fmnist()
+//! }
+//! .init(&device)?; // in practice: a model trained with bnood_models::train
+//!
+//! // Held-out in-distribution images, and a pool of test images scored together.
+//! let pixels = (0..200 * 16).map(|i| (i * 37 % 251) as u8).collect();
+//! let reference = ImageSet::new("held-out", pixels, [200, 1, 4, 4], None)?;
+//! let test = reference.subset(40, 7)?.with_name("test pool");
+//!
+//! let mut detector = BnTest::new(model, &device, BnTestParams::new().batch_size(16))?;
+//! detector.fit(&reference)?; // half of it is mixed into batches, half calibrates Δ
+//! let scores = detector.score(&test)?; // Δ per image, higher = more OoD
+//! let alpha = detector.threshold_for_fpr(0.05)?; // a p-value threshold for 5% FPR
+//! let flagged: Vec<bool> = scores.decisions(alpha);
+//! assert_eq!(flagged.len(), 40);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Conventions
+//! - Images are `u8` [`ImageSet`]s; before scoring they are dequantised to `[0, 256)` by
+//!   [`Dequantization::Midpoint`] (`pixel + 0.5`) unless [`ScoringParams`] says otherwise,
+//!   so scores are deterministic.
+//! - Detectors hold a clone of the [`Device`](burn::tensor::Device) the model lives on; the
+//!   same code runs on every burn backend.
+//! - Parameters are checked once ([`ParamGuard`]): an invalid value is an error when the
+//!   detector is built, never later.
+//! - Every random choice ([`BnTest`]'s split of the reference set and its batches) takes a
+//!   seed; results do not depend on the number of threads beyond float rounding.
+#![warn(missing_docs)]
+
+mod bn_test;
+mod error;
+mod log_likelihood;
+mod params;
+mod scoring;
+mod t_perm;
+mod waic;
+
+use bnood_data::ImageSet;
+
+pub use bn_test::{BnTest, BnTestParams, BnTestScores, BnTestValidParams};
+pub use error::{DetectError, Result};
+pub use log_likelihood::LogLikelihood;
+pub use params::{Dequantization, ParamGuard, ScoringParams, ValidScoringParams};
+pub use t_perm::TPerm;
+pub use waic::Waic;
+
+#[doc(no_inline)]
+pub use bnood_models::LikelihoodModel;
+
+/// An OoD detector: fitted on held-out in-distribution images, then scoring test images
+/// (higher = more likely OoD).
+pub trait Detector {
+    /// A short human-readable name for reports (e.g. `"T_perm"`).
+    fn name(&self) -> &str;
+
+    /// Fits the detector on `reference`, held-out in-distribution images (not the images
+    /// the model was trained on, so that their scores look like those of new
+    /// in-distribution data). Fitting again replaces the previous fit.
+    ///
+    /// # Errors
+    /// Shape mismatches, a reference set too small for the parameters, model errors.
+    fn fit(&mut self, reference: &ImageSet) -> Result<()>;
+
+    /// Scores every image of `test`; see each detector for what the score means.
+    ///
+    /// # Errors
+    /// [`DetectError::NotFitted`] for detectors that need reference data; shape mismatches;
+    /// model errors.
+    fn score(&self, test: &ImageSet) -> Result<Scores>;
+
+    /// A threshold that flags about `target_fpr` of in-distribution images, for
+    /// [`Scores::decisions`]. Computed from the reference scores saved by
+    /// [`fit`](Self::fit), like alibi-detect's `infer_threshold`:
+    /// - detectors without p-values return the `(1 − target_fpr)` quantile of the
+    ///   reference scores (linear interpolation, NumPy's default), to be compared with
+    ///   scores (`score > threshold` is flagged);
+    /// - rank-based detectors ([`TPerm`], [`BnTest`]) return the largest attainable p-value
+    ///   `≤ target_fpr`, to be compared with p-values (`p ≤ threshold` is flagged).
+    ///
+    /// # Errors
+    /// [`DetectError::NotFitted`]; [`DetectError::InvalidParameter`] unless
+    /// `0 < target_fpr < 1`; [`DetectError::ReferenceTooSmall`] if no p-value attainable
+    /// with this reference set is that small.
+    fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64>;
+}
+
+/// What a detector says about each test image, in the order of the scored set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// One score per image; higher = more likely OoD.
+    pub scores: Vec<f64>,
+    /// One p-value per image for rank-based detectors (small = unlikely under the
+    /// in-distribution reference), `None` otherwise.
+    pub p_values: Option<Vec<f64>>,
+}
+
+impl Scores {
+    /// Number of scored images.
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// Whether no image was scored.
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    /// Which images are flagged as OoD at `threshold`, a value from
+    /// [`Detector::threshold_for_fpr`] of the same detector: with p-values, `p ≤ threshold`;
+    /// without, `score > threshold`.
+    pub fn decisions(&self, threshold: f64) -> Vec<bool> {
+        match &self.p_values {
+            Some(p) => p.iter().map(|&p| p <= threshold).collect(),
+            None => self.scores.iter().map(|&s| s > threshold).collect(),
+        }
+    }
+}
+
+/// AUROC, average precision, AUPR-in/out and FPR@95%TPR of a detector from the scores of
+/// an in-distribution test set and an OoD test set (scored separately: each is its own
+/// test pool).
+///
+/// # Errors
+/// [`DetectError::Metrics`] for empty sets or NaN scores.
+pub fn evaluate(in_distribution: &Scores, ood: &Scores) -> Result<bnood_metrics::OodMetrics> {
+    Ok(bnood_metrics::evaluate(
+        &in_distribution.scores,
+        &ood.scores,
+    )?)
+}

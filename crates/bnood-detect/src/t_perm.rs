@@ -1,0 +1,109 @@
+//! The likelihood permutation test `T_perm` (paper eq. 2, after Song et al. 2017).
+
+use burn::tensor::Device;
+
+use bnood_data::ImageSet;
+use bnood_models::LikelihoodModel;
+
+use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
+use crate::scoring::{counts_le_ge, p_value_threshold, running_log_likelihoods, sorted};
+use crate::{DetectError, Detector, Result, Scores};
+
+/// The rank of a test image's likelihood among N reference likelihoods, folded around the
+/// median so that *both* unusually low and unusually high likelihoods are flagged (eq. 2):
+///
+/// `T_perm(x') = |L − N/2|`, `L = #{i : p(xᵢ) ≤ p(x')}`, in `[0, N/2]`,
+///
+/// with likelihoods from running statistics. The p-value is the two-sided rank p-value
+/// from the same counts: with `U = #{i : p(xᵢ) ≥ p(x')}`,
+///
+/// `p = min(1, 2·min(1 + L, 1 + U) / (N + 1))`,
+///
+/// which is valid (`P(p ≤ α) ≤ α`) when the test image and the reference images are
+/// exchangeable; attainable values are multiples of `2/(N + 1)`.
+#[derive(Debug)]
+pub struct TPerm<M> {
+    model: M,
+    device: Device,
+    params: ValidScoringParams,
+    /// Reference log-likelihoods (nats), ascending.
+    reference: Option<Vec<f64>>,
+}
+
+impl<M: LikelihoodModel> TPerm<M> {
+    /// A detector over `model`, which lives on `device`, with default [`ScoringParams`].
+    pub fn new(model: M, device: &Device) -> Self {
+        Self {
+            model,
+            device: device.clone(),
+            params: ValidScoringParams::default(),
+            reference: None,
+        }
+    }
+
+    /// A detector with explicit scoring parameters.
+    ///
+    /// # Errors
+    /// [`DetectError::InvalidParameter`] for invalid parameters.
+    pub fn with_params(model: M, device: &Device, params: ScoringParams) -> Result<Self> {
+        Ok(Self {
+            params: params.check()?,
+            ..Self::new(model, device)
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The reference log-likelihoods in nats, ascending, once fitted.
+    pub fn reference_log_likelihoods(&self) -> Option<&[f64]> {
+        self.reference.as_deref()
+    }
+
+    fn fitted(&self, action: &'static str) -> Result<&[f64]> {
+        self.reference
+            .as_deref()
+            .ok_or_else(|| DetectError::NotFitted {
+                detector: self.name().to_string(),
+                action,
+            })
+    }
+}
+
+impl<M: LikelihoodModel> Detector for TPerm<M> {
+    fn name(&self) -> &str {
+        "T_perm"
+    }
+
+    fn fit(&mut self, reference: &ImageSet) -> Result<()> {
+        let values = running_log_likelihoods(&self.model, reference, &self.params, &self.device)?;
+        self.reference = Some(sorted(&values));
+        Ok(())
+    }
+
+    fn score(&self, test: &ImageSet) -> Result<Scores> {
+        let reference = self.fitted("score")?;
+        let n = reference.len() as f64;
+        let values = running_log_likelihoods(&self.model, test, &self.params, &self.device)?;
+        let (scores, p_values) = values
+            .iter()
+            .map(|&l| {
+                let (le, ge) = counts_le_ge(reference, l);
+                let t = (le as f64 - n / 2.0).abs(); // eq. 2
+                let p = (2.0 * (1 + le.min(ge)) as f64 / (n + 1.0)).min(1.0);
+                (t, p)
+            })
+            .unzip();
+        Ok(Scores {
+            scores,
+            p_values: Some(p_values),
+        })
+    }
+
+    fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
+        let n = self.fitted("threshold_for_fpr")?.len();
+        p_value_threshold(target_fpr, 2.0 / (n + 1) as f64, n)
+    }
+}

@@ -1,0 +1,112 @@
+//! The WAIC baseline of Choi et al. (paper eq. 1) over an ensemble of models.
+
+use burn::tensor::Device;
+
+use bnood_data::ImageSet;
+use bnood_models::LikelihoodModel;
+
+use crate::log_likelihood::score_threshold;
+use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
+use crate::scoring::{running_log_likelihoods, sorted};
+use crate::{DetectError, Detector, Result, Scores};
+
+/// Negative WAIC over an ensemble of K independently trained models (eq. 1):
+///
+/// `score(x) = −(E_θ[ln p_θ(x)] − Var_θ[ln p_θ(x)])`,
+///
+/// with `E_θ` the mean over the K models and `Var_θ` their **population** variance
+/// (divided by K, not K − 1), log-likelihoods in nats with running statistics. With K = 1
+/// the variance is 0 and the score equals [`crate::LogLikelihood`]'s exactly.
+///
+/// Scoring needs no reference data; [`fit`](Detector::fit) only stores the reference
+/// scores for [`threshold_for_fpr`](Detector::threshold_for_fpr).
+#[derive(Debug)]
+pub struct Waic<M> {
+    models: Vec<M>,
+    device: Device,
+    params: ValidScoringParams,
+    /// Reference scores, ascending.
+    reference: Option<Vec<f64>>,
+}
+
+impl<M: LikelihoodModel> Waic<M> {
+    /// A detector over the ensemble `models` (K ≥ 1, all of one image shape), which live
+    /// on `device`, with default [`ScoringParams`].
+    ///
+    /// # Errors
+    /// [`DetectError::EmptySet`] for an empty ensemble; [`DetectError::InvalidParameter`]
+    /// if the models expect different image shapes.
+    pub fn new(models: Vec<M>, device: &Device) -> Result<Self> {
+        Self::with_params(models, device, ScoringParams::default())
+    }
+
+    /// A detector with explicit scoring parameters.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new), and [`DetectError::InvalidParameter`] for invalid parameters.
+    pub fn with_params(models: Vec<M>, device: &Device, params: ScoringParams) -> Result<Self> {
+        let first = models.first().ok_or_else(|| {
+            DetectError::EmptySet(
+                "WAIC got an ensemble of 0 models: pass at least one (several independently trained models for a useful variance term)".into(),
+            )
+        })?;
+        let shape = first.image_shape();
+        if let Some((k, m)) = models
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.image_shape() != shape)
+        {
+            return Err(DetectError::InvalidParameter(format!(
+                "WAIC ensemble member {k} expects images {:?} but member 0 expects {shape:?}: every member must model the same data",
+                m.image_shape()
+            )));
+        }
+        Ok(Self {
+            models,
+            device: device.clone(),
+            params: params.check()?,
+            reference: None,
+        })
+    }
+
+    /// The ensemble.
+    pub fn models(&self) -> &[M] {
+        &self.models
+    }
+}
+
+impl<M: LikelihoodModel> Detector for Waic<M> {
+    fn name(&self) -> &str {
+        "WAIC"
+    }
+
+    fn fit(&mut self, reference: &ImageSet) -> Result<()> {
+        let scores = self.score(reference)?.scores;
+        self.reference = Some(sorted(&scores));
+        Ok(())
+    }
+
+    fn score(&self, test: &ImageSet) -> Result<Scores> {
+        let per_model = self
+            .models
+            .iter()
+            .map(|m| running_log_likelihoods(m, test, &self.params, &self.device))
+            .collect::<Result<Vec<_>>>()?;
+        let k = per_model.len() as f64;
+        let scores = (0..test.len())
+            .map(|i| {
+                let mean = per_model.iter().map(|l| l[i]).sum::<f64>() / k;
+                let var = per_model.iter().map(|l| (l[i] - mean).powi(2)).sum::<f64>() / k;
+                -(mean - var) // eq. 1
+            })
+            .collect();
+        Ok(Scores {
+            scores,
+            p_values: None,
+        })
+    }
+
+    fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
+        score_threshold(self.reference.as_ref(), self.name(), target_fpr)
+    }
+}

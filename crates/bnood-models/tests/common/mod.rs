@@ -1,0 +1,71 @@
+//! Helpers shared by the model tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use bnood_data::ImageSet;
+use bnood_models::train::{TrainConfig, Trainable, train};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// `BNOOD_DATA_DIR`, else the project's sibling `shared/datasets`; fails loudly otherwise,
+/// because the tests that use it pin down real data.
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BNOOD_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let sibling = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets");
+    assert!(
+        sibling.is_dir(),
+        "set BNOOD_DATA_DIR to the datasets directory (see README.md)"
+    );
+    sibling
+}
+
+/// A float tensor's values on the host, as f64.
+pub fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .expect("f32")
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+/// Dequantised pixels: uniform in [0, 256), seeded.
+pub fn pixels(n: usize, shape: [usize; 3], seed: u64, device: &Device) -> Tensor<4> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let len = n * shape.iter().product::<usize>();
+    let v: Vec<f32> = (0..len).map(|_| rng.random_range(0.0..256.0f32)).collect();
+    Tensor::from_data(
+        TensorData::new(v, [n, shape[0], shape[1], shape[2]]),
+        device,
+    )
+}
+
+/// Trains `model` for `steps` steps of `batch` images on flex and returns it ready for
+/// inference, with the per-step losses (bits/dim).
+pub fn train_steps<M: Trainable>(
+    model: M,
+    data: &ImageSet,
+    batch: usize,
+    steps: usize,
+    lr: f64,
+) -> (M, Vec<f64>) {
+    let device = Device::flex();
+    let cfg = TrainConfig {
+        batch_size: batch,
+        max_steps: Some(steps),
+        epochs: None,
+        learning_rate: lr,
+        progress: false,
+        ..TrainConfig::default()
+    };
+    let (model, report) = train(model, data, &cfg, &device.autodiff(), 0).expect("training runs");
+    (
+        model.valid(),
+        report.history.into_iter().map(|(_, l)| l).collect(),
+    )
+}
