@@ -62,7 +62,7 @@ fn run<M: Trainable>(
         checkpoint: ckpt,
         ..TrainConfig::default()
     };
-    let (model, report) = train(model, &train_set, &cfg, &device.clone().autodiff(), 0)?;
+    let (model, report) = train(model, &train_set, &cfg, &device.clone().autodiff())?;
     println!(
         "trained {} steps ({} samples, {:.2} epochs) in {:.1}s: {:.1} samples/s, loss over the last 50 steps {:.3} bits/dim",
         report.steps,

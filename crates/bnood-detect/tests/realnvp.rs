@@ -74,7 +74,7 @@ fn model() -> RealNvp {
             };
             let data = ramps("train", 512, 1);
             let (model, report) =
-                train(model, &data, &cfg, &device.autodiff(), 0).expect("training runs");
+                train(model, &data, &cfg, &device.autodiff()).expect("training runs");
             println!(
                 "trained: final loss {:.3} bits/dim",
                 report.final_loss_bits_per_dim

@@ -2,7 +2,7 @@
 //! BatchNorm running statistics updated through `StatsMode::Train`, a progress bar with
 //! loss in bits/dim, periodic checkpoints and resume.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
@@ -44,6 +44,10 @@ pub struct TrainConfig {
     pub checkpoint: Option<PathBuf>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Continue from `checkpoint` when it exists: parameters, BatchNorm running statistics,
+    /// Adam's state and the step count are restored, and the batch order and noise carry on
+    /// exactly where the checkpoint was written.
+    pub resume: bool,
 }
 
 impl Default for TrainConfig {
@@ -59,6 +63,7 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             checkpoint: None,
             progress: true,
+            resume: false,
         }
     }
 }
@@ -90,6 +95,30 @@ pub trait Trainable: Module + LikelihoodModel + Sized {
     fn config(&self) -> Self::Config;
 }
 
+/// Where the optimiser state of a checkpoint is kept: `<checkpoint>.optim`.
+pub fn optimizer_path(checkpoint: &Path) -> PathBuf {
+    let mut name = checkpoint.file_name().unwrap_or_default().to_os_string();
+    name.push(".optim");
+    checkpoint.with_file_name(name)
+}
+
+fn save_progress<M: Trainable>(
+    model: &M,
+    optim: &burn::optim::ModuleOptimizer,
+    step: usize,
+    batch_size: usize,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let optim_path = optimizer_path(path);
+    optim
+        .save(&optim_path)
+        .map_err(|e| ModelError::Checkpoint {
+            path: optim_path.display().to_string(),
+            reason: format!("cannot write the optimiser state: {e}"),
+        })?;
+    checkpoint::save(model.clone(), step, step * batch_size, path)
+}
+
 /// Batch `step` of the epoch order: indices into the data.
 fn batch_indices(
     n: usize,
@@ -106,8 +135,7 @@ fn batch_indices(
 }
 
 /// Trains `model` on `data` on the autodiff-enabled `device` (e.g. `Device::flex().autodiff()`),
-/// starting after `start_step` steps (0, or the step of a checkpoint being resumed — the
-/// batch order and noise continue exactly where they stopped). Returns the trained model
+/// from scratch or, with `cfg.resume`, from `cfg.checkpoint`. Returns the trained model
 /// (still on `device`; call `.valid()` for inference) and a report. The last batch of an
 /// epoch is dropped when smaller than the batch size, so every step has full batch statistics.
 ///
@@ -119,7 +147,6 @@ pub fn train<M: Trainable>(
     data: &ImageSet,
     cfg: &TrainConfig,
     device: &Device,
-    start_step: usize,
 ) -> Result<(M, TrainReport), ModelError> {
     if cfg.batch_size < 2 || cfg.batch_size > data.len() {
         return Err(ModelError::Training(format!(
@@ -153,6 +180,24 @@ pub fn train<M: Trainable>(
     }
     let mut optim = adam.init();
     let mut model = model.fork(device).train();
+    let mut start_step = 0;
+    if let Some(path) = cfg
+        .checkpoint
+        .as_ref()
+        .filter(|p| cfg.resume && p.is_file())
+    {
+        model = checkpoint::load_into(model, path)?.fork(device).train();
+        start_step = checkpoint::read_meta(path)?.step;
+        let optim_path = optimizer_path(path);
+        optim = optim
+            .load(&optim_path)
+            .map_err(|e| ModelError::Checkpoint {
+                path: optim_path.display().to_string(),
+                reason: format!(
+                    "cannot restore the optimiser state ({e}); train without resume to start over"
+                ),
+            })?;
+    }
 
     let bar = if cfg.progress && end != usize::MAX {
         let bar = ProgressBar::new((end.saturating_sub(start_step)) as u64);
@@ -204,13 +249,13 @@ pub fn train<M: Trainable>(
 
         if let Some(path) = &cfg.checkpoint {
             if step % cfg.checkpoint_every.max(1) == 0 {
-                checkpoint::save(model.clone(), step, step * cfg.batch_size, path)?;
+                save_progress(&model, &optim, step, cfg.batch_size, path)?;
             }
         }
     }
     bar.finish_and_clear();
     if let Some(path) = &cfg.checkpoint {
-        checkpoint::save(model.clone(), step, step * cfg.batch_size, path)?;
+        save_progress(&model, &optim, step, cfg.batch_size, path)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let run_samples = (step - start_step) * cfg.batch_size;

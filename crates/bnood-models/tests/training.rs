@@ -47,7 +47,7 @@ fn a_few_training_steps_on_real_fmnist_lower_the_loss_and_move_running_statistic
         ..TrainConfig::default()
     };
     let (trained, report) =
-        train(model, &data, &cfg, &device.clone().autodiff(), 0).expect("training runs");
+        train(model, &data, &cfg, &device.clone().autodiff()).expect("training runs");
     assert_eq!(report.steps, 40);
     let first: f64 = report.history[..5].iter().map(|(_, l)| l).sum::<f64>() / 5.0;
     let last: f64 = report.history[35..].iter().map(|(_, l)| l).sum::<f64>() / 5.0;
@@ -80,7 +80,6 @@ fn save_then_load_gives_identical_log_likelihoods_in_every_mode() {
         &data,
         &cfg,
         &device.clone().autodiff(),
-        0,
     )
     .expect("train");
     let model = model.valid();
@@ -153,7 +152,6 @@ fn training_rejects_a_batch_too_small_for_batch_statistics_and_a_plain_device() 
         &data,
         &cfg,
         &device.clone().autodiff(),
-        0,
     )
     .expect_err("b=1");
     assert!(
@@ -165,16 +163,72 @@ fn training_rejects_a_batch_too_small_for_batch_statistics_and_a_plain_device() 
         progress: false,
         ..TrainConfig::default()
     };
-    let err = train(
-        small().init(&device).expect("valid"),
-        &data,
-        &cfg,
-        &device,
-        0,
-    )
-    .expect_err("no autodiff");
+    let err = train(small().init(&device).expect("valid"), &data, &cfg, &device)
+        .expect_err("no autodiff");
     assert!(
         err.to_string().contains("needs an autodiff device"),
         "{err}"
     );
+}
+
+#[test]
+fn resuming_from_a_checkpoint_continues_exactly_like_an_uninterrupted_run() {
+    let data = Dataset::FashionMnist
+        .load(Split::Test, &Locator::only(data_dir()))
+        .expect("FMNIST")
+        .head(256)
+        .expect("head");
+    let device = Device::flex();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("run.bpk");
+    let cfg = |steps, checkpoint: Option<std::path::PathBuf>, resume| TrainConfig {
+        batch_size: 16,
+        max_steps: Some(steps),
+        epochs: None,
+        progress: false,
+        checkpoint,
+        resume,
+        ..TrainConfig::default()
+    };
+    let ad = device.clone().autodiff();
+    let (straight, full) = train(
+        small().init(&device).expect("valid"),
+        &data,
+        &cfg(10, None, false),
+        &ad,
+    )
+    .expect("train");
+    let (_, first) = train(
+        small().init(&device).expect("valid"),
+        &data,
+        &cfg(6, Some(path.clone()), false),
+        &ad,
+    )
+    .expect("train");
+    assert_eq!(first.steps, 6);
+    let (resumed, second) = train(
+        small().init(&device).expect("valid"),
+        &data,
+        &cfg(10, Some(path.clone()), true),
+        &ad,
+    )
+    .expect("resume");
+    assert_eq!(second.steps, 10);
+    assert_eq!(
+        second.history.first().map(|h| h.0),
+        Some(7),
+        "resumed at step 7"
+    );
+    for ((s1, l1), (s2, l2)) in full.history[6..].iter().zip(&second.history) {
+        assert_eq!(s1, s2);
+        assert!((l1 - l2).abs() < 1e-4, "step {s1}: {l1} vs {l2}");
+    }
+    let x = data.tensor(0..16, &device).expect("tensor").add_scalar(0.5);
+    let (a, b) = (
+        scores(&straight.valid(), x.clone(), &StatsMode::Running),
+        scores(&resumed.valid(), x, &StatsMode::Running),
+    );
+    for (p, q) in a.iter().zip(&b) {
+        assert!((p - q).abs() < 1e-2, "{p} vs {q}");
+    }
 }

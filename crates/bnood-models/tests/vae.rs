@@ -394,7 +394,7 @@ fn a_few_training_steps_on_real_fmnist_lower_the_loss() {
         ..TrainConfig::default()
     };
     let (trained, report) =
-        train(model, &data, &cfg, &device.clone().autodiff(), 0).expect("training runs");
+        train(model, &data, &cfg, &device.clone().autodiff()).expect("training runs");
     assert_eq!(report.steps, 30);
     let first: f64 = report.history[..5].iter().map(|(_, l)| l).sum::<f64>() / 5.0;
     let last: f64 = report.history[25..].iter().map(|(_, l)| l).sum::<f64>() / 5.0;
@@ -430,7 +430,6 @@ fn save_then_load_gives_identical_log_likelihoods_in_running_and_batch_mode() {
         &data,
         &cfg,
         &device.clone().autodiff(),
-        0,
     )
     .expect("train");
     let model = model.valid();

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use bnood_data::ImageSet;
 use bnood_models::train::{TrainConfig, Trainable, train};
-use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -63,7 +62,7 @@ pub fn train_steps<M: Trainable>(
         progress: false,
         ..TrainConfig::default()
     };
-    let (model, report) = train(model, data, &cfg, &device.autodiff(), 0).expect("training runs");
+    let (model, report) = train(model, data, &cfg, &device.autodiff()).expect("training runs");
     (
         model.valid(),
         report.history.into_iter().map(|(_, l)| l).collect(),
