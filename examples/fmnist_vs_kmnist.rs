@@ -128,7 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         waic_models.max(1)
     );
     println!(
-        "{:<16} {:>6} {:>6} {:>9} {:>8}   paper AUROC/AP",
+        "{:<36} {:>6} {:>6} {:>9} {:>8}   paper AUROC/AP",
         "detector", "AUROC", "AP", "FPR@95", "time"
     );
     let mut rows = Vec::new();
@@ -140,7 +140,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let m = bnood::detect::evaluate(&s_in, &s_ood)?;
         let secs = t.elapsed().as_secs_f64();
         println!(
-            "{:<16} {:>6.3} {:>6.3} {:>9.3} {:>7.1}s   {pa:.2} / {pp:.2}",
+            "{:<36} {:>6.3} {:>6.3} {:>9.3} {:>7.1}s   {pa:.2} / {pp:.2}",
             detector.name(),
             m.auroc,
             m.average_precision,

@@ -7,6 +7,8 @@
 //!     <realnvp|vae> <preset: cpu|paper> <minutes> <eval images> [checkpoint path]
 //! ```
 //!
+//! With `0` minutes and an existing checkpoint, the checkpoint is evaluated as it is.
+//!
 //! The backend comes from `BNOOD_DEVICE` (`flex` by default; build with `--features wgpu`
 //! for GPUs). Test images are scored with midpoint dequantisation (pixel + 0.5), in batches
 //! of 64 drawn from one set, as in Table 1 (no mixing); the subset of `eval images` per set
@@ -62,6 +64,25 @@ fn run<M: Trainable>(
         checkpoint: ckpt,
         ..TrainConfig::default()
     };
+    let model = match cfg
+        .checkpoint
+        .as_deref()
+        .filter(|p| minutes == 0.0 && p.is_file())
+    {
+        // `0` minutes with an existing checkpoint: evaluate it as it is.
+        Some(path) => {
+            let model = bnood::models::checkpoint::load_into(model, path)?;
+            let meta = bnood::models::checkpoint::read_meta(path)?;
+            println!(
+                "evaluating {} ({} steps, {} samples seen)",
+                path.display(),
+                meta.step,
+                meta.samples_seen
+            );
+            return evaluate(&model, eval_n, device);
+        }
+        None => model,
+    };
     let (model, report) = train(model, &train_set, &cfg, &device.clone().autodiff())?;
     println!(
         "trained {} steps ({} samples, {:.2} epochs) in {:.1}s: {:.1} samples/s, loss over the last 50 steps {:.3} bits/dim",
@@ -72,15 +93,23 @@ fn run<M: Trainable>(
         report.samples_per_second,
         report.final_loss_bits_per_dim
     );
-    let model = model.valid();
+    evaluate(&model.valid(), eval_n, device)
+}
+
+fn evaluate(
+    model: &impl LikelihoodModel,
+    eval_n: usize,
+    device: &Device,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let locator = Locator::from_env();
     for (name, dataset) in [
         ("FMNIST test", Dataset::FashionMnist),
         ("MNIST test", Dataset::Mnist),
     ] {
         let set = dataset.load(Split::Test, &locator)?.subset(eval_n, 1)?;
         let t = Instant::now();
-        let running = mean_bpd(&model, &set, &StatsMode::Running, device)?;
-        let batch = mean_bpd(&model, &set, &StatsMode::Batch, device)?;
+        let running = mean_bpd(model, &set, &StatsMode::Running, device)?;
+        let batch = mean_bpd(model, &set, &StatsMode::Batch, device)?;
         println!(
             "{name}: running {running:.3} bits/dim, batch {batch:.3} bits/dim, delta {:.3} ({} images, {:.1}s for both modes)",
             batch - running,
