@@ -44,6 +44,47 @@ pub fn pixels(n: usize, shape: [usize; 3], seed: u64, device: &Device) -> Tensor
     )
 }
 
+/// The first `n` images of Fashion-MNIST `split`, from [`data_dir`].
+pub fn fmnist(split: bnood_data::Split, n: usize) -> ImageSet {
+    bnood_data::Dataset::FashionMnist
+        .load(split, &bnood_data::Locator::only(data_dir()))
+        .expect("Fashion-MNIST loads")
+        .head(n)
+        .expect("enough images")
+}
+
+/// Saves `model` as a checkpoint, loads it back through the configuration stored with it,
+/// and asserts that both give bit-identical log-likelihoods on `x` in Running and Batch mode.
+pub fn assert_checkpoint_round_trip<M>(
+    model: &M,
+    x: Tensor<4>,
+    build: impl FnOnce(&M::Config, &Device) -> Result<M, bnood_models::ModelError>,
+) where
+    M: Trainable,
+    M::Config: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    use bnood_models::{StatsMode, checkpoint};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("model.bpk");
+    checkpoint::save(model.clone(), 3, 96, &path).expect("save");
+    let (stored, meta) = checkpoint::read_config::<M::Config>(&path, M::KIND).expect("config");
+    assert_eq!(
+        (stored, meta.step),
+        (model.config(), 3),
+        "the sidecar holds the model's configuration"
+    );
+    let loaded = checkpoint::load::<M>(&path, &x.device(), build).expect("load");
+    for mode in [StatsMode::Running, StatsMode::Batch] {
+        let a = host(model.log_prob(x.clone(), &mode).expect("model scores"));
+        let b = host(
+            loaded
+                .log_prob(x.clone(), &mode)
+                .expect("loaded model scores"),
+        );
+        assert_eq!(a, b, "{mode:?}");
+    }
+}
+
 /// Trains `model` for `steps` steps of `batch` images on flex and returns it ready for
 /// inference, with the per-step losses (bits/dim).
 pub fn train_steps<M: Trainable>(
