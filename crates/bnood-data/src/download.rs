@@ -76,6 +76,20 @@ fn commit(mut part: PartialFile, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The URLs tried for `spec`, in order: `{mirror}/{dataset id}/{file name}` when a mirror
+/// is set, then the catalogue's official URLs.
+pub(crate) fn urls_to_try(
+    mirror: Option<&str>,
+    dataset: crate::catalogue::Dataset,
+    spec: &FileSpec,
+) -> Vec<String> {
+    mirror
+        .map(|base| format!("{base}/{}/{}", dataset.id(), spec.name))
+        .into_iter()
+        .chain(spec.urls.iter().map(|u| u.to_string()))
+        .collect()
+}
+
 /// Downloads the CIFAR-10 binary archive into `<local_dir>/cifar10/`, verifies it, extracts
 /// its batches there, and returns the path of `file` (one of the batches).
 pub(crate) fn fetch_cifar10(
@@ -87,11 +101,7 @@ pub(crate) fn fetch_cifar10(
     use crate::catalogue::{CIFAR10_ARCHIVE, Dataset};
     let dir = local_dir.join(Dataset::Cifar10.id());
     let archive = dir.join(CIFAR10_ARCHIVE.name);
-    let mut urls: Vec<String> = mirror
-        .map(|b| format!("{b}/cifar10/{}", CIFAR10_ARCHIVE.name))
-        .into_iter()
-        .collect();
-    urls.extend(CIFAR10_ARCHIVE.urls.iter().map(|u| u.to_string()));
+    let urls = urls_to_try(mirror, Dataset::Cifar10, &CIFAR10_ARCHIVE);
     let have_archive = archive.is_file() && verify(&archive, &CIFAR10_ARCHIVE, &[]).is_ok();
     if !have_archive {
         let mut fetched = false;

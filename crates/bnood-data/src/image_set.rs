@@ -48,14 +48,12 @@ impl ImageSet {
                 pixels.len()
             )));
         }
-        if let Some(labels) = &labels {
-            if labels.len() != shape[0] {
-                return Err(DataError::InvalidArgument(format!(
-                    "image set `{name}`: {} images but {} labels; pass one label per image or none",
-                    shape[0],
-                    labels.len()
-                )));
-            }
+        if let Some(labels) = labels.as_ref().filter(|l| l.len() != shape[0]) {
+            return Err(DataError::InvalidArgument(format!(
+                "image set `{name}`: {} images but {} labels; pass one label per image or none",
+                shape[0],
+                labels.len()
+            )));
         }
         Ok(Self {
             name,

@@ -152,11 +152,6 @@ impl Locator {
             tried.push("  - download: turned off for this locator".into());
             return Err(not_found(dataset, file, tried));
         }
-        let mut urls: Vec<String> = Vec::new();
-        if let Some(base) = &self.mirror {
-            urls.push(format!("{base}/{}/{}", dataset.id(), file.name));
-        }
-        urls.extend(file.urls.iter().map(|u| u.to_string()));
         if dataset == Dataset::Cifar10 {
             return crate::download::fetch_cifar10(
                 &self.local_dir,
@@ -165,6 +160,7 @@ impl Locator {
                 tried,
             );
         }
+        let urls = crate::download::urls_to_try(self.mirror.as_deref(), dataset, file);
         if urls.is_empty() {
             tried.push("  - download: this file has no official URL".into());
             return Err(not_found(dataset, file, tried));

@@ -159,7 +159,7 @@ impl RealNvpConfig {
                 CouplingKind::Checkerboard { .. } => (channels, 2 * channels),
                 CouplingKind::Channel { .. } => (channels / 2, channels),
             };
-            Coupling::new(kind, channels, cond, out, self, &bn, &mut rng, device)
+            Coupling::new(kind, cond, out, self, &bn, &mut rng, device)
         };
         let [mut c, _, _] = self.image_shape;
         let mut scales = Vec::with_capacity(self.downscales);
@@ -256,7 +256,6 @@ impl Coupling {
     #[allow(clippy::too_many_arguments)]
     fn new(
         kind: CouplingKind,
-        _channels: usize,
         cond: usize,
         out: usize,
         cfg: &RealNvpConfig,
@@ -537,11 +536,6 @@ impl RealNvp {
     /// BatchNorm errors.
     pub fn decode(&self, parts: &[Tensor<4>], mode: &StatsMode) -> Result<Tensor<4>, ModelError> {
         Ok(self.logit().inverse(self.inverse_latent(parts, mode)?))
-    }
-
-    /// Number of trainable scalars.
-    pub fn num_trainable(&self) -> usize {
-        self.num_params()
     }
 }
 
