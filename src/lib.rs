@@ -16,7 +16,9 @@
 //! | [`models`] | `bnood-models` | RealNVP and VAE trained with BatchNorm, training loop |
 //! | [`detect`] | `bnood-detect` | OoD detectors: log-likelihood, T_perm, WAIC, the BN test |
 //! | [`metrics`] | `bnood-metrics` | AUROC, AP, AUPR-in/out, FPR@95TPR |
+//! | [`eval`] | `bnood-eval` | the paper's protocol: Table 2, Table 5, Figure 3, contamination; reports and plots |
 //! | [`backend`] | (here) | backend name → burn `Device` |
+//! | [`experiment`] | (here) | named test sets, presets, train-or-reuse, the main job |
 //!
 //! ## Cargo features
 //! - `flex` (default): burn's pure-Rust CPU backend with SIMD and rayon.
@@ -33,9 +35,11 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod experiment;
 
 pub use bnood_data as data;
 pub use bnood_detect as detect;
+pub use bnood_eval as eval;
 pub use bnood_metrics as metrics;
 pub use bnood_models as models;
 pub use bnood_norm as norm;

@@ -70,6 +70,32 @@ pub enum DataError {
         reason: String,
     },
 
+    /// A user's own IDX file or PNG folder (not a catalogue dataset) cannot be read as an
+    /// image set: a labels file, a non-`u8` element type, no images, a corrupt or 16-bit PNG,
+    /// transparent pixels, ... The reason says what to do.
+    #[error("{path} cannot be used as an image set: {reason}")]
+    UserImages {
+        /// The offending file or folder.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
+    /// An image in a PNG folder has another shape than the folder's first image.
+    #[error(
+        "{path} has shape [C, H, W] = {shape:?} but {first} (the first image, by file name) has {expected:?}: every image in the folder must have the same size and channel count; resize or convert the odd ones out"
+    )]
+    ImageShapeMismatch {
+        /// The first image whose shape differs.
+        path: PathBuf,
+        /// Its shape `[C, H, W]`.
+        shape: [usize; 3],
+        /// The shape `[C, H, W]` every image must have.
+        expected: [usize; 3],
+        /// The image that set the expected shape.
+        first: PathBuf,
+    },
+
     /// A caller passed an argument that cannot be honoured (empty subset, zero batch size, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -83,6 +109,13 @@ impl DataError {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub(crate) fn user_images(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::UserImages {
+            path: path.into(),
+            reason: reason.into(),
         }
     }
 

@@ -12,6 +12,9 @@
 //! - [`ImageSet`]: a non-empty in-memory set of `u8` images `[N, C, H, W]` with optional
 //!   labels, seeded shuffling and subsetting, and batching into burn `Tensor<4>` on any
 //!   [`burn::tensor::Device`].
+//! - [`user_files`]: a user's own images as an [`ImageSet`] — any IDX file
+//!   ([`ImageSet::from_idx_file`]) or folder of PNG files ([`ImageSet::from_png_dir`]), or
+//!   either by what the path is ([`ImageSet::from_path`]).
 //! - [`idx`]: a strict IDX reader (raw or gzip); [`cifar`] and [`svhn`] readers.
 //! - [`transform`]: the paper's random rotation by (90°, 270°), uniform dequantisation,
 //!   the logit transform (α = 0.05) with its log-determinant, nats ↔ bits/dim.
@@ -39,6 +42,7 @@ pub mod image_set;
 pub mod locate;
 pub mod svhn;
 pub mod transform;
+pub mod user_files;
 
 pub use catalogue::{Dataset, Entry, FileSpec, Format, Split};
 pub use error::{DataError, Result};

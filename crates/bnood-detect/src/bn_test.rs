@@ -438,6 +438,11 @@ impl<M: LikelihoodModel> BnTest<M> {
         let m = ratio.test;
         let dequantization = self.params.scoring.dequantization();
         let mut sums = vec![0.0; n];
+        let progress = &self.params.scoring.progress;
+        progress.start(
+            &format!("BN test r={:.2} on {}", ratio.r, pool.name()),
+            (self.params.draws * n.div_ceil(m)) as u64,
+        );
         for draw in 0..self.params.draws {
             let mut rng = stream(self.params.seed, &[tag, ratio.r.to_bits(), draw as u64]);
             let mut order: Vec<usize> = (0..n).collect();
@@ -477,6 +482,7 @@ impl<M: LikelihoodModel> BnTest<M> {
                 for (&i, v) in rows[..scored].iter().zip(&values) {
                     sums[i] += v;
                 }
+                progress.advance(1);
             }
         }
         let draws = self.params.draws as f64;
@@ -549,6 +555,10 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
 
     fn score(&self, test: &ImageSet) -> Result<Scores> {
         Ok(self.score_detailed(test)?.into())
+    }
+
+    fn set_progress(&mut self, progress: crate::ProgressHook) {
+        self.params.scoring.progress = progress;
     }
 
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {

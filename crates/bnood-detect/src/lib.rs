@@ -70,6 +70,7 @@ mod bn_test;
 mod error;
 mod log_likelihood;
 mod params;
+mod progress;
 mod scoring;
 mod t_perm;
 mod waic;
@@ -80,6 +81,7 @@ pub use bn_test::{BnTest, BnTestParams, BnTestScores, BnTestValidParams};
 pub use error::{DetectError, Result};
 pub use log_likelihood::LogLikelihood;
 pub use params::{Dequantization, ParamGuard, ScoringParams, ValidScoringParams};
+pub use progress::{Progress, ProgressHook};
 pub use t_perm::TPerm;
 pub use waic::Waic;
 
@@ -121,6 +123,10 @@ pub trait Detector {
     /// `0 < target_fpr < 1`; [`DetectError::ReferenceTooSmall`] if no p-value attainable
     /// with this reference set is that small.
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64>;
+
+    /// Reports the progress of later [`fit`](Self::fit) and [`score`](Self::score) calls
+    /// to `progress` ([`ProgressHook::none`] to stop). Scores do not depend on it.
+    fn set_progress(&mut self, progress: ProgressHook);
 }
 
 /// What a detector says about each test image, in the order of the scored set.

@@ -2,6 +2,7 @@
 //! builder turns into its `Valid…Params` through [`ParamGuard`], and detectors only ever
 //! hold the checked form.
 
+use crate::progress::ProgressHook;
 use crate::{DetectError, Result};
 
 /// Turns unchecked parameters into checked ones (after linfa's `ParamGuard`).
@@ -48,6 +49,7 @@ pub enum Dequantization {
 pub struct ValidScoringParams {
     batch_size: usize,
     dequantization: Dequantization,
+    pub(crate) progress: ProgressHook,
 }
 
 impl ValidScoringParams {
@@ -72,6 +74,7 @@ impl Default for ScoringParams {
         Self(ValidScoringParams {
             batch_size: 64,
             dequantization: Dequantization::Midpoint,
+            progress: ProgressHook::none(),
         })
     }
 }
@@ -91,6 +94,12 @@ impl ScoringParams {
     /// The dequantisation applied before scoring.
     pub fn dequantization(mut self, dequantization: Dequantization) -> Self {
         self.0.dequantization = dequantization;
+        self
+    }
+
+    /// Where to report progress of scoring passes (default: nowhere). Never changes scores.
+    pub fn progress(mut self, progress: ProgressHook) -> Self {
+        self.0.progress = progress;
         self
     }
 }

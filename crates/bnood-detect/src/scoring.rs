@@ -90,6 +90,10 @@ pub(crate) fn running_log_likelihoods<M: LikelihoodModel>(
     let n = set.len();
     let mut out = Vec::with_capacity(n);
     let mut start = 0;
+    params.progress.start(
+        &format!("log p on {}", set.name()),
+        n.div_ceil(params.batch_size()) as u64,
+    );
     while start < n {
         let end = (start + params.batch_size()).min(n);
         let indices: Vec<usize> = (start..end).collect();
@@ -97,6 +101,7 @@ pub(crate) fn running_log_likelihoods<M: LikelihoodModel>(
         let values = host(model.log_prob(x, &StatsMode::Running)?)?;
         reject_nan(&values, set, &indices)?;
         out.extend(values);
+        params.progress.advance(1);
         start = end;
     }
     Ok(out)

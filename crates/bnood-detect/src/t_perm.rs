@@ -102,6 +102,10 @@ impl<M: LikelihoodModel> Detector for TPerm<M> {
         })
     }
 
+    fn set_progress(&mut self, progress: crate::ProgressHook) {
+        self.params.progress = progress;
+    }
+
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
         let n = self.fitted("threshold_for_fpr")?.len();
         p_value_threshold(target_fpr, 2.0 / (n + 1) as f64, n)

@@ -106,6 +106,10 @@ impl<M: LikelihoodModel> Detector for Waic<M> {
         })
     }
 
+    fn set_progress(&mut self, progress: crate::ProgressHook) {
+        self.params.progress = progress;
+    }
+
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
         score_threshold(self.reference.as_ref(), self.name(), target_fpr)
     }

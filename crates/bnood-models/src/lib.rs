@@ -20,6 +20,7 @@
 //! dimension need no further correction.
 #![warn(missing_docs)]
 
+pub mod any;
 pub mod checkpoint;
 mod init;
 pub mod realnvp;
@@ -28,6 +29,7 @@ pub mod vae;
 
 use burn::tensor::Tensor;
 
+pub use any::AnyModel;
 pub use bnood_norm::StatsMode;
 pub use realnvp::{RealNvp, RealNvpConfig};
 pub use vae::{Vae, VaeConfig};

@@ -517,6 +517,19 @@ impl Vae {
         &self.config
     }
 
+    /// The same trained model with `k` importance samples in [`LikelihoodModel::log_prob`]
+    /// (the parameters are untouched; a checkpoint saved afterwards records the new K).
+    /// Fewer samples score faster but give a looser, noisier bound.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] for `k = 0`.
+    pub fn with_iw_samples(mut self, k: usize) -> Result<Self, ModelError> {
+        let config = self.config.clone().with_iw_samples(k);
+        config.validate()?;
+        self.config = config;
+        Ok(self)
+    }
+
     /// Dimension of `z`.
     pub fn latent_dim(&self) -> usize {
         self.latent_dim

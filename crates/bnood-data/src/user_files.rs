@@ -1,0 +1,315 @@
+//! A user's own images as an [`ImageSet`]: any IDX file or any folder of PNG files, so that
+//! `bnood score` can take test and reference sets that are not in the catalogue.
+//!
+//! Nothing here is checksummed (the files are the user's), and the sets are unlabelled.
+//!
+//! - IDX ([`ImageSet::from_idx_file`]), raw or gzip, element type `0x08` (unsigned byte):
+//!   `[N, H, W]` (MNIST-style, loaded as `C = 1`) or `[N, C, H, W]` (channels first, as
+//!   stored in memory by PyTorch). A channels-last `[N, H, W, C]` file is rejected rather
+//!   than guessed at, because both readings would have a valid shape.
+//! - PNG folders ([`ImageSet::from_png_dir`]): every `*.png` file directly in the folder
+//!   (extension compared case-insensitively; not recursive; other files ignored), in
+//!   byte order of their file names. 8-bit samples only: a 16-bit PNG is an error rather
+//!   than silently truncated, because the models see 256 levels per sample and dropping the
+//!   low byte can flatten low-contrast images. Alpha is dropped only where every pixel is
+//!   fully opaque.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use png::{BitDepth, ColorType, Transformations};
+
+use crate::error::{DataError, Result};
+use crate::idx::{decode_idx, read_maybe_gzip};
+use crate::image_set::ImageSet;
+
+/// The IDX element type code for unsigned bytes, the only one images can use.
+const IDX_U8: u8 = 0x08;
+
+impl ImageSet {
+    /// Loads a user's images from `path`: a directory is read as a PNG folder
+    /// ([`ImageSet::from_png_dir`]), anything else as an IDX file
+    /// ([`ImageSet::from_idx_file`]). The set is `[N, C, H, W]`, unlabelled, named `name`.
+    ///
+    /// # Errors
+    /// [`DataError::Io`] if `path` does not exist or cannot be read, and every error of the
+    /// two readers.
+    pub fn from_path(path: &Path, name: impl Into<String>) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+        if meta.is_dir() {
+            Self::from_png_dir(path, name)
+        } else {
+            Self::from_idx_file(path, name)
+        }
+    }
+
+    /// Reads an IDX images file (raw or gzip-compressed) of unsigned bytes into an
+    /// unlabelled set `[N, C, H, W]`.
+    ///
+    /// Accepted dimensions: `[N, H, W]` (MNIST-style; `C = 1`) or `[N, C, H, W]` (channels
+    /// first). No checksum is checked.
+    ///
+    /// # Errors
+    /// [`DataError::Io`] if the file cannot be read; [`DataError::UserImages`] if it is not
+    /// an IDX file, is a labels file (1 dimension), has an element type other than
+    /// unsigned byte, holds no images, has 2 or more than 4 dimensions, or looks
+    /// channels-last `[N, H, W, C]`.
+    pub fn from_idx_file(path: &Path, name: impl Into<String>) -> Result<Self> {
+        let bytes = read_maybe_gzip(path).map_err(|e| as_user_error(e, path))?;
+        check_idx_header(&bytes, path)?;
+        let array = decode_idx(&bytes, path).map_err(|e| as_user_error(e, path))?;
+        let shape = idx_image_shape(&array.dims, path)?;
+        Self::new(name, array.data, shape, None)
+    }
+
+    /// Reads every `*.png` file directly inside `dir` (not recursive; the extension is
+    /// compared case-insensitively; other files are ignored) into an unlabelled set
+    /// `[N, C, H, W]`, ordered by file name (byte order), so the order is the same on every
+    /// machine.
+    ///
+    /// Channels: 8-bit grayscale → `C = 1`, 8-bit RGB → `C = 3`. Lower bit depths are
+    /// scaled up to 8 bits. Palette images are expanded: to `C = 1` if every palette entry
+    /// is gray (`R = G = B`, as image optimisers often write grayscale), else to `C = 3`.
+    /// An alpha channel (or `tRNS` transparency) is dropped if every pixel is fully opaque.
+    /// Interlaced PNGs are deinterlaced; of an animated PNG only the default image is read.
+    ///
+    /// # Errors
+    /// [`DataError::Io`] if the folder or a file cannot be read;
+    /// [`DataError::UserImages`] if the folder holds no PNG file, or a PNG is corrupt,
+    /// 16-bit, or has a transparent pixel (each naming the file);
+    /// [`DataError::ImageShapeMismatch`] naming the first image whose `[C, H, W]` differs
+    /// from the first image's.
+    pub fn from_png_dir(dir: &Path, name: impl Into<String>) -> Result<Self> {
+        let files = png_files(dir)?;
+        let Some(first) = files.first() else {
+            return Err(DataError::user_images(
+                dir,
+                "the folder holds no .png files; put the images there as PNG files, or pass an IDX file instead",
+            ));
+        };
+        let first_image = read_png(first)?;
+        let expected = first_image.shape;
+        let mut pixels = Vec::with_capacity(files.len() * first_image.pixels.len());
+        pixels.extend_from_slice(&first_image.pixels);
+        for file in &files[1..] {
+            let image = read_png(file)?;
+            if image.shape != expected {
+                return Err(DataError::ImageShapeMismatch {
+                    path: file.clone(),
+                    shape: image.shape,
+                    expected,
+                    first: first.clone(),
+                });
+            }
+            pixels.extend_from_slice(&image.pixels);
+        }
+        let [c, h, w] = expected;
+        Self::new(name, pixels, [files.len(), c, h, w], None)
+    }
+}
+
+/// Re-words a [`DataError::Corrupt`] from the catalogue readers, whose advice is to fetch
+/// the file again, into advice for a user's own file.
+fn as_user_error(err: DataError, path: &Path) -> DataError {
+    match err {
+        DataError::Corrupt { reason, .. } => {
+            let hint = if has_extension(path, "png") {
+                "; for PNG images pass the folder that holds them"
+            } else {
+                "; pass an IDX images file (e.g. MNIST's t10k-images-idx3-ubyte.gz) or a folder of PNG files"
+            };
+            DataError::user_images(path, format!("not a readable IDX file: {reason}{hint}"))
+        }
+        other => other,
+    }
+}
+
+/// Checks what [`decode_idx`] would reject with catalogue wording: the element type and an
+/// empty first dimension. Anything else malformed is left to [`decode_idx`].
+fn check_idx_header(bytes: &[u8], path: &Path) -> Result<()> {
+    let [0, 0, elem_type, ndim, ..] = *bytes else {
+        return Ok(());
+    };
+    if elem_type != IDX_U8 {
+        return Err(DataError::user_images(
+            path,
+            format!(
+                "its IDX element type is {} ({elem_type:#04x}) but images must be unsigned bytes (0x08); convert the pixels to integers 0–255 (e.g. numpy `x.astype(np.uint8)`) and write the file again",
+                idx_type_name(elem_type)
+            ),
+        ));
+    }
+    let first_dim = bytes.get(4..8).filter(|_| ndim > 0);
+    if let Some(&[a, b, c, d]) = first_dim
+        && u32::from_be_bytes([a, b, c, d]) == 0
+    {
+        return Err(DataError::user_images(
+            path,
+            "it holds 0 images (its first IDX dimension is 0); pass a file with at least one image",
+        ));
+    }
+    Ok(())
+}
+
+/// The name of an IDX element type code.
+fn idx_type_name(code: u8) -> &'static str {
+    match code {
+        0x08 => "unsigned byte",
+        0x09 => "signed byte",
+        0x0B => "i16",
+        0x0C => "i32",
+        0x0D => "f32",
+        0x0E => "f64",
+        _ => "unknown",
+    }
+}
+
+/// The `[N, C, H, W]` shape of IDX image dims `[N, H, W]` or `[N, C, H, W]`.
+fn idx_image_shape(dims: &[usize], path: &Path) -> Result<[usize; 4]> {
+    match *dims {
+        [n, h, w] => Ok([n, 1, h, w]),
+        [n, c, h, w] if looks_channels_last(c, w) => Err(DataError::user_images(
+            path,
+            format!(
+                "its dims {dims:?} look channels-last [N, H, W, C], but bnood reads 4-D IDX files as channels-first [N, C, H, W]; transpose the array (numpy `x.transpose(0, 3, 1, 2)`) and write the file again (if it really is [N, C, H, W] = [{n}, {c}, {h}, {w}], save it as a PNG folder instead)"
+            ),
+        )),
+        [n, c, h, w] => Ok([n, c, h, w]),
+        [n] => Err(DataError::user_images(
+            path,
+            format!(
+                "this looks like a labels file (1 IDX dimension: {n} values); pass the matching images file (dims [N, H, W], e.g. t10k-images-idx3-ubyte.gz instead of t10k-labels-idx1-ubyte.gz)"
+            ),
+        )),
+        _ => Err(DataError::user_images(
+            path,
+            format!(
+                "its IDX dims are {dims:?}; images must be [N, H, W] or [N, C, H, W] (flattened [N, H·W] images must be reshaped first)"
+            ),
+        )),
+    }
+}
+
+/// Whether 4-D dims `[_, c, _, w]` read as channels-first are more plausibly channels-last:
+/// the last axis is a channel count and the second is not.
+fn looks_channels_last(c: usize, w: usize) -> bool {
+    let is_channels = |x: usize| matches!(x, 1 | 3 | 4);
+    is_channels(w) && !is_channels(c)
+}
+
+/// The `*.png` files directly inside `dir`, sorted by file name (byte order).
+fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
+    let mut files: Vec<(OsString, PathBuf)> = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| DataError::io(dir, e))?.path();
+        if has_extension(&path, "png") && path.is_file() {
+            let file_name = path.file_name().unwrap_or_default().to_owned();
+            files.push((file_name, path));
+        }
+    }
+    files.sort();
+    Ok(files.into_iter().map(|(_, path)| path).collect())
+}
+
+fn has_extension(path: &Path, ext: &str) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+/// One decoded PNG: `pixels` row-major `[C, H, W]`.
+struct PngImage {
+    shape: [usize; 3],
+    pixels: Vec<u8>,
+}
+
+/// Decodes one PNG file into 8-bit `[C, H, W]` pixels.
+fn read_png(path: &Path) -> Result<PngImage> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let corrupt = |e: png::DecodingError| {
+        DataError::user_images(
+            path,
+            format!("not a readable PNG file ({e}); re-export it or remove it from the folder"),
+        )
+    };
+    let mut decoder = png::Decoder::new(BufReader::new(file));
+    decoder.set_transformations(Transformations::EXPAND);
+    let mut reader = decoder.read_info().map_err(corrupt)?;
+    let (color_type, bit_depth) = reader.output_color_type();
+    if bit_depth != BitDepth::Eight {
+        return Err(DataError::user_images(
+            path,
+            format!(
+                "it has {} bits per sample but bnood uses 8-bit pixels (0–255); convert it to 8 bits (e.g. ImageMagick `magick mogrify -depth 8 *.png`)",
+                bit_depth as u8
+            ),
+        ));
+    }
+    let gray_palette = reader.info().color_type == ColorType::Indexed
+        && reader.info().palette.as_deref().is_some_and(|p| {
+            p.chunks_exact(3)
+                .all(|rgb| rgb[0] == rgb[1] && rgb[1] == rgb[2])
+        });
+    let size = reader.output_buffer_size().ok_or_else(|| {
+        DataError::user_images(path, "the image is too large to decode in memory")
+    })?;
+    let mut interleaved = vec![0u8; size];
+    let frame = reader.next_frame(&mut interleaved).map_err(corrupt)?;
+    interleaved.truncate(frame.buffer_size());
+    let (height, width) = (frame.height as usize, frame.width as usize);
+
+    let (stored, colour) = match color_type {
+        ColorType::Grayscale => (1, 1),
+        ColorType::GrayscaleAlpha => (2, 1),
+        ColorType::Rgb => (3, 3),
+        ColorType::Rgba => (4, 3),
+        ColorType::Indexed => {
+            return Err(DataError::user_images(
+                path,
+                "its palette could not be expanded; re-export it as grayscale or RGB",
+            ));
+        }
+    };
+    if stored > colour {
+        check_opaque(&interleaved, stored, width, path)?;
+    }
+    // A gray palette expands to R = G = B: keep R alone.
+    let channels = if gray_palette { 1 } else { colour };
+    Ok(PngImage {
+        shape: [channels, height, width],
+        pixels: planar(&interleaved, stored, channels),
+    })
+}
+
+/// Fails on the first pixel of interleaved `stride`-sample pixels whose last sample
+/// (alpha) is below 255.
+fn check_opaque(interleaved: &[u8], stride: usize, width: usize, path: &Path) -> Result<()> {
+    let Some(index) = interleaved
+        .chunks_exact(stride)
+        .position(|px| px[stride - 1] != u8::MAX)
+    else {
+        return Ok(());
+    };
+    let (x, y) = (index % width, index / width);
+    Err(DataError::user_images(
+        path,
+        format!(
+            "it has transparent pixels (first at x = {x}, y = {y}) and bnood models see colour only; flatten the images onto a background first (e.g. ImageMagick `magick mogrify -background white -alpha remove -alpha off *.png`)"
+        ),
+    ))
+}
+
+/// The first `channels` samples of each interleaved `[H, W, stride]` pixel, as planar
+/// `[channels, H, W]`.
+fn planar(interleaved: &[u8], stride: usize, channels: usize) -> Vec<u8> {
+    let pixel_count = interleaved.len() / stride;
+    let mut out = vec![0u8; channels * pixel_count];
+    for (i, px) in interleaved.chunks_exact(stride).enumerate() {
+        for (c, &sample) in px[..channels].iter().enumerate() {
+            out[c * pixel_count + i] = sample;
+        }
+    }
+    out
+}

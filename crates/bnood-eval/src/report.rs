@@ -1,0 +1,270 @@
+//! Reports: aligned text tables for the terminal, Markdown tables for docs/results.md, a
+//! JSON file with every number, and PNG plots (ROC curves, Figure 3).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plot::{Series, line_png, roc_png};
+use crate::protocol::{ContaminationRow, Row, SweepSeries};
+use crate::{EvalError, Result, paper};
+
+/// Everything one evaluation run measured, as written to its JSON report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// What was run, in words (sets, sizes, model files, detector settings, backend).
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// Table 2 cells.
+    pub table2: Vec<Row>,
+    /// Table 5 cells (BN test with `r1 = 0` and several `r2`).
+    pub table5: Vec<Row>,
+    /// Figure 3 curves, per model.
+    pub sweep: Vec<(String, Vec<SweepSeries>)>,
+    /// Contamination study lines, per model.
+    pub contamination: Vec<(String, Vec<ContaminationRow>)>,
+    /// Wall-clock seconds of the whole run.
+    pub total_seconds: f64,
+}
+
+fn fmt_pair(p: Option<(f64, f64)>) -> String {
+    p.map_or_else(|| "–".to_string(), |(a, b)| format!("{a:.2} / {b:.2}"))
+}
+
+/// Table 2 cells as an aligned text table, one line per cell, with the paper's AUROC / AP.
+pub fn text_table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<8} {:<9} {:<9} {:>6} {:>6} {:>7} {:>8}   {:<11} {}\n",
+        "model", "OoD", "detector", "AUROC", "AP", "FPR@95", "time", "paper", "setting"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<8} {:<9} {:<9} {:>6.3} {:>6.3} {:>7.3} {:>7.1}s   {:<11} {}\n",
+            r.model,
+            r.ood,
+            r.detector,
+            r.auroc,
+            r.average_precision,
+            r.fpr_at_95_tpr,
+            r.seconds,
+            fmt_pair(paper::table2(&r.model, &r.ood, &r.detector)),
+            r.setting
+        ));
+    }
+    out
+}
+
+fn ordered<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = BTreeSet::new();
+    items.filter(|s| seen.insert(*s)).collect()
+}
+
+/// Table 2 in the paper's layout as Markdown: a line per (model, OoD set), a column per
+/// detector, each cell `ours AUROC / AP (paper AUROC / AP)`.
+pub fn markdown_table2(rows: &[Row]) -> String {
+    let detectors = ordered(rows.iter().map(|r| r.detector.as_str()));
+    let mut out = format!("| Model | OoD | {} |\n", detectors.join(" | "));
+    out.push_str(&format!("|---|---|{}\n", "---|".repeat(detectors.len())));
+    for model in ordered(rows.iter().map(|r| r.model.as_str())) {
+        for ood in ordered(
+            rows.iter()
+                .filter(|r| r.model == model)
+                .map(|r| r.ood.as_str()),
+        ) {
+            let cells: Vec<String> = detectors
+                .iter()
+                .map(|d| {
+                    rows.iter()
+                        .find(|r| r.model == model && r.ood == ood && r.detector == *d)
+                        .map_or_else(
+                            || "–".to_string(),
+                            |r| {
+                                format!(
+                                    "**{:.2} / {:.2}** ({})",
+                                    r.auroc,
+                                    r.average_precision,
+                                    fmt_pair(paper::table2(model, ood, d))
+                                )
+                            },
+                        )
+                })
+                .collect();
+            out.push_str(&format!("| {model} | {ood} | {} |\n", cells.join(" | ")));
+        }
+    }
+    out
+}
+
+/// Table 5 as Markdown: a line per (model, OoD set), a column per `r2`, each cell
+/// `ours AUROC / AP (paper)`.
+pub fn markdown_table5(rows: &[Row]) -> String {
+    let settings = ordered(rows.iter().map(|r| r.setting.as_str()));
+    let r2_of = |s: &str| {
+        s.split_whitespace()
+            .find_map(|w| w.strip_prefix("r2="))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let mut out = "| Model | OoD |".to_string();
+    for s in &settings {
+        out.push_str(&format!(
+            " r2 = {} |",
+            r2_of(s).map_or("?".into(), |r| format!("{r}"))
+        ));
+    }
+    out.push_str(&format!("\n|---|---|{}\n", "---|".repeat(settings.len())));
+    for model in ordered(rows.iter().map(|r| r.model.as_str())) {
+        for ood in ordered(
+            rows.iter()
+                .filter(|r| r.model == model)
+                .map(|r| r.ood.as_str()),
+        ) {
+            let cells: Vec<String> = settings
+                .iter()
+                .map(|s| {
+                    rows.iter()
+                        .find(|r| r.model == model && r.ood == ood && r.setting == *s)
+                        .map_or_else(
+                            || "–".to_string(),
+                            |r| {
+                                let p = r2_of(s).and_then(|r2| paper::table5(model, ood, r2));
+                                format!(
+                                    "**{:.2} / {:.2}** ({})",
+                                    r.auroc,
+                                    r.average_precision,
+                                    fmt_pair(p)
+                                )
+                            },
+                        )
+                })
+                .collect();
+            out.push_str(&format!("| {model} | {ood} | {} |\n", cells.join(" | ")));
+        }
+    }
+    out
+}
+
+/// The ratio sweep as Markdown: a line per test pool, a column per `r`, bits/dim.
+pub fn markdown_sweep(model: &str, series: &[SweepSeries]) -> String {
+    let Some(first) = series.first() else {
+        return String::new();
+    };
+    let mut out = format!("| {model} | n |");
+    for (r, _) in &first.points {
+        out.push_str(&format!(" r = {r:.2} |"));
+    }
+    out.push_str(&format!(
+        "\n|---|---|{}\n",
+        "---|".repeat(first.points.len())
+    ));
+    for s in series {
+        out.push_str(&format!("| {} | {} |", s.set, s.n));
+        for (_, bpd) in &s.points {
+            out.push_str(&format!(" {bpd:.3} |"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The contamination study as Markdown.
+pub fn markdown_contamination(model: &str, rows: &[ContaminationRow]) -> String {
+    let mut out = format!(
+        "| {model}: OoD share of the pool | in-dist. images | OoD images | AUROC | AP | FPR@95 | time |\n|---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {:.0} % | {} | {} | {:.3} | {:.3} | {:.3} | {:.0} s |\n",
+            r.ood_fraction * 100.0,
+            r.n_in,
+            r.n_ood,
+            r.auroc,
+            r.average_precision,
+            r.fpr_at_95_tpr,
+            r.seconds
+        ));
+    }
+    out
+}
+
+/// Writes `report` as pretty JSON to `path` (atomically: a temporary file, then a rename).
+///
+/// # Errors
+/// [`EvalError::Io`] if the file cannot be written.
+pub fn write_json(report: &Report, path: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    let tmp = path.with_extension("json.tmp");
+    let io = |source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// A file-name-safe version of `s` (`a-z0-9` and `-`).
+pub fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+/// Draws one ROC PNG per (model, OoD set) of `rows` into `dir`, a curve per detector, and
+/// returns the files written (`roc-<model>-<ood>.png`).
+///
+/// # Errors
+/// Plot and I/O errors.
+pub fn write_roc_plots(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for model in ordered(rows.iter().map(|r| r.model.as_str())) {
+        for ood in ordered(
+            rows.iter()
+                .filter(|r| r.model == model)
+                .map(|r| r.ood.as_str()),
+        ) {
+            let curves: Vec<Series> = rows
+                .iter()
+                .filter(|r| r.model == model && r.ood == ood)
+                .map(|r| Series {
+                    label: format!("{} (AUROC {:.3})", r.detector, r.auroc),
+                    points: r.roc.clone(),
+                })
+                .collect();
+            let in_name = rows
+                .iter()
+                .find(|r| r.model == model)
+                .map_or("", |r| r.in_distribution.as_str());
+            let path = dir.join(format!("roc-{}-{}.png", slug(model), slug(ood)));
+            roc_png(&path, &format!("{model}: {in_name} vs {ood}"), &curves)?;
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// Draws Figure 3 for one model into `path`: mean bits/dim against `r`, a curve per pool.
+///
+/// # Errors
+/// Plot and I/O errors.
+pub fn write_sweep_plot(model: &str, series: &[SweepSeries], path: &Path) -> Result<()> {
+    let curves: Vec<Series> = series
+        .iter()
+        .map(|s| Series {
+            label: s.set.clone(),
+            points: s.points.clone(),
+        })
+        .collect();
+    line_png(
+        path,
+        &format!("{model}: bits/dim of test images vs share r of test images in the batch"),
+        "r (share of test images in each batch of b)",
+        "mean bits/dim",
+        &curves,
+    )?;
+    Ok(())
+}
