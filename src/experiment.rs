@@ -140,6 +140,25 @@ pub struct TrainBudget {
 }
 
 impl TrainBudget {
+    /// The budget in words, e.g. `"20 min"` or `"4 steps"`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(m) = self.minutes {
+            parts.push(format!("{m} min"));
+        }
+        if let Some(e) = self.epochs {
+            parts.push(format!("{e} epoch(s)"));
+        }
+        if let Some(s) = self.max_steps {
+            parts.push(format!("{s} steps"));
+        }
+        if parts.is_empty() {
+            "no budget".into()
+        } else {
+            parts.join(", whichever ends first: ")
+        }
+    }
+
     /// Train for `minutes` of wall-clock time.
     pub fn minutes(minutes: f64) -> Self {
         Self {
@@ -343,7 +362,7 @@ pub fn main_job(job: &MainJob, device: &Device) -> Result<bnood_eval::Written> {
         let budget = if k == 0 { job.budget } else { job.waic_budget };
         let reused = path.is_file();
         if !reused {
-            println!("training {} (budget {:?})", path.display(), budget);
+            println!("training {} ({})", path.display(), budget.describe());
         }
         let (model, report) =
             train_or_reuse(&config, &path, &budget, &train_set, device, job.progress)?;

@@ -17,8 +17,8 @@ pub enum EvalError {
     /// A plot could not be drawn or written.
     #[error(transparent)]
     Plot(#[from] crate::plot::PlotError),
-    /// A report file could not be written.
-    #[error("cannot write {path}: {source}; check that the folder exists and is writable")]
+    /// A report file could not be read or written.
+    #[error("cannot read or write {path}: {source}; check that the path exists and is accessible")]
     Io {
         /// The file.
         path: PathBuf,

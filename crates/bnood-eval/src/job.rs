@@ -109,8 +109,6 @@ pub fn run<M: LikelihoodModel + Clone>(
         settings: job.settings.clone(),
         ..Report::default()
     };
-    let mut md = String::new();
-    let mut plots = Vec::new();
     for entry in &job.models {
         let rows = ood_table(
             &entry.members,
@@ -131,9 +129,6 @@ pub fn run<M: LikelihoodModel + Clone>(
         ));
         rep.table2.extend(rows);
     }
-    md.push_str("### Table 2 (ours, paper in parentheses)\n\n");
-    md.push_str(&report::markdown_table2(&rep.table2));
-    plots.extend(report::write_roc_plots(&rep.table2, &job.out_dir)?);
 
     if !job.table5_r2.is_empty() {
         for entry in &job.models {
@@ -157,8 +152,6 @@ pub fn run<M: LikelihoodModel + Clone>(
             ));
             rep.table5.extend(rows);
         }
-        md.push_str("\n### Table 5: r1 = 0 (running statistics), several r2 (ours, paper in parentheses)\n\n");
-        md.push_str(&report::markdown_table5(&rep.table5));
     }
 
     let needs_fitted_bn = !job.sweep_ratios.is_empty() || job.contamination.is_some();
@@ -181,15 +174,6 @@ pub fn run<M: LikelihoodModel + Clone>(
                     "\n{} — Figure 3: mean bits/dim against r\n{table}",
                     entry.name
                 ));
-                let path = job
-                    .out_dir
-                    .join(format!("figure3-{}.png", slug(&entry.name)));
-                report::write_sweep_plot(&entry.name, &series, &path)?;
-                plots.push(path);
-                md.push_str(&format!(
-                    "\n### Figure 3 ({}): mean bits/dim of test images against r\n\n{table}",
-                    entry.name
-                ));
                 rep.sweep.push((entry.name.clone(), series));
             }
             if let Some(spec) = &job.contamination {
@@ -209,11 +193,9 @@ pub fn run<M: LikelihoodModel + Clone>(
                     spec.outliers.name(),
                     bnood_detect_setting(&job.protocol)?
                 ));
-                md.push_str(&format!(
-                    "\n### Contamination ({}): {} test pools with a share of {}\n\n{table}",
-                    entry.name,
-                    spec.inliers.name(),
-                    spec.outliers.name()
+                rep.contamination_sets = Some((
+                    spec.inliers.name().to_string(),
+                    spec.outliers.name().to_string(),
                 ));
                 rep.contamination.push((entry.name.clone(), rows));
             }
@@ -222,17 +204,59 @@ pub fn run<M: LikelihoodModel + Clone>(
     rep.total_seconds = started.elapsed().as_secs_f64();
     let json = job.out_dir.join(format!("{}.json", job.stem));
     report::write_json(&rep, &json)?;
-    let markdown = job.out_dir.join(format!("{}.md", job.stem));
-    std::fs::write(&markdown, md).map_err(|source| EvalError::Io {
-        path: markdown.clone(),
-        source,
-    })?;
+    let (markdown, plots) = render(&rep, &job.out_dir, &job.stem)?;
     Ok(Written {
         report: rep,
         json,
         markdown,
         plots,
     })
+}
+
+/// Writes the Markdown tables (`<stem>.md`) and every PNG of `rep` into `dir`: ROC curves
+/// per (model, OoD set) and Figure 3 per model. Used by [`run`], and to re-render a saved
+/// JSON report without recomputing it.
+///
+/// # Errors
+/// Plot and I/O errors.
+pub fn render(rep: &Report, dir: &Path, stem: &str) -> Result<(PathBuf, Vec<PathBuf>)> {
+    create_dir(dir)?;
+    let mut md = String::new();
+    let mut plots = Vec::new();
+    if !rep.table2.is_empty() {
+        md.push_str("### Table 2 (ours in bold, paper in parentheses): AUROC / AP\n\n");
+        md.push_str(&report::markdown_table2(&rep.table2));
+        plots.extend(report::write_roc_plots(&rep.table2, dir)?);
+    }
+    if !rep.table5.is_empty() {
+        md.push_str("\n### Table 5: BN test with r1 = 0 (running statistics) and several r2 (ours in bold, paper in parentheses)\n\n");
+        md.push_str(&report::markdown_table5(&rep.table5));
+    }
+    for (model, series) in &rep.sweep {
+        let path = dir.join(format!("figure3-{}.png", slug(model)));
+        report::write_sweep_plot(model, series, &path)?;
+        plots.push(path);
+        md.push_str(&format!(
+            "\n### Figure 3 ({model}): mean bits/dim of test images against r\n\n{}",
+            report::markdown_sweep(model, series)
+        ));
+    }
+    for (model, rows) in &rep.contamination {
+        let (inl, outl) = rep
+            .contamination_sets
+            .clone()
+            .unwrap_or_else(|| ("in-distribution".into(), "OoD".into()));
+        md.push_str(&format!(
+            "\n### Contamination ({model}): {inl} test pools with a share of {outl}\n\n{}",
+            report::markdown_contamination(model, rows)
+        ));
+    }
+    let markdown = dir.join(format!("{stem}.md"));
+    std::fs::write(&markdown, md).map_err(|source| EvalError::Io {
+        path: markdown.clone(),
+        source,
+    })?;
+    Ok((markdown, plots))
 }
 
 fn bnood_detect_setting(protocol: &Protocol) -> Result<String> {

@@ -16,7 +16,7 @@ pub mod protocol;
 pub mod report;
 
 pub use error::{EvalError, Result};
-pub use job::{ContaminationSpec, EvalJob, ModelEntry, Written, run};
+pub use job::{ContaminationSpec, EvalJob, ModelEntry, Written, render, run};
 pub use protocol::{
     ContaminationRow, DetectorKind, Protocol, Row, SweepSeries, contamination, ood_table, r2_table,
     ratio_sweep,

@@ -23,6 +23,9 @@ pub struct Report {
     pub sweep: Vec<(String, Vec<SweepSeries>)>,
     /// Contamination study lines, per model.
     pub contamination: Vec<(String, Vec<ContaminationRow>)>,
+    /// Names of the contamination study's in-distribution and OoD sets.
+    #[serde(default)]
+    pub contamination_sets: Option<(String, String)>,
     /// Wall-clock seconds of the whole run.
     pub total_seconds: f64,
 }
@@ -186,6 +189,18 @@ pub fn markdown_contamination(model: &str, rows: &[ContaminationRow]) -> String 
     out
 }
 
+/// Reads a report written by [`write_json`].
+///
+/// # Errors
+/// [`EvalError::Io`] if the file cannot be read, [`EvalError::Json`] if it is not a report.
+pub fn read_json(path: &Path) -> Result<Report> {
+    let bytes = std::fs::read(path).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
 /// Writes `report` as pretty JSON to `path` (atomically: a temporary file, then a rename).
 ///
 /// # Errors
@@ -261,7 +276,7 @@ pub fn write_sweep_plot(model: &str, series: &[SweepSeries], path: &Path) -> Res
         .collect();
     line_png(
         path,
-        &format!("{model}: bits/dim of test images vs share r of test images in the batch"),
+        &format!("{model}: mean bits/dim vs ratio r"),
         "r (share of test images in each batch of b)",
         "mean bits/dim",
         &curves,

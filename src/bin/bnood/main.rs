@@ -67,6 +67,14 @@ enum Command {
     Score(ScoreArgs),
     /// The paper's protocol (Table 2, optionally Table 5, Figure 3, contamination) for several OoD sets.
     Eval(EvalArgs),
+    /// Re-render a JSON report of `bnood eval` (Markdown tables and PNG plots) without recomputing.
+    Report {
+        /// The JSON report.
+        json: PathBuf,
+        /// Output folder (default: the report's folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -262,6 +270,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train_cmd(&a, &device(&g)?, &locator, !g.quiet),
         Command::Score(a) => score_cmd(&a, &device(&g)?, &locator, !g.quiet),
         Command::Eval(a) => eval_cmd(&a, &g, &locator),
+        Command::Report { json, out } => report_cmd(&json, out.as_deref()),
     }
 }
 
@@ -601,5 +610,24 @@ fn eval_cmd(a: &EvalArgs, g: &Global, locator: &Locator) -> Result<()> {
             .join(", "),
         written.report.total_seconds
     );
+    Ok(())
+}
+
+fn report_cmd(json: &Path, out: Option<&Path>) -> Result<()> {
+    let rep = bnood::eval::report::read_json(json)?;
+    let dir = out
+        .map(Path::to_path_buf)
+        .or_else(|| json.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let stem = json.file_stem().map_or_else(
+        || "report".to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    let (md, plots) = bnood::eval::render(&rep, &dir, &stem)?;
+    print!("{}", bnood::eval::report::text_table(&rep.table2));
+    println!("tables: {}", md.display());
+    for p in plots {
+        println!("plot:   {}", p.display());
+    }
     Ok(())
 }

@@ -1,0 +1,219 @@
+//! The protocol's experiments on a tiny untrained RealNVP and synthetic images: shapes of
+//! every result, the contamination study's pool composition, Table 5's `r1 = 0`, report
+//! rendering from JSON, and the paper's numbers.
+
+use bnood_data::ImageSet;
+use bnood_detect::{BnTest, BnTestParams, Detector};
+use bnood_eval::{
+    DetectorKind, Protocol, Report, contamination, ood_table, paper, r2_table, ratio_sweep, render,
+    report,
+};
+use bnood_models::{RealNvp, RealNvpConfig};
+use burn::tensor::Device;
+
+fn tiny_model(device: &Device) -> RealNvp {
+    RealNvpConfig {
+        mid_channels: 4,
+        num_blocks: 1,
+        ..RealNvpConfig::cpu_fmnist()
+    }
+    .init(device)
+    .expect("tiny RealNVP")
+}
+
+/// `n` 28×28 images: smooth blobs (`bright = false`) or bright noise (`true`).
+fn images(name: &str, n: usize, bright: bool, seed: u32) -> ImageSet {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    let mut pixels = Vec::with_capacity(n * 784);
+    for _ in 0..n {
+        for i in 0..28 {
+            for j in 0..28 {
+                let v = if bright {
+                    128 + (next() % 128) as i32
+                } else {
+                    let d = (i as i32 - 14).pow(2) + (j as i32 - 14).pow(2);
+                    (200 - d * 2).max(0) + (next() % 8) as i32
+                };
+                pixels.push(v.clamp(0, 255) as u8);
+            }
+        }
+    }
+    ImageSet::new(name, pixels, [n, 1, 28, 28], None).expect("images")
+}
+
+fn protocol() -> Protocol {
+    Protocol {
+        detectors: DetectorKind::ALL.to_vec(),
+        bn: BnTestParams::new().batch_size(10).seed(1),
+        progress: false,
+    }
+}
+
+#[test]
+fn table2_has_a_row_per_detector_and_ood_set_and_skips_waic_with_one_model() {
+    let device = Device::flex();
+    let model = tiny_model(&device);
+    let reference = images("ref", 40, false, 1);
+    let test_in = images("in", 20, false, 2);
+    let oods = [images("A", 20, true, 3), images("B", 20, true, 4)];
+    let rows = ood_table(
+        &[model],
+        "RealNVP",
+        &reference,
+        &test_in,
+        &oods,
+        &protocol(),
+        &device,
+    )
+    .expect("table");
+    let cells: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.detector.as_str(), r.ood.as_str()))
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("log p(x)", "A"),
+            ("log p(x)", "B"),
+            ("T_perm", "A"),
+            ("T_perm", "B"),
+            ("BN test", "A"),
+            ("BN test", "B"),
+        ]
+    );
+    assert!(rows.iter().all(|r| r.n_in == 20 && r.n_ood == 20));
+    assert!(rows.iter().all(|r| r.roc.first() == Some(&(0.0, 0.0))));
+}
+
+#[test]
+fn table5_uses_running_statistics_for_r1_and_each_r2() {
+    let device = Device::flex();
+    let model = tiny_model(&device);
+    let rows = r2_table(
+        &model,
+        "RealNVP",
+        &images("ref", 40, false, 1),
+        &images("in", 20, false, 2),
+        &[images("A", 20, true, 3)],
+        &[0.3, 0.9],
+        &protocol(),
+        &device,
+    )
+    .expect("table 5");
+    let settings: Vec<&str> = rows.iter().map(|r| r.setting.as_str()).collect();
+    assert_eq!(
+        settings,
+        [
+            "b=10 r1=0.00 r2=0.30 draws=1",
+            "b=10 r1=0.00 r2=0.90 draws=1"
+        ]
+    );
+    let md = report::markdown_table5(&rows);
+    assert!(md.contains("| r2 = 0.3 | r2 = 0.9 |"), "{md}");
+}
+
+#[test]
+fn the_sweep_gives_one_point_per_ratio_and_equals_the_statistic_in_bits_per_dim() {
+    let device = Device::flex();
+    let mut bn = BnTest::new(tiny_model(&device), &device, protocol().bn).expect("bn");
+    bn.fit(&images("ref", 40, false, 1)).expect("fit");
+    let pool = images("in", 20, false, 2);
+    let series = ratio_sweep(&bn, std::slice::from_ref(&pool), &[0.0, 0.5, 1.0]).expect("sweep");
+    assert_eq!(series.len(), 1);
+    let xs: Vec<f64> = series[0].points.iter().map(|p| p.0).collect();
+    assert_eq!(xs, [0.0, 0.5, 1.0]);
+    let s = bn.statistic(&pool, 0.5).expect("statistic");
+    let mean = s.iter().sum::<f64>() / s.len() as f64;
+    let bpd = -mean / (784.0 * std::f64::consts::LN_2);
+    assert!((series[0].points[1].1 - bpd).abs() < 1e-9);
+}
+
+#[test]
+fn contamination_pools_hold_the_requested_ood_share() {
+    let device = Device::flex();
+    let mut bn = BnTest::new(tiny_model(&device), &device, protocol().bn).expect("bn");
+    bn.fit(&images("ref", 40, false, 1)).expect("fit");
+    let inliers = images("in", 60, false, 2);
+    let outliers = images("out", 60, true, 3);
+    let rows = contamination(&bn, &inliers, &outliers, &[0.1, 0.5, 1.0], 40, 7).expect("study");
+    let counts: Vec<(usize, usize)> = rows.iter().map(|r| (r.n_in, r.n_ood)).collect();
+    // 100 %: the pure OoD pool is compared with a pure in-distribution pool of 40.
+    assert_eq!(counts, [(36, 4), (20, 20), (40, 40)]);
+    for bad in [0.0, 1.5, f64::NAN] {
+        let err = contamination(&bn, &inliers, &outliers, &[bad], 40, 7).expect_err("invalid");
+        assert!(err.to_string().contains("must lie in (0, 1]"), "{err}");
+    }
+    let err = contamination(&bn, &inliers, &outliers, &[0.01], 40, 7).expect_err("no OoD");
+    assert!(err.to_string().contains("holds no OoD image"), "{err}");
+}
+
+#[test]
+fn a_report_round_trips_through_json_and_renders_tables_and_plots() {
+    let device = Device::flex();
+    let model = tiny_model(&device);
+    let rows = ood_table(
+        &[model],
+        "RealNVP",
+        &images("ref", 40, false, 1),
+        &images("FMNIST", 20, false, 2),
+        &[images("KMNIST", 20, true, 3)],
+        &Protocol {
+            detectors: vec![DetectorKind::LogLikelihood, DetectorKind::BnTest],
+            ..protocol()
+        },
+        &device,
+    )
+    .expect("table");
+    let rep = Report {
+        table2: rows,
+        ..Report::default()
+    };
+    let dir = std::env::temp_dir().join(format!("bnood-eval-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let json = dir.join("r.json");
+    report::write_json(&rep, &json).expect("json");
+    let back = report::read_json(&json).expect("read back");
+    assert_eq!(back, rep);
+    let (md, plots) = render(&back, &dir, "r").expect("render");
+    let text = std::fs::read_to_string(md).expect("md");
+    assert!(text.contains("| RealNVP | KMNIST |"), "{text}");
+    assert!(
+        text.contains("(0.47 / 0.46)") && text.contains("(1.00 / 1.00)"),
+        "{text}"
+    );
+    assert_eq!(plots, [dir.join("roc-realnvp-kmnist.png")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn paper_numbers_are_looked_up_by_model_set_and_detector() {
+    assert_eq!(
+        paper::table2("RealNVP", "MNIST", "log p(x)"),
+        Some((0.10, 0.32))
+    );
+    assert_eq!(
+        paper::table2("vae", "omniglot", "T_perm"),
+        Some((0.99, 0.96))
+    );
+    assert_eq!(paper::table2("RealNVP", "SVHN", "WAIC"), None);
+    assert_eq!(paper::table5("RealNVP", "KMNIST", 0.15), Some((0.86, 0.88)));
+    assert_eq!(paper::table5("VAE", "Rotation", 0.9), Some((0.97, 0.98)));
+    assert_eq!(paper::table5("VAE", "Rotation", 0.7), None);
+}
+
+#[test]
+fn detector_names_parse_and_unknown_ones_list_the_choices() {
+    assert_eq!(DetectorKind::parse("bn").ok(), Some(DetectorKind::BnTest));
+    assert_eq!(
+        DetectorKind::parse("T_perm").ok(),
+        Some(DetectorKind::TPerm)
+    );
+    let err = DetectorKind::parse("ssim").expect_err("unknown");
+    assert!(err.to_string().contains("logp, tperm, waic, bn"), "{err}");
+}
