@@ -155,7 +155,7 @@ impl TrainBudget {
         if parts.is_empty() {
             "no budget".into()
         } else {
-            parts.join(", whichever ends first: ")
+            parts.join(" or ")
         }
     }
 
