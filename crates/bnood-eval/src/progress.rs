@@ -5,8 +5,9 @@ use std::sync::Arc;
 use bnood_detect::{Progress, ProgressHook};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Shows each scoring pass of a detector as a bar of forward passes on stderr. Hidden
-/// when stderr is not a terminal (indicatif's rule), so logs stay clean.
+/// Shows each scoring pass of a detector as a bar of forward passes on stderr. When stderr
+/// is not a terminal (a log file), the bar is hidden (indicatif's rule) and each pass is
+/// announced by one line instead.
 #[derive(Debug)]
 pub struct BarProgress {
     bar: ProgressBar,
@@ -42,6 +43,9 @@ impl Default for BarProgress {
 
 impl Progress for BarProgress {
     fn start(&self, label: &str, total: u64) {
+        if self.bar.is_hidden() {
+            eprintln!("scoring: {label} ({total} batches)");
+        }
         self.bar.reset();
         self.bar.set_length(total);
         self.bar.set_message(label.to_string());
