@@ -1,8 +1,11 @@
 //! The paper's published numbers (Song, Song & Ermon), to print beside ours.
 
+/// One line of a published table: model, OoD set and four `(AUROC, AP)` cells.
+pub type PaperLine = (&'static str, &'static str, [(f64, f64); 4]);
+
 /// Table 2, Fashion-MNIST rows: `(model, OoD set, [(AUROC, AP); 4])` with the detectors in
 /// the order log p, T_perm, WAIC, BN test ("Ours").
-pub const TABLE2_FMNIST: [(&str, &str, [(f64, f64); 4]); 8] = [
+pub const TABLE2_FMNIST: [PaperLine; 8] = [
     (
         "RealNVP",
         "Rotation",
@@ -48,7 +51,7 @@ pub const TABLE2_FMNIST: [(&str, &str, [(f64, f64); 4]); 8] = [
 /// Table 5, Fashion-MNIST rows: `(model, OoD set, [(AUROC, AP); 4])` for `r1 → 0` and
 /// `r2 = 0.15, 0.3, 0.5, 0.9`. (The paper's VAE `r2 = 0.5` cells repeat its Table 2 WAIC
 /// cells verbatim, which looks like a copy error in the paper; we print them as published.)
-pub const TABLE5_FMNIST: [(&str, &str, [(f64, f64); 4]); 8] = [
+pub const TABLE5_FMNIST: [PaperLine; 8] = [
     (
         "RealNVP",
         "Rotation",

@@ -32,12 +32,12 @@ fn images(name: &str, n: usize, bright: bool, seed: u32) -> ImageSet {
     };
     let mut pixels = Vec::with_capacity(n * 784);
     for _ in 0..n {
-        for i in 0..28 {
-            for j in 0..28 {
+        for i in 0..28i32 {
+            for j in 0..28i32 {
                 let v = if bright {
                     128 + (next() % 128) as i32
                 } else {
-                    let d = (i as i32 - 14).pow(2) + (j as i32 - 14).pow(2);
+                    let d = (i - 14).pow(2) + (j - 14).pow(2);
                     (200 - d * 2).max(0) + (next() % 8) as i32
                 };
                 pixels.push(v.clamp(0, 255) as u8);

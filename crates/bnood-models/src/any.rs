@@ -8,8 +8,10 @@ use burn::tensor::{Device, Tensor};
 use crate::checkpoint::{self, read_meta};
 use crate::{LikelihoodModel, ModelError, RealNvp, StatsMode, Vae};
 
-/// A trained RealNVP or VAE.
+/// A trained RealNVP or VAE. (The variants differ in size, but a program holds a handful
+/// of models at most, so boxing would buy nothing.)
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum AnyModel {
     /// A RealNVP flow.
     RealNvp(RealNvp),

@@ -492,12 +492,10 @@ fn render_scores(
     Ok(match format {
         Format::Csv => {
             let mut s = String::from("index,score,p_value,ood\n");
-            for i in 0..scores.len() {
+            for (i, (score, ood)) in scores.scores.iter().zip(flagged).enumerate() {
                 s.push_str(&format!(
-                    "{i},{},{},{}\n",
-                    scores.scores[i],
+                    "{i},{score},{},{ood}\n",
                     p(i).map_or(String::new(), |v| v.to_string()),
-                    flagged[i]
                 ));
             }
             s
