@@ -1,0 +1,226 @@
+//! Throughput of the BN test's mixed-batch scoring, of running-statistics scoring and of
+//! one training step, for the paper's Fashion-MNIST RealNVP (Appendix C.1, ≈763k
+//! parameters), on every compiled backend.
+//!
+//! ```sh
+//! RAYON_NUM_THREADS=2 BNOOD_DATA_DIR=../shared/datasets cargo bench --bench mixed_batch
+//! cargo bench --bench mixed_batch --features ndarray -- score_mixed   # one group only
+//! ```
+//!
+//! Groups (criterion ids `group/backend/case`), each reporting **samples per second**
+//! through criterion's `Throughput::Elements`:
+//! - `score_mixed/<backend>/r=0.1`, `r=0.9`: `BnTest::statistic(pool, r)` — the public
+//!   per-ratio scoring path — on a pool of exactly `m = round(r·b)` test images with
+//!   `b = 64`, i.e. one mixed batch of `m` test and `b − m` reference rows per iteration,
+//!   in `Batch` mode without autodiff, host batch assembly and read-back included. The
+//!   throughput counts *test* samples (`m` per iteration): 6 at r = 0.1, 58 at r = 0.9.
+//! - `score_running/<backend>/b=64`: `log_prob` of 64 images with running statistics
+//!   (the paper's evaluation mode; the BN test's `r = 0`), read back to the host.
+//! - `train_step/<backend>/b=64`: one Adam step on 64 images (loss, backward, gradient
+//!   clipping, update, running-statistics update), the same operations as
+//!   `bnood_models::train::train`.
+//!
+//! Images: Fashion-MNIST (test images as the pool, train images as reference) when
+//! `BNOOD_DATA_DIR` points at the datasets, otherwise seeded random pixels (the cost does
+//! not depend on the pixel values). The model is the paper preset with seed 0 and its last
+//! layers drawn at random (`zero_init_last = false`), so every coupling does real work.
+//!
+//! Backends: `flex` and `ndarray` when their cargo features are on; `wgpu` only when the
+//! feature is on *and* `BNOOD_BENCH_WGPU=1` (a software Vulkan driver would measure
+//! nothing useful). The PyTorch reference and the ratio: `benches/reference/` and
+//! `docs/performance.md`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use bnood::data::{Dataset, ImageSet, Locator, Split};
+use bnood::detect::{BnTest, BnTestParams, Detector};
+use bnood::models::{LikelihoodModel, RealNvp, RealNvpConfig, StatsMode};
+use burn::module::Module;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+
+/// Batch size of every benchmark (the paper's `b`).
+const BATCH: usize = 64;
+/// Ratios of test images per mixed batch (the paper's `r1`, `r2`).
+const RATIOS: [f64; 2] = [0.1, 0.9];
+
+/// The backends this build can bench, with their names.
+fn backends() -> Vec<(&'static str, Device)> {
+    let mut out = Vec::new();
+    #[cfg(feature = "flex")]
+    out.push(("flex", Device::flex()));
+    #[cfg(feature = "ndarray")]
+    out.push(("ndarray", Device::ndarray()));
+    #[cfg(feature = "wgpu")]
+    if std::env::var("BNOOD_BENCH_WGPU").is_ok_and(|v| v == "1") {
+        out.push((
+            "wgpu",
+            Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        ));
+    }
+    out
+}
+
+/// The paper's FMNIST RealNVP, seed 0, with non-zero last layers.
+fn paper_model(device: &Device) -> RealNvp {
+    RealNvpConfig {
+        zero_init_last: false,
+        ..RealNvpConfig::paper_fmnist()
+    }
+    .init(device)
+    .expect("the paper preset is a valid configuration")
+}
+
+/// `(test pool source, reference set)`: Fashion-MNIST test/train when available, else
+/// seeded random pixels.
+fn image_sets() -> (ImageSet, ImageSet) {
+    let locator = Locator::from_env();
+    let load = |split| {
+        Dataset::FashionMnist
+            .load(split, &locator)
+            .and_then(|s| s.head(512))
+    };
+    match (load(Split::Test), load(Split::Train)) {
+        (Ok(test), Ok(train)) => {
+            eprintln!("images: Fashion-MNIST (test pool, train reference)");
+            (test, train)
+        }
+        _ => {
+            eprintln!("images: seeded random pixels (set BNOOD_DATA_DIR for Fashion-MNIST)");
+            (
+                random_set("random-test", 512, 1),
+                random_set("random-train", 512, 2),
+            )
+        }
+    }
+}
+
+/// `n` images of pixels from a seeded xorshift stream (no RNG crate needed here).
+fn random_set(name: &str, n: usize, seed: u64) -> ImageSet {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let pixels = (0..n * 784)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    ImageSet::new(name, pixels, [n, 1, 28, 28], None).expect("valid shape")
+}
+
+/// Dequantised images `[n, 1, 28, 28]` (pixel + 0.5) of `set`.
+fn batch(set: &ImageSet, n: usize, device: &Device) -> Tensor<4> {
+    let values: Vec<f32> = set.pixels()[..n * 784]
+        .iter()
+        .map(|&p| f32::from(p) + 0.5)
+        .collect();
+    Tensor::from_data(TensorData::new(values, [n, 1, 28, 28]), device)
+}
+
+fn configure(
+    c: &mut Criterion,
+    name: String,
+) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    // One iteration is a whole forward (or training) pass of 64 images, 0.1–2 s on a
+    // 2-core CPU: flat sampling keeps the iteration count at the sample size.
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(10));
+    group
+}
+
+/// `score_mixed/<backend>/r=…`: one mixed batch per iteration through `BnTest::statistic`.
+fn score_mixed(c: &mut Criterion) {
+    let (test, reference) = image_sets();
+    for (name, device) in backends() {
+        let model = paper_model(&device);
+        // Fitting scores the held-out half of the reference set at both ratios; the
+        // bench needs only the mixing half, so keep the set as small as the ratios allow:
+        // 58 held out (r2's test rows) and 58 to mix (r1's reference rows), plus margin.
+        let fit_set = reference.head(128).expect("128 reference images");
+        let mut detector = BnTest::new(model, &device, BnTestParams::new().batch_size(BATCH))
+            .expect("paper parameters are valid");
+        detector.fit(&fit_set).expect("fit runs");
+        let mut group = configure(c, format!("score_mixed/{name}"));
+        for r in RATIOS {
+            let m = detector.params().test_rows(r);
+            let pool = test.head(m).expect("enough test images");
+            group.throughput(Throughput::Elements(m as u64));
+            group.bench_function(format!("r={r}"), |b| {
+                b.iter(|| black_box(detector.statistic(&pool, r).expect("scoring runs")))
+            });
+        }
+        group.finish();
+    }
+}
+
+/// `score_running/<backend>/b=64`: running-statistics `log_prob` of one batch.
+fn score_running(c: &mut Criterion) {
+    let (test, _) = image_sets();
+    for (name, device) in backends() {
+        let model = paper_model(&device);
+        let x = batch(&test, BATCH, &device);
+        let mut group = configure(c, format!("score_running/{name}"));
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(format!("b={BATCH}"), |b| {
+            b.iter(|| {
+                let lp = model
+                    .log_prob(x.clone(), &StatsMode::Running)
+                    .expect("scoring runs");
+                black_box(lp.into_data())
+            })
+        });
+        group.finish();
+    }
+}
+
+/// `train_step/<backend>/b=64`: one Adam step, as in `bnood_models::train::train`.
+fn train_step(c: &mut Criterion) {
+    let (_, reference) = image_sets();
+    for (name, device) in backends() {
+        let device = device.autodiff();
+        let mut model = Some(paper_model(&device).train());
+        let x = batch(&reference, BATCH, &device);
+        let mut optim = AdamConfig::new()
+            .with_grad_clipping(Some(GradientClippingConfig::Norm(100.0)))
+            .init();
+        let mut group = configure(c, format!("train_step/{name}"));
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(format!("b={BATCH}"), |b| {
+            b.iter(|| {
+                let m = model
+                    .take()
+                    .expect("the model is put back after every step");
+                let mode = StatsMode::train();
+                let loss = m
+                    .training_loss(x.clone(), &mode)
+                    .expect("the loss runs")
+                    .mean();
+                let value = loss.clone().into_scalar::<f32>();
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
+                let mut m = optim.step(1e-3, m, grads);
+                if let StatsMode::Train(tape) = &mode {
+                    m = tape.apply(m);
+                }
+                model = Some(m);
+                black_box(value)
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    // No plots: criterion's plotters backend needs system fonts that servers often lack.
+    config = Criterion::default().without_plots();
+    targets = score_mixed, score_running, train_step
+}
+criterion_main!(benches);
