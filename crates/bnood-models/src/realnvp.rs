@@ -24,10 +24,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use bnood_data::LogitTransform;
-use bnood_norm::{BatchNorm, BatchNormConfig, StatsMode};
+use bnood_norm::{BatchNorm, BatchNormConfig, BatchShare, ShareExchange, StatsMode};
 
 use crate::init::conv2d;
 use crate::{LikelihoodModel, ModelError, check_shape};
+
+mod rows;
+use rows::{RowGrid, Unbiased, add_offsets};
 
 /// Architecture and initialisation of a [`RealNvp`]. Serialisable, so checkpoints can carry
 /// it and refuse a mismatching architecture.
@@ -232,12 +235,120 @@ impl ResNet {
     fn forward(&self, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<4>, ModelError> {
         let x = self.in_norm.forward(x, mode)?;
         let x = relu(Tensor::cat(vec![x.clone(), x.neg()], 1));
+        if uses_rows_layout(&x) {
+            return self.forward_rows(x, mode);
+        }
         let mut h = self.in_conv.forward(x);
         for block in &self.blocks {
             h = block.forward(h, mode)?;
         }
         Ok(self.out_conv.forward(relu(self.out_norm.forward(h, mode)?)))
     }
+
+    /// The same network from the input convolution on, in the rows layout (see [`rows`]):
+    /// the same parameters and formulas, the convolutions as matrix products, run by two
+    /// threads that each take half of the image groups and add up their BatchNorm sums.
+    fn forward_rows(&self, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<4>, ModelError> {
+        let [n, _, h, w] = x.dims();
+        let grid = RowGrid::new(n, h, w, &x.device());
+        let rows = grid.to_rows(x);
+        let shares = grid.shares();
+        if shares.len() == 1 {
+            return Ok(grid.to_nchw(self.body_rows(&grid, rows, mode, None)?));
+        }
+        if mode.uses_batch_statistics() && n * h * w < 2 {
+            // Checked here so that no share can fail alone and leave the others waiting.
+            return Err(bnood_norm::NormError::TooFewValues {
+                values: n * h * w,
+                shape: vec![n, 1, h, w],
+            }
+            .into());
+        }
+        let exchange = ShareExchange::new(shares.len());
+        let outputs = std::thread::scope(|scope| {
+            let threads: Vec<_> = shares
+                .iter()
+                .enumerate()
+                .map(|(index, groups)| {
+                    let rows = rows.clone().narrow(0, groups.start, groups.len());
+                    let (grid, exchange) = (&grid, &exchange);
+                    scope.spawn(move || {
+                        let guard = exchange.guard();
+                        let all_sum = |partial| exchange.all_sum(index, partial);
+                        let share = BatchShare {
+                            total_blocks: grid.images(),
+                            records: index == 0,
+                            all_sum: &all_sum,
+                        };
+                        let out = self.body_rows(grid, rows, mode, Some(&share));
+                        if out.is_ok() {
+                            guard.finish();
+                        }
+                        out
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
+        });
+        // A share's error makes the others panic (they stop waiting for it): report it.
+        let mut parts = Vec::with_capacity(outputs.len());
+        let mut panic = None;
+        for output in outputs {
+            match output {
+                Ok(Ok(part)) => parts.push(part),
+                Ok(Err(e)) => return Err(e),
+                Err(payload) => panic = Some(payload),
+            }
+        }
+        if let Some(payload) = panic {
+            std::panic::resume_unwind(payload);
+        }
+        Ok(grid.to_nchw(Tensor::cat(parts, 0)))
+    }
+
+    /// The network from the input convolution to the output convolution on `rows`
+    /// (`[groups, rows, 2·C_in]`, all groups or one thread's `share`).
+    fn body_rows(
+        &self,
+        grid: &RowGrid,
+        rows: Tensor<3>,
+        mode: &StatsMode,
+        share: Option<&BatchShare<'_>>,
+    ) -> Result<Tensor<3>, ModelError> {
+        let first = grid.conv3x3(rows, &self.in_conv);
+        let (mut h, mut offset) = (first.rows, first.bias);
+        for block in &self.blocks {
+            let input = Unbiased {
+                rows: h.clone(),
+                bias: offset.clone(),
+            };
+            let a = relu(grid.batch_norm(&block.norm1, input, mode, share)?);
+            let a = grid.conv3x3(a, &block.conv1);
+            let a = relu(grid.batch_norm(&block.norm2, a, mode, share)?);
+            let residual = grid.conv3x3(a, &block.conv2);
+            h = h + residual.rows;
+            offset = add_offsets(offset, residual.bias);
+        }
+        let input = Unbiased {
+            rows: h,
+            bias: offset,
+        };
+        let a = relu(grid.batch_norm(&self.out_norm, input, mode, share)?);
+        Ok(grid.conv1x1(a, &self.out_conv))
+    }
+}
+
+/// Whether the s/t networks run in the rows layout: on the CPU backends (flex, ndarray),
+/// without autodiff (the layout's sliding windows have no efficient gradient in burn).
+/// GPUs keep burn's convolutions.
+fn uses_rows_layout(x: &Tensor<4>) -> bool {
+    let device = x.device();
+    if device.is_autodiff() {
+        return false;
+    }
+    // burn 0.22 exposes no backend query on `Device`; its Debug form names the backend.
+    let name = format!("{device:?}");
+    name.contains("Flex") || name.contains("NdArray")
 }
 
 /// One affine coupling: `y = x ⊙ exp(s) + t` on the transformed part, `s = w ⊙ tanh(s_raw)`.

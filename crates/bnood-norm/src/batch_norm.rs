@@ -4,9 +4,10 @@ use std::sync::{Arc, Mutex};
 
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::module::{batch_norm, batch_norm_train};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::NormError;
+use crate::share::BatchShare;
 
 /// Where a [`BatchNorm`] takes its mean and variance from.
 #[derive(Debug, Clone, Default)]
@@ -121,6 +122,44 @@ impl ModuleMapper for RunningUpdate {
             }
             value.set_require_grad(false)
         })
+    }
+}
+
+/// Which rows of a channels-last input `[N, P, C]` to [`BatchNorm::forward_channels_last`]
+/// hold values and which are padding (e.g. the zero border that RealNVP's rows layout keeps
+/// around every image). The same pattern applies to each of the `N` blocks.
+#[derive(Debug, Clone)]
+pub struct ValidRows {
+    /// `[1, 1, P]`: 1 on value rows, 0 on padding rows.
+    weights: Tensor<3>,
+    /// `[1, P, 1]`: the same, as a column.
+    column: Tensor<3>,
+    /// Value rows per block.
+    count: usize,
+}
+
+impl ValidRows {
+    /// The pattern of one block of `P` rows, `true` for value rows, on `device`.
+    pub fn new(valid: &[bool], device: &Device) -> Self {
+        let values: Vec<f32> = valid.iter().map(|&v| f32::from(u8::from(v))).collect();
+        let p = values.len();
+        let weights = Tensor::<1>::from_data(TensorData::new(values, [p]), device);
+        Self {
+            column: weights.clone().reshape([1, p, 1]),
+            weights: weights.reshape([1, 1, p]),
+            count: valid.iter().filter(|&&v| v).count(),
+        }
+    }
+
+    /// Rows per block, `P`.
+    pub fn rows(&self) -> usize {
+        self.weights.dims()[2]
+    }
+
+    /// `Σ_p valid_p · x[n, p, c]` summed over `n` too: `[1, 1, C]`. A matrix product reads
+    /// `x` once and sums each block's `P` rows in its own accumulator.
+    fn sum(&self, x: Tensor<3>) -> Tensor<3> {
+        self.weights.clone().matmul(x).sum_dim(0)
     }
 }
 
@@ -267,5 +306,302 @@ impl BatchNorm {
                 Ok(out.output)
             }
         }
+    }
+
+    /// Normalises a **channels-last** input `[N, P, C]` (e.g. `N` images of `P` pixel rows)
+    /// with the statistics `mode` names, where only the rows that `rows` marks as values
+    /// count. Padding rows may hold any finite values: they are left out of the
+    /// statistics and come out as exactly 0, so the value rows equal
+    /// [`forward`](Self::forward) on the same values laid out `[N, C, H, W]`, up to float
+    /// rounding.
+    ///
+    /// `offset` (`[C]`, optional) is a per-channel constant the caller left out of the
+    /// input: the layer normalises `input + offset`, e.g. the bias of the convolution before
+    /// it. With batch statistics the offset cancels (it only moves the batch mean, which
+    /// [`StatsMode::Train`] records with the offset included); with running statistics it
+    /// moves the shift. Leaving a convolution's bias to this layer saves a pass over the
+    /// activations.
+    ///
+    /// This is the layout RealNVP's s/t networks use on CPUs (a 3×3 convolution as three
+    /// matrix products over rows with a zero border around every image). Statistics are
+    /// two-pass, as [`forward`](Self::forward)'s: `μ = Σ valid·x / n`, then
+    /// `σ² = Σ valid·(x − μ)² / n`, `n` the number of value rows; each block's rows are
+    /// summed separately, then the blocks, which keeps float sums short.
+    ///
+    /// With `share`, the input is one thread's share of the batch (see [`BatchShare`]).
+    ///
+    /// # Errors
+    /// [`NormError::ChannelMismatch`] when the last dimension is not `C` or the input does
+    /// not have `rows.rows()` rows per block; [`NormError::TooFewValues`] when batch
+    /// statistics would be over fewer than 2 values per channel.
+    pub fn forward_channels_last(
+        &self,
+        input: Tensor<3>,
+        rows: &ValidRows,
+        offset: Option<Tensor<1>>,
+        mode: &StatsMode,
+        share: Option<&BatchShare<'_>>,
+    ) -> Result<Tensor<3>, NormError> {
+        let dims = input.dims();
+        let c = self.num_features();
+        if dims[2] != c || dims[1] != rows.rows() {
+            return Err(NormError::ChannelMismatch {
+                expected: c,
+                shape: dims.to_vec(),
+            });
+        }
+        let per_channel = |t: Tensor<1>| t.reshape([1, 1, c]);
+        let gamma = self.gamma.val();
+        // y = valid·(x·s + shift): padding rows come out as exactly 0.
+        let affine = |x: Tensor<3>, scale: Tensor<1>, shift: Tensor<1>| {
+            let column = rows.column.clone();
+            x * (column.clone() * per_channel(scale)) + column * per_channel(shift)
+        };
+        match mode {
+            StatsMode::Running => {
+                // s = γ / √(σ² + ε), shift = β − (μ − offset)·s: two passes.
+                let scale = gamma.div(self.running_var.val().add_scalar(self.epsilon).sqrt());
+                let mean = match offset {
+                    Some(o) => self.running_mean.val() - o,
+                    None => self.running_mean.val(),
+                };
+                let shift = self.beta.val() - mean * scale.clone();
+                Ok(affine(input, scale, shift))
+            }
+            StatsMode::Batch | StatsMode::Train(_) => {
+                let blocks = share.map_or(dims[0], |s| s.total_blocks);
+                let values = blocks * rows.count;
+                if values < 2 {
+                    return Err(NormError::TooFewValues {
+                        values,
+                        shape: dims.to_vec(),
+                    });
+                }
+                let n = values as f64;
+                let total = |partial: Tensor<3>| match share {
+                    Some(share) => (share.all_sum)(partial),
+                    None => partial,
+                };
+                let mean = total(rows.sum(input.clone())).div_scalar(n); // [1, 1, C]
+                let centred = input - mean.clone();
+                let variance = total(rows.sum(centred.clone() * centred.clone()))
+                    .div_scalar(n)
+                    .reshape([c]); // biased
+                let scale = gamma / variance.clone().add_scalar(self.epsilon).sqrt();
+                let out = affine(centred, scale, self.beta.val());
+                let records = share.is_none_or(|s| s.records);
+                if let (StatsMode::Train(tape), true) = (mode, records) {
+                    let mean = mean.reshape([c]);
+                    tape.record(Observation {
+                        mean_id: self.running_mean.id,
+                        var_id: self.running_var.id,
+                        momentum: self.momentum,
+                        batch_mean: match offset {
+                            Some(o) => mean + o,
+                            None => mean,
+                        }
+                        .detach(),
+                        batch_var_unbiased: variance.detach().mul_scalar(n / (n - 1.0)),
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `forward_channels_last` against `forward` on the same values laid out `[N, C, H, W]`.
+
+    use burn::module::Param;
+    use burn::tensor::ops::PadMode;
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use super::{BatchNorm, BatchNormConfig, StatsMode, ValidRows};
+    use crate::NormError;
+
+    const SHAPE: [usize; 4] = [4, 3, 5, 6];
+    /// What the padding rows hold: large, so that counting them anywhere would show.
+    const GARBAGE: f32 = 1.0e3;
+
+    /// Channels with means 40, −3, 0.5 and spreads 2, 0.5, 8: a large mean against a small
+    /// spread is where a one-pass variance would lose digits.
+    fn input(device: &Device) -> Tensor<4> {
+        let [n, c, h, w] = SHAPE;
+        let (means, spreads) = ([40.0f32, -3.0, 0.5], [2.0f32, 0.5, 8.0]);
+        let mut state = 7u64;
+        let values: Vec<f32> = (0..n * c * h * w)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let unit = (state >> 40) as f32 / (1u64 << 24) as f32;
+                let k = (i / (h * w)) % c;
+                means[k] + spreads[k] * (2.0 * unit - 1.0)
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(values, SHAPE), device)
+    }
+
+    fn layer(device: &Device) -> BatchNorm {
+        let mut layer = BatchNormConfig::new(3).init(device).expect("valid");
+        let vector = |v: [f32; 3]| {
+            Param::from_tensor(Tensor::from_data(TensorData::new(v.to_vec(), [3]), device))
+        };
+        layer.gamma = vector([1.5, 0.5, 2.0]);
+        layer.beta = vector([0.1, -0.2, 0.3]);
+        layer.running_mean = vector([39.0, -2.0, 1.0]).set_require_grad(false);
+        layer.running_var = vector([3.0, 0.4, 50.0]).set_require_grad(false);
+        layer
+    }
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().iter::<f32>().collect()
+    }
+
+    /// `x` as `[N, (H + 1)(W + 1), C]`, a padding row above and a padding column left of
+    /// each image (as RealNVP's rows layout), the padding filled with [`GARBAGE`].
+    fn padded(x: Tensor<4>) -> (Tensor<3>, ValidRows) {
+        let [n, c, h, w] = x.dims();
+        let p = (h + 1) * (w + 1);
+        let rows = x
+            .permute([0, 2, 3, 1])
+            .pad([(0, 0), (1, 0), (1, 0), (0, 0)], PadMode::Constant(GARBAGE))
+            .reshape([n, p, c]);
+        let valid: Vec<bool> = (0..p).map(|r| r / (w + 1) > 0 && r % (w + 1) > 0).collect();
+        (rows, ValidRows::new(&valid, &x_device()))
+    }
+
+    fn x_device() -> Device {
+        Device::flex()
+    }
+
+    /// Value rows back to `[N, C, H, W]`; asserts the padding rows are exactly 0.
+    fn unpadded(y: Tensor<3>) -> Tensor<4> {
+        let [n, _, c] = y.dims();
+        let [_, _, h, w] = SHAPE;
+        let y = y.reshape([n, h + 1, w + 1, c]);
+        let border = host(y.clone().slice([0..n, 0..1, 0..w + 1, 0..c]))
+            .into_iter()
+            .chain(host(y.clone().slice([0..n, 0..h + 1, 0..1, 0..c])));
+        assert!(
+            border.into_iter().all(|v| v == 0.0),
+            "padding rows must come out as 0"
+        );
+        y.slice([0..n, 1..h + 1, 1..w + 1, 0..c])
+            .permute([0, 3, 1, 2])
+    }
+
+    fn apply(mode: &StatsMode, layer: BatchNorm) -> BatchNorm {
+        match mode {
+            StatsMode::Train(tape) => tape.apply(layer),
+            _ => layer,
+        }
+    }
+
+    #[test]
+    fn channels_last_equals_forward_in_every_mode_with_and_without_an_offset() {
+        let device = x_device();
+        let x = input(&device);
+        let offset =
+            Tensor::<1>::from_data(TensorData::new(vec![30.0f32, -1.0, 0.25], [3]), &device);
+        for mode in [StatsMode::Running, StatsMode::Batch, StatsMode::train()] {
+            let reference = layer(&device);
+            let expected = host(reference.forward(x.clone(), &mode).expect("forward"));
+            let expected_state = apply(&mode, reference);
+            for use_offset in [false, true] {
+                let mode = match mode {
+                    StatsMode::Train(_) => StatsMode::train(),
+                    ref other => other.clone(),
+                };
+                let shifted = if use_offset {
+                    x.clone() - offset.clone().reshape([1, 3, 1, 1])
+                } else {
+                    x.clone()
+                };
+                let (rows, valid) = padded(shifted);
+                let layer = layer(&device);
+                let got = host(unpadded(
+                    layer
+                        .forward_channels_last(
+                            rows,
+                            &valid,
+                            use_offset.then(|| offset.clone()),
+                            &mode,
+                            None,
+                        )
+                        .expect("channels last"),
+                ));
+                // Outputs are O(1); the 40 ± 2 channel alone rounds its input to ±2e-6 of
+                // σ, and the two paths sum in other orders.
+                for (a, b) in got.iter().zip(&expected) {
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "{mode:?}, offset {use_offset}: {a} vs {b}"
+                    );
+                }
+                let state = apply(&mode, layer);
+                for (a, b) in [
+                    (state.running_mean.val(), expected_state.running_mean.val()),
+                    (state.running_var.val(), expected_state.running_var.val()),
+                ] {
+                    for (a, b) in host(a).iter().zip(&host(b)) {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                            "{mode:?}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn channels_last_rejects_a_wrong_shape_and_too_few_values() {
+        let device = x_device();
+        let layer = layer(&device);
+        let valid = ValidRows::new(&[false, true, false, false, false], &device);
+        let err = layer.forward_channels_last(
+            Tensor::zeros([1, 5, 4], &device),
+            &valid,
+            None,
+            &StatsMode::Batch,
+            None,
+        );
+        assert!(matches!(
+            err,
+            Err(NormError::ChannelMismatch { expected: 3, .. })
+        ));
+        let err = layer.forward_channels_last(
+            Tensor::zeros([1, 6, 3], &device),
+            &valid,
+            None,
+            &StatsMode::Batch,
+            None,
+        );
+        assert!(matches!(err, Err(NormError::ChannelMismatch { .. })));
+        let err = layer.forward_channels_last(
+            Tensor::zeros([1, 5, 3], &device),
+            &valid,
+            None,
+            &StatsMode::Batch,
+            None,
+        );
+        assert!(matches!(
+            err,
+            Err(NormError::TooFewValues { values: 1, .. })
+        ));
+        let ok = layer.forward_channels_last(
+            Tensor::zeros([2, 5, 3], &device),
+            &valid,
+            None,
+            &StatsMode::Batch,
+            None,
+        );
+        assert!(
+            ok.is_ok(),
+            "two blocks of one value row each are two values"
+        );
     }
 }

@@ -26,9 +26,11 @@
 
 mod batch_norm;
 mod mixed;
+mod share;
 
-pub use batch_norm::{BatchNorm, BatchNormConfig, RunningStatsTape, StatsMode};
+pub use batch_norm::{BatchNorm, BatchNormConfig, RunningStatsTape, StatsMode, ValidRows};
 pub use mixed::{MixedBatch, mixed_batch};
+pub use share::{BatchShare, ShareExchange, ShareGuard};
 
 /// Errors of `bnood-norm`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -1,0 +1,328 @@
+//! The "rows" layout of the s/t networks on CPUs: 3×3 convolutions as matrix products
+//! over zero-copy sliding windows, instead of burn's im2col convolution.
+//!
+//! An activation `[N, C, H, W]` is stored channels-last as `[groups, rows, C]`: the images
+//! are split into equal groups of at most [`MAX_GROUP_ROWS`] rows (one matrix product
+//! each), and every image is `(H + 1)·(W + 1)` rows — a padding row above it and a padding
+//! column to its left, so that the padding row (column) of the next image (row) is also
+//! the border below (to the right). Pixel `(i, j)` of image `k` of a group is row
+//! `k·(H + 1)(W + 1) + (i + 1)(W + 1) + (j + 1)`.
+//!
+//! A 3×3 convolution reads, for output row `r`, the input rows `r + (kh − 1)(W + 1) +
+//! (kw − 1)`. With `W + 2` guard rows of zeros before and after each group, the taps
+//! `kw = 0, 1, 2` of kernel row `kh` are three *consecutive* rows: one `unfold` of the flat
+//! group gives every window of `3·C` values as a strided view (no copy), and the
+//! convolution is `Σ_kh windows[kh·(W + 1) ..] · W_kh`, `W_kh` the `[3·C, C_out]` slice of
+//! the kernel. burn's own convolution copies every input value nine times (im2col) and
+//! converts to channels-last and back around every layer.
+//!
+//! **Padding rows.** The convolutions need zeros on the padding rows of their *input*;
+//! their output's padding rows hold garbage (finite: sums of neighbouring values). Every
+//! convolution output in the s/t network goes through a BatchNorm
+//! ([`BatchNorm::forward_channels_last`]), which leaves padding rows out of its statistics
+//! and writes exactly 0 there, so after the ReLU the next convolution's input is clean
+//! again, without a masking pass. The final 1×1 convolution's padding rows are dropped.
+//!
+//! **Biases.** Every 3×3 convolution of the network is followed (directly or through the
+//! residual sum) by a BatchNorm, so its bias is handed to that layer as an `offset`
+//! instead of being added: with batch statistics it cancels exactly, with running
+//! statistics it moves the shift. That saves a pass per convolution.
+//!
+//! The windows are views, whose gradient burn computes one window at a time: this layout
+//! is for inference (`Running` and `Batch` modes without autodiff) only.
+
+use std::ops::Range;
+
+use bnood_norm::{BatchNorm, BatchShare, NormError, StatsMode, ValidRows};
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Device, Tensor};
+
+/// Most rows per matrix product. The images are split into groups of at most this many
+/// rows, one product per group: gemm slows down more than twofold on the skinny
+/// `[rows, 3·C] × [3·C, C_out]` products once they grow past a few thousand rows (measured
+/// with burn-flex 0.22 on a 2-core AVX-512 machine: 8 groups of 6,728 rows took 22 ms for
+/// the three products of one 28×28 layer, 32 groups of 1,682 rows 7.9 ms), and burn-flex
+/// runs a batch of ≥ 4 products one per thread.
+const MAX_GROUP_ROWS: usize = 2048;
+
+/// Threads that share one forward pass, each on a share of the image groups (see
+/// [`RowGrid::shares`]). Fixed rather than one per core, so that scores do not depend on
+/// the machine: the shares' partial BatchNorm sums are added in share order.
+const SHARES: usize = 2;
+
+/// Geometry of one batch in the rows layout.
+#[derive(Debug, Clone)]
+pub(crate) struct RowGrid {
+    n: usize,
+    h: usize,
+    w: usize,
+    groups: usize,
+    /// Which of an image's `(H + 1)(W + 1)` rows are pixels.
+    valid: ValidRows,
+}
+
+/// A convolution's output with its bias left out (see the module docs).
+pub(crate) struct Unbiased {
+    /// `[groups, rows, C_out]`, garbage on padding rows.
+    pub(crate) rows: Tensor<3>,
+    /// The bias `[C_out]` to hand to the next BatchNorm.
+    pub(crate) bias: Option<Tensor<1>>,
+}
+
+impl RowGrid {
+    /// The layout of `n` images of `h × w`.
+    pub(crate) fn new(n: usize, h: usize, w: usize, device: &Device) -> Self {
+        let per_image = (h + 1) * (w + 1);
+        // The largest whole number of images per group within MAX_GROUP_ROWS (at least 1).
+        let per_group = (1..=n)
+            .rev()
+            .find(|k| n % k == 0 && k * per_image <= MAX_GROUP_ROWS)
+            .unwrap_or(1);
+        let valid: Vec<bool> = (0..per_image)
+            .map(|r| r / (w + 1) > 0 && r % (w + 1) > 0)
+            .collect();
+        Self {
+            n,
+            h,
+            w,
+            groups: n / per_group,
+            valid: ValidRows::new(&valid, device),
+        }
+    }
+
+    /// The image groups of each thread of a forward pass: [`SHARES`] ranges as equal as
+    /// possible, or one when there is a single group. burn-flex runs element-wise operations
+    /// on one thread; the groups never interact except through BatchNorm statistics, so
+    /// splitting them puts both cores of a 2-core machine to work on everything.
+    pub(crate) fn shares(&self) -> Vec<Range<usize>> {
+        let shares = SHARES.min(self.groups);
+        (0..shares)
+            .map(|s| s * self.groups / shares..(s + 1) * self.groups / shares)
+            .collect()
+    }
+
+    /// Images in the whole batch.
+    pub(crate) fn images(&self) -> usize {
+        self.n
+    }
+
+    /// Rows per group (pixels and padding).
+    fn rows(&self) -> usize {
+        self.n / self.groups * (self.h + 1) * (self.w + 1)
+    }
+
+    /// `[N, C, H, W]` → `[groups, rows, C]` with zero padding rows.
+    #[allow(clippy::wrong_self_convention)] // converts a tensor into this layout
+    pub(crate) fn to_rows(&self, x: Tensor<4>) -> Tensor<3> {
+        let c = x.dims()[1];
+        let device = x.device();
+        let zeros = |dims: [usize; 4]| Tensor::<4>::zeros(dims, &device);
+        let x = x.permute([0, 2, 3, 1]);
+        let (n, h, w) = (self.n, self.h, self.w);
+        let x = Tensor::cat(vec![zeros([n, h, 1, c]), x], 2);
+        Tensor::cat(vec![zeros([n, 1, w + 1, c]), x], 1).reshape([self.groups, self.rows(), c])
+    }
+
+    /// `[groups, rows, C]` → `[N, C, H, W]` (padding rows dropped).
+    pub(crate) fn to_nchw(&self, x: Tensor<3>) -> Tensor<4> {
+        let c = x.dims()[2];
+        let (h, w) = (self.h, self.w);
+        x.reshape([self.n, h + 1, w + 1, c])
+            .slice([0..self.n, 1..h + 1, 1..w + 1, 0..c])
+            .permute([0, 3, 1, 2])
+    }
+
+    /// `norm` applied to `x + offset` (`x` `[groups, rows, C]`, all groups or one thread's
+    /// `share` of them), statistics over the pixel rows only; padding rows come out as 0.
+    pub(crate) fn batch_norm(
+        &self,
+        norm: &BatchNorm,
+        x: Unbiased,
+        mode: &StatsMode,
+        share: Option<&BatchShare<'_>>,
+    ) -> Result<Tensor<3>, NormError> {
+        let [groups, rows, c] = x.rows.dims();
+        let images = groups * self.n / self.groups;
+        let blocks = x.rows.reshape([images, self.valid.rows(), c]);
+        Ok(norm
+            .forward_channels_last(blocks, &self.valid, x.bias, mode, share)?
+            .reshape([groups, rows, c]))
+    }
+
+    /// A 3×3 "same" convolution (stride 1, padding 1) of `x` `[groups, rows, C]`, whose
+    /// padding rows must be 0, without its bias.
+    pub(crate) fn conv3x3(&self, x: Tensor<3>, conv: &Conv2d) -> Unbiased {
+        let [groups, rows, c] = x.dims();
+        let weight = conv.weight.val();
+        let [c_out, c_in, kh, kw] = weight.dims();
+        debug_assert_eq!([c_in, kh, kw], [c, 3, 3], "a 3×3 kernel over C channels");
+        let row = self.w + 1;
+        let guard = row + 1;
+        let zeros = Tensor::<3>::zeros([groups, guard, c], &x.device());
+        let padded = Tensor::cat(vec![zeros.clone(), x, zeros], 1);
+        let flat = padded.reshape([groups, (rows + 2 * guard) * c]);
+        // [C_out, C, kh, kw] → [kh, (kw, C), C_out]: one [3·C, C_out] matrix per kernel row.
+        let taps = weight.permute([2, 3, 1, 0]).reshape([3, 3 * c, c_out]);
+        let tap = |k: usize| taps.clone().narrow(0, k, 1).reshape([1, 3 * c, c_out]);
+        let out = if 3 * c < c_out && self.w >= 2 {
+            // Few input channels (the network's first layer): the products would be
+            // dominated by writing three outputs, so take one window spanning all three
+            // kernel rows, `(2(W + 1) + 3)·C` values, against a kernel matrix that is zero
+            // between the taps.
+            let gap = Tensor::<3>::zeros([1, (row - 3) * c, c_out], &flat.device());
+            let kernel = Tensor::cat(vec![tap(0), gap.clone(), tap(1), gap, tap(2)], 1);
+            let windows: Tensor<3> = flat.unfold(1, (2 * row + 3) * c, c);
+            windows.narrow(1, 0, rows).matmul(kernel)
+        } else {
+            let windows: Tensor<3> = flat.unfold(1, 3 * c, c);
+            (0..3)
+                .map(|k| windows.clone().narrow(1, k * row, rows).matmul(tap(k)))
+                .reduce(|sum, product| sum + product)
+                .expect("three kernel rows")
+        };
+        Unbiased {
+            rows: out,
+            bias: conv.bias.as_ref().map(|b| b.val()),
+        }
+    }
+
+    /// A 1×1 convolution of `x` `[groups, rows, C]`, bias included.
+    pub(crate) fn conv1x1(&self, x: Tensor<3>, conv: &Conv2d) -> Tensor<3> {
+        let weight = conv.weight.val();
+        let [c_out, c_in, _, _] = weight.dims();
+        let matrix = weight
+            .reshape([c_out, c_in])
+            .transpose()
+            .reshape([1, c_in, c_out]);
+        let out = x.matmul(matrix);
+        match &conv.bias {
+            Some(bias) => out + bias.val().reshape([1, 1, c_out]),
+            None => out,
+        }
+    }
+}
+
+/// `a + b` for optional per-channel offsets.
+pub(crate) fn add_offsets(a: Option<Tensor<1>>, b: Option<Tensor<1>>) -> Option<Tensor<1>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The rows layout against burn's convolutions: the same layer, network and model
+    //! values up to float rounding. The model test runs the same weights once on a plain
+    //! CPU device (rows layout) and once on its autodiff form (burn's `conv2d`).
+
+    use burn::module::Module;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::{Device, Tensor, TensorData};
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::RowGrid;
+    use crate::{LikelihoodModel, RealNvpConfig, StatsMode};
+
+    /// Scores may differ by this relative amount (plus [`SCORE_ABS`] nats) between the
+    /// layouts: sums run in another order and biases are left to the BatchNorms. Measured
+    /// on the paper model (64 Fashion-MNIST images, random last layers): ≤ 1.5e-5 relative
+    /// in Batch mode, ≤ 3e-7 in Running mode; flex and ndarray differ by up to 8.3e-5 on the
+    /// same model with burn's convolutions.
+    const SCORE_REL: f64 = 2e-5;
+    const SCORE_ABS: f64 = 1e-3;
+
+    fn uniform(
+        shape: [usize; 4],
+        range: std::ops::Range<f32>,
+        seed: u64,
+        device: &Device,
+    ) -> Tensor<4> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let values: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.random_range(range.clone()))
+            .collect();
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+        t.into_data().iter::<f64>().collect()
+    }
+
+    #[test]
+    fn conv3x3_in_rows_equals_burn_conv2d() {
+        let device = Device::flex();
+        // 3·C ≥ C_out: three windows; 3·C < C_out: one window over all kernel rows.
+        for (n, c, h, w) in [(6, 3, 5, 4), (7, 8, 6, 6), (1, 2, 3, 3), (4, 1, 6, 5)] {
+            let conv = Conv2dConfig::new([c, 9], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(&device);
+            let x = uniform([n, c, h, w], -2.0..2.0, n as u64, &device);
+            let expected = host(conv.forward(x.clone()));
+            let grid = RowGrid::new(n, h, w, &device);
+            let out = grid.conv3x3(grid.to_rows(x), &conv);
+            let bias = out.bias.expect("a bias").reshape([1, 1, 9]);
+            let got = host(grid.to_nchw(out.rows + bias));
+            for (a, b) in got.iter().zip(&expected) {
+                assert!((a - b).abs() < 1e-5, "[{n}, {c}, {h}, {w}]: {a} vs {b}");
+            }
+        }
+    }
+
+    /// The paper-shaped model with random last layers (so every coupling does work) on
+    /// `n` images, rows layout vs burn's convolutions, in both statistics modes.
+    fn assert_layouts_agree(device: &Device, n: usize) {
+        let config = RealNvpConfig {
+            zero_init_last: false,
+            mid_channels: 8,
+            num_blocks: 2,
+            ..RealNvpConfig::paper_fmnist()
+        };
+        let model = config.init(device).expect("valid config");
+        let reference = model.clone().fork(&device.clone().autodiff());
+        let x = uniform([n, 1, 28, 28], 0.0..256.0, 11, device);
+        for mode in [StatsMode::Running, StatsMode::Batch] {
+            let fast = host(model.log_prob(x.clone(), &mode).expect("rows layout"));
+            let slow = host(
+                reference
+                    .log_prob(x.clone().autodiff(), &mode)
+                    .expect("burn convolutions"),
+            );
+            for (a, b) in fast.iter().zip(&slow) {
+                assert!(
+                    (a - b).abs() <= SCORE_REL * b.abs() + SCORE_ABS,
+                    "{mode:?}, {n} images on {device:?}: {a} vs {b} nats"
+                );
+            }
+        }
+    }
+
+    /// The layout is picked from the device's Debug name (burn 0.22 has no backend query):
+    /// pin that the CPU backends are recognised, so a renamed backend cannot silently fall
+    /// back to the slow path.
+    #[test]
+    #[allow(deprecated)]
+    fn cpu_devices_take_the_rows_layout_and_their_autodiff_forms_do_not() {
+        use super::super::uses_rows_layout;
+        let x = |device: &Device| Tensor::<4>::zeros([1, 1, 2, 2], device);
+        assert!(uses_rows_layout(&x(&Device::flex())));
+        assert!(uses_rows_layout(&x(&Device::ndarray())));
+        assert!(!uses_rows_layout(&x(&Device::flex().autodiff())));
+        assert!(!uses_rows_layout(&x(&Device::ndarray().autodiff())));
+    }
+
+    #[test]
+    fn rows_layout_scores_equal_burn_convolutions_on_flex() {
+        assert_layouts_agree(&Device::flex(), 16); // 8 groups of 2 images
+        assert_layouts_agree(&Device::flex(), 7); // a prime batch: 7 groups of 1
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn rows_layout_scores_equal_burn_convolutions_on_ndarray() {
+        assert_layouts_agree(&Device::ndarray(), 6);
+    }
+}
