@@ -413,7 +413,7 @@ impl Coupling {
 
     fn checkerboard(&self, h: usize, w: usize, device: &Device) -> Tensor<4> {
         let mask: Vec<f32> = (0..h * w)
-            .map(|i| f32::from(u8::from((i / w + i % w + self.variant) % 2 == 0)))
+            .map(|i| f32::from(u8::from((i / w + i % w + self.variant).is_multiple_of(2))))
             .collect();
         Tensor::from_data(TensorData::new(mask, [1, 1, h, w]), device)
     }

@@ -247,10 +247,10 @@ pub fn train<M: Trainable>(
         bar.inc(1);
         bar.set_message(format!("loss {:.3} bits/dim", to_bpd(loss_value)));
 
-        if let Some(path) = &cfg.checkpoint {
-            if step % cfg.checkpoint_every.max(1) == 0 {
-                save_progress(&model, &optim, step, cfg.batch_size, path)?;
-            }
+        if let Some(path) = &cfg.checkpoint
+            && step.is_multiple_of(cfg.checkpoint_every.max(1))
+        {
+            save_progress(&model, &optim, step, cfg.batch_size, path)?;
         }
     }
     bar.finish_and_clear();

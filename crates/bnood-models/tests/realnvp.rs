@@ -85,10 +85,12 @@ fn brute_force_log_det(model: &RealNvp, batch: Tensor<4>, mode: &StatsMode) -> f
         jac.swap(k, p);
         let pivot = jac[k][k];
         log_det += pivot.abs().ln();
-        for r in k + 1..d {
-            let f = jac[r][k] / pivot;
-            for col in k..d {
-                jac[r][col] -= f * jac[k][col];
+        let (upper, lower) = jac.split_at_mut(k + 1);
+        let pivot_row = &upper[k];
+        for row in lower.iter_mut() {
+            let f = row[k] / pivot;
+            for (x, p) in row[k..].iter_mut().zip(&pivot_row[k..]) {
+                *x -= f * p;
             }
         }
     }

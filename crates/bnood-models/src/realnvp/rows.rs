@@ -76,7 +76,7 @@ impl RowGrid {
         // The largest whole number of images per group within MAX_GROUP_ROWS (at least 1).
         let per_group = (1..=n)
             .rev()
-            .find(|k| n % k == 0 && k * per_image <= MAX_GROUP_ROWS)
+            .find(|k| n.is_multiple_of(*k) && k * per_image <= MAX_GROUP_ROWS)
             .unwrap_or(1);
         let valid: Vec<bool> = (0..per_image)
             .map(|r| r / (w + 1) > 0 && r % (w + 1) > 0)
