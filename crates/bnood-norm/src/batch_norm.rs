@@ -562,45 +562,30 @@ mod tests {
         let device = x_device();
         let layer = layer(&device);
         let valid = ValidRows::new(&[false, true, false, false, false], &device);
-        let err = layer.forward_channels_last(
-            Tensor::zeros([1, 5, 4], &device),
-            &valid,
-            None,
-            &StatsMode::Batch,
-            None,
-        );
+        // Blocks of 5 rows, one of them a value row, in batch-statistics mode.
+        let run = |shape: [usize; 3]| {
+            layer.forward_channels_last(
+                Tensor::zeros(shape, &device),
+                &valid,
+                None,
+                &StatsMode::Batch,
+                None,
+            )
+        };
         assert!(matches!(
-            err,
+            run([1, 5, 4]),
             Err(NormError::ChannelMismatch { expected: 3, .. })
         ));
-        let err = layer.forward_channels_last(
-            Tensor::zeros([1, 6, 3], &device),
-            &valid,
-            None,
-            &StatsMode::Batch,
-            None,
-        );
-        assert!(matches!(err, Err(NormError::ChannelMismatch { .. })));
-        let err = layer.forward_channels_last(
-            Tensor::zeros([1, 5, 3], &device),
-            &valid,
-            None,
-            &StatsMode::Batch,
-            None,
-        );
         assert!(matches!(
-            err,
+            run([1, 6, 3]),
+            Err(NormError::ChannelMismatch { .. })
+        ));
+        assert!(matches!(
+            run([1, 5, 3]),
             Err(NormError::TooFewValues { values: 1, .. })
         ));
-        let ok = layer.forward_channels_last(
-            Tensor::zeros([2, 5, 3], &device),
-            &valid,
-            None,
-            &StatsMode::Batch,
-            None,
-        );
         assert!(
-            ok.is_ok(),
+            run([2, 5, 3]).is_ok(),
             "two blocks of one value row each are two values"
         );
     }
