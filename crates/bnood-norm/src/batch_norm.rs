@@ -342,53 +342,93 @@ impl BatchNorm {
         mode: &StatsMode,
         share: Option<&BatchShare<'_>>,
     ) -> Result<Tensor<3>, NormError> {
-        let dims = input.dims();
+        let (mut chunks, affine) =
+            self.channels_last_chunks(vec![input], rows, offset, mode, share)?;
+        let x = chunks.pop().expect("one chunk in, one chunk out");
+        Ok(affine.apply(x))
+    }
+
+    /// [`forward_channels_last`](Self::forward_channels_last) on an input given in
+    /// `chunks` (each `[N_i, P, C]`, the batch's blocks split along the first dimension),
+    /// split into its two steps: the statistics over every chunk, then an affine map that
+    /// the caller applies chunk by chunk — so that the map, a ReLU and the next layer can run
+    /// on one chunk while it is still in the CPU's cache. Returns the chunks to apply the
+    /// map to (centred on the batch mean with batch statistics, unchanged with running
+    /// statistics) and the map: `affine.apply(chunk)` equals the corresponding part of
+    /// `forward_channels_last` on the whole input.
+    ///
+    /// # Errors
+    /// As [`forward_channels_last`](Self::forward_channels_last), for any chunk; and
+    /// [`NormError::TooFewValues`] when `chunks` is empty.
+    pub fn channels_last_chunks(
+        &self,
+        chunks: Vec<Tensor<3>>,
+        rows: &ValidRows,
+        offset: Option<Tensor<1>>,
+        mode: &StatsMode,
+        share: Option<&BatchShare<'_>>,
+    ) -> Result<(Vec<Tensor<3>>, ChannelsLastAffine), NormError> {
         let c = self.num_features();
-        if dims[2] != c || dims[1] != rows.rows() {
-            return Err(NormError::ChannelMismatch {
-                expected: c,
-                shape: dims.to_vec(),
-            });
+        let mut local_blocks = 0;
+        for chunk in &chunks {
+            let dims = chunk.dims();
+            if dims[2] != c || dims[1] != rows.rows() {
+                return Err(NormError::ChannelMismatch {
+                    expected: c,
+                    shape: dims.to_vec(),
+                });
+            }
+            local_blocks += dims[0];
         }
-        let per_channel = |t: Tensor<1>| t.reshape([1, 1, c]);
         let gamma = self.gamma.val();
         // y = valid·(x·s + shift): padding rows come out as exactly 0.
-        let affine = |x: Tensor<3>, scale: Tensor<1>, shift: Tensor<1>| {
+        let affine = |scale: Tensor<1>, shift: Tensor<1>| {
             let column = rows.column.clone();
-            x * (column.clone() * per_channel(scale)) + column * per_channel(shift)
+            ChannelsLastAffine {
+                scale: column.clone() * scale.reshape([1, 1, c]),
+                shift: column * shift.reshape([1, 1, c]),
+            }
         };
         match mode {
             StatsMode::Running => {
-                // s = γ / √(σ² + ε), shift = β − (μ − offset)·s: two passes.
+                // s = γ / √(σ² + ε), shift = β − (μ − offset)·s.
                 let scale = gamma.div(self.running_var.val().add_scalar(self.epsilon).sqrt());
                 let mean = match offset {
                     Some(o) => self.running_mean.val() - o,
                     None => self.running_mean.val(),
                 };
                 let shift = self.beta.val() - mean * scale.clone();
-                Ok(affine(input, scale, shift))
+                Ok((chunks, affine(scale, shift)))
             }
             StatsMode::Batch | StatsMode::Train(_) => {
-                let blocks = share.map_or(dims[0], |s| s.total_blocks);
+                let blocks = share.map_or(local_blocks, |s| s.total_blocks);
                 let values = blocks * rows.count;
-                if values < 2 {
-                    return Err(NormError::TooFewValues {
-                        values,
-                        shape: dims.to_vec(),
-                    });
+                let shape = chunks
+                    .first()
+                    .map_or_else(|| vec![0, rows.rows(), c], |x| x.dims().to_vec());
+                if values < 2 || chunks.is_empty() {
+                    return Err(NormError::TooFewValues { values, shape });
                 }
                 let n = values as f64;
                 let total = |partial: Tensor<3>| match share {
                     Some(share) => (share.all_sum)(partial),
                     None => partial,
                 };
-                let mean = total(rows.sum(input.clone())).div_scalar(n); // [1, 1, C]
-                let centred = input - mean.clone();
-                let variance = total(rows.sum(centred.clone() * centred.clone()))
-                    .div_scalar(n)
-                    .reshape([c]); // biased
+                let sum_all = |chunks: &[Tensor<3>], square: bool| {
+                    chunks
+                        .iter()
+                        .map(|x| match square {
+                            true => rows.sum(x.clone() * x.clone()),
+                            false => rows.sum(x.clone()),
+                        })
+                        .reduce(|a, b| a + b)
+                        .expect("at least one chunk")
+                };
+                let mean = total(sum_all(&chunks, false)).div_scalar(n); // [1, 1, C]
+                let centred: Vec<Tensor<3>> =
+                    chunks.into_iter().map(|x| x - mean.clone()).collect();
+                let variance = total(sum_all(&centred, true)).div_scalar(n).reshape([c]); // biased
                 let scale = gamma / variance.clone().add_scalar(self.epsilon).sqrt();
-                let out = affine(centred, scale, self.beta.val());
                 let records = share.is_none_or(|s| s.records);
                 if let (StatsMode::Train(tape), true) = (mode, records) {
                     let mean = mean.reshape([c]);
@@ -404,9 +444,26 @@ impl BatchNorm {
                         batch_var_unbiased: variance.detach().mul_scalar(n / (n - 1.0)),
                     });
                 }
-                Ok(out)
+                Ok((centred, affine(scale, self.beta.val())))
             }
         }
+    }
+}
+
+/// The per-channel affine map of a channels-last BatchNorm, `x·scale + shift` with both
+/// zero on padding rows (see [`BatchNorm::channels_last_chunks`]).
+#[derive(Debug, Clone)]
+pub struct ChannelsLastAffine {
+    /// `[1, P, C]`.
+    scale: Tensor<3>,
+    /// `[1, P, C]`.
+    shift: Tensor<3>,
+}
+
+impl ChannelsLastAffine {
+    /// The map applied to blocks `[N, P, C]`.
+    pub fn apply(&self, x: Tensor<3>) -> Tensor<3> {
+        x * self.scale.clone() + self.shift.clone()
     }
 }
 
@@ -555,6 +612,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn chunked_statistics_then_the_map_equal_the_whole_input_in_every_mode() {
+        let device = x_device();
+        let (rows, valid) = padded(input(&device));
+        let offset = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, -2.0, 0.5], [3]), &device);
+        for mode in [StatsMode::Running, StatsMode::Batch, StatsMode::train()] {
+            let whole_layer = layer(&device);
+            let whole = host(
+                whole_layer
+                    .forward_channels_last(rows.clone(), &valid, Some(offset.clone()), &mode, None)
+                    .expect("whole"),
+            );
+            let whole_state = apply(&mode, whole_layer);
+            let mode = match mode {
+                StatsMode::Train(_) => StatsMode::train(),
+                ref other => other.clone(),
+            };
+            let chunked_layer = layer(&device);
+            let chunks = vec![rows.clone().narrow(0, 0, 1), rows.clone().narrow(0, 1, 3)];
+            let (chunks, map) = chunked_layer
+                .channels_last_chunks(chunks, &valid, Some(offset.clone()), &mode, None)
+                .expect("chunked");
+            let got: Vec<f32> = chunks
+                .into_iter()
+                .flat_map(|x| host(map.apply(x)))
+                .collect();
+            assert_eq!(got.len(), whole.len());
+            for (a, b) in got.iter().zip(&whole) {
+                assert!((a - b).abs() < 1e-5, "{mode:?}: {a} vs {b}");
+            }
+            let state = apply(&mode, chunked_layer);
+            for (a, b) in [
+                (state.running_mean.val(), whole_state.running_mean.val()),
+                (state.running_var.val(), whole_state.running_var.val()),
+            ] {
+                for (a, b) in host(a).iter().zip(&host(b)) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                        "{mode:?}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+        let err =
+            layer(&device).channels_last_chunks(vec![], &valid, None, &StatsMode::Batch, None);
+        assert!(matches!(
+            err,
+            Err(NormError::TooFewValues { values: 0, .. })
+        ));
     }
 
     #[test]

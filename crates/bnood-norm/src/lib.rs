@@ -28,7 +28,9 @@ mod batch_norm;
 mod mixed;
 mod share;
 
-pub use batch_norm::{BatchNorm, BatchNormConfig, RunningStatsTape, StatsMode, ValidRows};
+pub use batch_norm::{
+    BatchNorm, BatchNormConfig, ChannelsLastAffine, RunningStatsTape, StatsMode, ValidRows,
+};
 pub use mixed::{MixedBatch, mixed_batch};
 pub use share::{BatchShare, ShareExchange, ShareGuard};
 

@@ -33,8 +33,9 @@
 
 use std::ops::Range;
 
-use bnood_norm::{BatchNorm, BatchShare, NormError, StatsMode, ValidRows};
+use bnood_norm::{BatchNorm, BatchShare, ChannelsLastAffine, NormError, StatsMode, ValidRows};
 use burn::nn::conv::Conv2d;
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 /// Most rows per matrix product. The images are split into groups of at most this many
@@ -132,21 +133,34 @@ impl RowGrid {
             .permute([0, 3, 1, 2])
     }
 
-    /// `norm` applied to `x + offset` (`x` `[groups, rows, C]`, all groups or one thread's
-    /// `share` of them), statistics over the pixel rows only; padding rows come out as 0.
-    pub(crate) fn batch_norm(
+    /// The statistics step of `norm` on `x + offset`, `x` given as one-group chunks
+    /// `[1, rows, C]` (all groups or one thread's `share` of them), statistics over the
+    /// pixel rows only. Returns the chunks (as `[images, P, C]` blocks) to pass through
+    /// [`activate`](Self::activate) with the returned map, one at a time.
+    pub(crate) fn batch_norm_chunks(
         &self,
         norm: &BatchNorm,
-        x: Unbiased,
+        chunks: Vec<Tensor<3>>,
+        offset: Option<Tensor<1>>,
         mode: &StatsMode,
         share: Option<&BatchShare<'_>>,
-    ) -> Result<Tensor<3>, NormError> {
-        let [groups, rows, c] = x.rows.dims();
-        let images = groups * self.n / self.groups;
-        let blocks = x.rows.reshape([images, self.valid.rows(), c]);
-        Ok(norm
-            .forward_channels_last(blocks, &self.valid, x.bias, mode, share)?
-            .reshape([groups, rows, c]))
+    ) -> Result<(Vec<Tensor<3>>, ChannelsLastAffine), NormError> {
+        let p = self.valid.rows();
+        let blocks = chunks
+            .into_iter()
+            .map(|x| {
+                let [groups, rows, c] = x.dims();
+                x.reshape([groups * rows / p, p, c])
+            })
+            .collect();
+        norm.channels_last_chunks(blocks, &self.valid, offset, mode, share)
+    }
+
+    /// `ReLU(map(x))` for a chunk from [`batch_norm_chunks`](Self::batch_norm_chunks), back
+    /// as one group `[1, rows, C]` (padding rows 0, ready for the next convolution).
+    pub(crate) fn activate(&self, map: &ChannelsLastAffine, x: Tensor<3>) -> Tensor<3> {
+        let [images, p, c] = x.dims();
+        relu(map.apply(x)).reshape([images * p / self.rows(), self.rows(), c])
     }
 
     /// A 3×3 "same" convolution (stride 1, padding 1) of `x` `[groups, rows, C]`, whose
