@@ -319,43 +319,33 @@ impl ResNet {
         share: Option<&BatchShare<'_>>,
     ) -> Result<Tensor<3>, ModelError> {
         let groups = rows.dims()[0];
-        let mut offset = None;
+        let in_conv = grid.kernel3x3(&self.in_conv);
+        let mut offset = in_conv.bias();
         let mut h: Vec<Tensor<3>> = (0..groups)
-            .map(|g| {
-                let out = grid.conv3x3(rows.clone().narrow(0, g, 1), &self.in_conv);
-                offset = out.bias;
-                out.rows
-            })
+            .map(|g| grid.conv3x3(rows.clone().narrow(0, g, 1), &in_conv))
             .collect();
         for block in &self.blocks {
+            let (conv1, conv2) = (grid.kernel3x3(&block.conv1), grid.kernel3x3(&block.conv2));
             let (centred, map) =
                 grid.batch_norm_chunks(&block.norm1, h.clone(), offset.clone(), mode, share)?;
-            let mut bias = None;
             let a: Vec<Tensor<3>> = centred
                 .into_iter()
-                .map(|x| {
-                    let out = grid.conv3x3(grid.activate(&map, x), &block.conv1);
-                    bias = out.bias;
-                    out.rows
-                })
+                .map(|x| grid.conv3x3(grid.activate(&map, x), &conv1))
                 .collect();
-            let (centred, map) = grid.batch_norm_chunks(&block.norm2, a, bias, mode, share)?;
-            let mut bias = None;
+            let (centred, map) =
+                grid.batch_norm_chunks(&block.norm2, a, conv1.bias(), mode, share)?;
             h = h
                 .into_iter()
                 .zip(centred)
-                .map(|(h, x)| {
-                    let out = grid.conv3x3(grid.activate(&map, x), &block.conv2);
-                    bias = out.bias;
-                    h + out.rows
-                })
+                .map(|(h, x)| h + grid.conv3x3(grid.activate(&map, x), &conv2))
                 .collect();
-            offset = add_offsets(offset, bias);
+            offset = add_offsets(offset, conv2.bias());
         }
         let (centred, map) = grid.batch_norm_chunks(&self.out_norm, h, offset, mode, share)?;
+        let out_conv = RowGrid::kernel1x1(&self.out_conv);
         let out: Vec<Tensor<3>> = centred
             .into_iter()
-            .map(|x| grid.conv1x1(grid.activate(&map, x), &self.out_conv))
+            .map(|x| RowGrid::conv1x1(grid.activate(&map, x), &out_conv))
             .collect();
         Ok(Tensor::cat(out, 0))
     }
