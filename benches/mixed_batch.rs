@@ -40,7 +40,7 @@ use bnood::models::{LikelihoodModel, RealNvp, RealNvpConfig, StatsMode};
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 
 /// Batch size of every benchmark (the paper's `b`).
@@ -116,13 +116,11 @@ fn random_set(name: &str, n: usize, seed: u64) -> ImageSet {
     ImageSet::new(name, pixels, [n, 1, 28, 28], None).expect("valid shape")
 }
 
-/// Dequantised images `[n, 1, 28, 28]` (pixel + 0.5) of `set`.
+/// The first `n` images of `set`, dequantised (pixel + 0.5): `[n, 1, 28, 28]`.
 fn batch(set: &ImageSet, n: usize, device: &Device) -> Tensor<4> {
-    let values: Vec<f32> = set.pixels()[..n * 784]
-        .iter()
-        .map(|&p| f32::from(p) + 0.5)
-        .collect();
-    Tensor::from_data(TensorData::new(values, [n, 1, 28, 28]), device)
+    set.tensor(0..n, device)
+        .expect("enough images")
+        .add_scalar(0.5)
 }
 
 fn configure(

@@ -256,14 +256,8 @@ impl ResNet {
         if shares.len() == 1 {
             return Ok(grid.to_nchw(self.body_rows(&grid, rows, mode, None)?));
         }
-        if mode.uses_batch_statistics() && n * h * w < 2 {
-            // Checked here so that no share can fail alone and leave the others waiting.
-            return Err(bnood_norm::NormError::TooFewValues {
-                values: n * h * w,
-                shape: vec![n, 1, h, w],
-            }
-            .into());
-        }
+        // Every share sees the same shapes and batch size, so a BatchNorm error (checked
+        // before its first rendezvous) stops all shares alike; none is left waiting.
         let exchange = ShareExchange::new(shares.len());
         let outputs = std::thread::scope(|scope| {
             let threads: Vec<_> = shares

@@ -358,8 +358,8 @@ impl BatchNorm {
     /// `forward_channels_last` on the whole input.
     ///
     /// # Errors
-    /// As [`forward_channels_last`](Self::forward_channels_last), for any chunk; and
-    /// [`NormError::TooFewValues`] when `chunks` is empty.
+    /// As [`forward_channels_last`](Self::forward_channels_last), for any chunk; and, with
+    /// batch statistics, [`NormError::TooFewValues`] when `chunks` is empty.
     pub fn channels_last_chunks(
         &self,
         chunks: Vec<Tensor<3>>,
@@ -557,6 +557,29 @@ mod tests {
         }
     }
 
+    /// The same mode with a fresh tape (a tape records one layer's forward pass).
+    fn fresh(mode: &StatsMode) -> StatsMode {
+        match mode {
+            StatsMode::Train(_) => StatsMode::train(),
+            other => other.clone(),
+        }
+    }
+
+    /// Running mean and variance of `state` equal `expected`'s within 1e-5 (relative above 1).
+    fn assert_same_running_stats(mode: &StatsMode, state: &BatchNorm, expected: &BatchNorm) {
+        for (a, b) in [
+            (state.running_mean.val(), expected.running_mean.val()),
+            (state.running_var.val(), expected.running_var.val()),
+        ] {
+            for (a, b) in host(a).iter().zip(&host(b)) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                    "{mode:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn channels_last_equals_forward_in_every_mode_with_and_without_an_offset() {
         let device = x_device();
@@ -568,10 +591,7 @@ mod tests {
             let expected = host(reference.forward(x.clone(), &mode).expect("forward"));
             let expected_state = apply(&mode, reference);
             for use_offset in [false, true] {
-                let mode = match mode {
-                    StatsMode::Train(_) => StatsMode::train(),
-                    ref other => other.clone(),
-                };
+                let mode = fresh(&mode);
                 let shifted = if use_offset {
                     x.clone() - offset.clone().reshape([1, 3, 1, 1])
                 } else {
@@ -599,17 +619,7 @@ mod tests {
                     );
                 }
                 let state = apply(&mode, layer);
-                for (a, b) in [
-                    (state.running_mean.val(), expected_state.running_mean.val()),
-                    (state.running_var.val(), expected_state.running_var.val()),
-                ] {
-                    for (a, b) in host(a).iter().zip(&host(b)) {
-                        assert!(
-                            (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                            "{mode:?}: {a} vs {b}"
-                        );
-                    }
-                }
+                assert_same_running_stats(&mode, &state, &expected_state);
             }
         }
     }
@@ -627,10 +637,7 @@ mod tests {
                     .expect("whole"),
             );
             let whole_state = apply(&mode, whole_layer);
-            let mode = match mode {
-                StatsMode::Train(_) => StatsMode::train(),
-                ref other => other.clone(),
-            };
+            let mode = fresh(&mode);
             let chunked_layer = layer(&device);
             let chunks = vec![rows.clone().narrow(0, 0, 1), rows.clone().narrow(0, 1, 3)];
             let (chunks, map) = chunked_layer
@@ -645,17 +652,7 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "{mode:?}: {a} vs {b}");
             }
             let state = apply(&mode, chunked_layer);
-            for (a, b) in [
-                (state.running_mean.val(), whole_state.running_mean.val()),
-                (state.running_var.val(), whole_state.running_var.val()),
-            ] {
-                for (a, b) in host(a).iter().zip(&host(b)) {
-                    assert!(
-                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                        "{mode:?}: {a} vs {b}"
-                    );
-                }
-            }
+            assert_same_running_stats(&mode, &state, &whole_state);
         }
         let err =
             layer(&device).channels_last_chunks(vec![], &valid, None, &StatsMode::Batch, None);

@@ -18,8 +18,8 @@
 //!
 //! **Padding rows.** The convolutions need zeros on the padding rows of their *input*;
 //! their output's padding rows hold garbage (finite: sums of neighbouring values). Every
-//! convolution output in the s/t network goes through a BatchNorm
-//! ([`BatchNorm::forward_channels_last`]), which leaves padding rows out of its statistics
+//! convolution output in the s/t network goes through a channels-last BatchNorm
+//! ([`BatchNorm::channels_last_chunks`]), which leaves padding rows out of its statistics
 //! and writes exactly 0 there, so after the ReLU the next convolution's input is clean
 //! again, without a masking pass. The final 1×1 convolution's padding rows are dropped.
 //!
