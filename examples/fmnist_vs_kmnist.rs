@@ -18,22 +18,24 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use bnood::backend::backend_from_setting;
+use bnood::backend::{Backend, DEVICE_ENV, resolve};
 use bnood::data::Locator;
 use bnood::detect::BnTestParams;
-use bnood::experiment::{MainJob, ModelConfig, ModelKind, TrainBudget, main_job};
+use bnood::experiment::{MainJob, main_job};
+use bnood::models::train::TrainBudget;
+use bnood::models::{ModelConfig, ModelKind};
 
 #[derive(Parser)]
 #[command(
     about = "Fashion-MNIST vs KMNIST with the four detectors of Song, Song & Ermon's Table 2."
 )]
 struct Options {
-    /// Backend: flex, ndarray or wgpu (default: $BNOOD_DEVICE or flex).
-    #[arg(long)]
-    backend: Option<String>,
+    /// Backend: flex (default CPU), ndarray (CPU) or wgpu (GPU).
+    #[arg(long, env = DEVICE_ENV, value_enum, ignore_case = true)]
+    backend: Option<Backend>,
     /// Model family: realnvp (the paper's headline) or vae.
-    #[arg(long, default_value = "realnvp")]
-    model: String,
+    #[arg(long, value_enum, default_value_t = ModelKind::RealNvp)]
+    model: ModelKind,
     /// Preset: cpu (small, ~20 min here) or paper (the paper's architecture; slow on CPU).
     #[arg(long, default_value = "cpu")]
     preset: String,
@@ -81,12 +83,10 @@ fn main() -> std::process::ExitCode {
 
 fn run(o: Options) -> Result<(), bnood::experiment::Error> {
     let started = Instant::now();
-    let from_env = std::env::var("BNOOD_DEVICE").ok();
-    let backend = backend_from_setting(o.backend.as_deref().or(from_env.as_deref()))?;
+    let backend = resolve(o.backend)?;
     let device = backend.device()?;
-    let kind = ModelKind::parse(&o.model)?;
     let job = MainJob {
-        model: ModelConfig::preset(kind, &o.preset)?.with_seed(o.seed),
+        model: ModelConfig::preset(o.model, &o.preset)?.with_seed(o.seed),
         preset: o.preset.clone(),
         oods: o.ood.clone(),
         subset: o.subset,
@@ -104,7 +104,7 @@ fn run(o: Options) -> Result<(), bnood::experiment::Error> {
     };
     println!(
         "bnood main job: {} ({} preset) on Fashion-MNIST, backend {}, {} test images per pool, seed {}",
-        kind.id(),
+        o.model,
         o.preset,
         backend.name(),
         o.subset,

@@ -15,12 +15,14 @@ use burn::tensor::Device;
 /// Environment variable naming the backend (`flex`, `ndarray` or `wgpu`).
 pub const DEVICE_ENV: &str = "BNOOD_DEVICE";
 
-/// A compute backend bnood can run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A compute backend bnood can run on. A clap `ValueEnum`, so every front end takes
+/// `--backend flex|ndarray|wgpu` (and `BNOOD_DEVICE`) the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Backend {
     /// burn-flex: pure-Rust CPU, SIMD and multi-threaded (cargo feature `flex`, default).
     Flex,
     /// burn-ndarray: CPU (cargo feature `ndarray`; deprecated upstream).
+    #[value(name = "ndarray")]
     NdArray,
     /// burn-wgpu: GPU through wgpu's default adapter (cargo feature `wgpu`).
     Wgpu,
@@ -131,6 +133,15 @@ impl FromStr for Backend {
             }),
         }
     }
+}
+
+/// The backend `choice` (from a command line or `BNOOD_DEVICE`, already parsed), or the
+/// default compiled backend when there is none; checked to be compiled in.
+///
+/// # Errors
+/// [`BackendError::NotCompiled`] for a backend this build lacks.
+pub fn resolve(choice: Option<Backend>) -> Result<Backend, BackendError> {
+    backend_from_setting(choice.map(Backend::name))
 }
 
 /// Parses a backend name and returns its device.

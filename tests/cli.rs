@@ -70,6 +70,7 @@ fn every_subcommand_has_help() {
         vec!["--help"],
         vec!["datasets", "--help"],
         vec!["train", "--help"],
+        vec!["fit", "--help"],
         vec!["score", "--help"],
         vec!["eval", "--help"],
     ] {
@@ -180,6 +181,30 @@ fn train_then_score_a_users_idx_file_and_png_folder() {
         );
         assert!(cols[3] == "true" || cols[3] == "false", "{line}");
     }
+
+    // The same detector fitted once, saved, and loaded to score: the very same CSV.
+    let detector = dir.join("tperm.json");
+    let d = detector.to_str().expect("utf8");
+    let out = bnood(&[
+        "fit", "--model", m, "--detector", "tperm", "--reference-size", "100", "--out", d, "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let idx_arg = idx.to_str().expect("utf8");
+    let out = bnood(&["score", "--detector-file", d, "--test", idx_arg, "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), csv, "scores from the saved detector");
+    // Another model in place of the one it was fitted with is refused.
+    let other = dir.join("other.bpk");
+    let o = other.to_str().expect("utf8");
+    let out = bnood(&["train", "--steps", "1", "--seed", "9", "--out", o, "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = bnood(&["score", "--detector-file", d, "--model", o, "--test", idx_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not the model the detector was fitted with"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // A PNG folder, BN test, JSON on stdout.
     let pngs = dir.join("pngs");

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use bnood::data::Locator;
 use bnood::detect::BnTestParams;
-use bnood::experiment::{MainJob, ModelConfig, TrainBudget, main_job};
-use bnood::models::RealNvpConfig;
+use bnood::experiment::{MainJob, main_job};
+use bnood::models::train::TrainBudget;
+use bnood::models::{ModelConfig, RealNvpConfig};
 
 fn data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("BNOOD_DATA_DIR").filter(|d| !d.is_empty()) {
@@ -35,11 +36,7 @@ fn tiny_job(runs: PathBuf) -> MainJob {
         seed: 3,
         ..RealNvpConfig::cpu_fmnist()
     };
-    let steps = |n| TrainBudget {
-        minutes: None,
-        epochs: None,
-        max_steps: Some(n),
-    };
+    let steps = TrainBudget::steps;
     MainJob {
         model: ModelConfig::RealNvp(tiny),
         preset: "tiny".into(),
@@ -71,7 +68,7 @@ fn the_main_job_writes_a_full_report_and_a_rerun_reuses_checkpoints_with_identic
         .report
         .table2
         .iter()
-        .map(|r| r.detector.as_str())
+        .map(|r| r.detector.title())
         .collect();
     assert_eq!(detectors, ["log p(x)", "T_perm", "WAIC", "BN test"]);
     for row in &first.report.table2 {
@@ -108,7 +105,7 @@ fn the_main_job_writes_a_full_report_and_a_rerun_reuses_checkpoints_with_identic
         rows.iter()
             .map(|r| {
                 (
-                    r.detector.clone(),
+                    r.detector.title().to_string(),
                     r.auroc,
                     r.average_precision,
                     r.fpr_at_95_tpr,

@@ -15,6 +15,8 @@
 //! - [`user_files`]: a user's own images as an [`ImageSet`] — any IDX file
 //!   ([`ImageSet::from_idx_file`]) or folder of PNG files ([`ImageSet::from_png_dir`]), or
 //!   either by what the path is ([`ImageSet::from_path`]).
+//! - [`named`]: sets by the names of the command line and the paper's tables (`kmnist`,
+//!   `rotation`, …) or by path; [`seeds`]: every derived random stream, named.
 //! - [`idx`]: a strict IDX reader (raw or gzip); [`cifar`] and [`svhn`] readers.
 //! - [`transform`]: the paper's random rotation by (90°, 270°), uniform dequantisation,
 //!   the logit transform (α = 0.05) with its log-determinant, nats ↔ bits/dim.
@@ -40,6 +42,8 @@ pub mod error;
 pub mod idx;
 pub mod image_set;
 pub mod locate;
+pub mod named;
+pub mod seeds;
 pub mod svhn;
 pub mod transform;
 pub mod user_files;
@@ -47,5 +51,6 @@ pub mod user_files;
 pub use catalogue::{Dataset, Entry, FileSpec, Format, Split};
 pub use error::{DataError, Result};
 pub use image_set::ImageSet;
-pub use locate::{DATA_DIR_ENV, Locator};
+pub use locate::{DATA_DIR_ENV, Locator, Survey, survey};
+pub use named::{NAMED_SETS, load_named};
 pub use transform::{Dequantizer, LogitTransform, bits_per_dim, rotate_randomly};

@@ -212,3 +212,62 @@ pub(crate) fn not_found(dataset: Dataset, file: &FileSpec, tried: Vec<String>) -
         ),
     }
 }
+
+/// What [`survey`] does with each split of the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Survey {
+    /// Say where each file is found, or that it is missing.
+    List,
+    /// Load every split whose files are all found, checking checksums and format.
+    Verify,
+    /// Download missing files (checksum-verified), then load every split as in `Verify`.
+    Download,
+}
+
+/// The `bnood datasets` report: for every split of `datasets`, one line per file (`List`)
+/// or one line per split (`Verify`, `Download`), as `locator` finds them. Returns the
+/// lines and the number of splits that failed to load.
+///
+/// # Errors
+/// [`DataError::InvalidArgument`] only for a split the catalogue lacks (never for a file
+/// that is missing or damaged: that is a line of the report).
+pub fn survey(
+    datasets: &[Dataset],
+    locator: &Locator,
+    action: Survey,
+) -> Result<(Vec<String>, usize)> {
+    let finder = locator.clone().with_download(false);
+    let loader = locator.clone().with_download(action == Survey::Download);
+    let (mut lines, mut failures) = (Vec::new(), 0);
+    for &dataset in datasets {
+        for split in dataset.splits() {
+            let files = dataset.entry(split)?.files;
+            let label = format!("{} {:?}", dataset.id(), split).to_lowercase();
+            let missing = files.iter().any(|f| finder.find(dataset, f).is_err());
+            match action {
+                Survey::List => lines.extend(files.iter().map(|file| {
+                    let place = finder.find(dataset, file).map(|p| p.display().to_string());
+                    format!(
+                        "{label:<22} {:<34} {}",
+                        file.name,
+                        place.unwrap_or("missing".into())
+                    )
+                })),
+                Survey::Verify if missing => {
+                    lines.push(format!("{label:<22} missing (bnood datasets download)"));
+                }
+                Survey::Verify | Survey::Download => match dataset.load(split, &loader) {
+                    Ok(set) => lines.push(format!(
+                        "{label:<22} ok: {} images, checksums verified",
+                        set.len()
+                    )),
+                    Err(e) => {
+                        failures += 1;
+                        lines.push(format!("{label:<22} FAILED: {e}"));
+                    }
+                },
+            }
+        }
+    }
+    Ok((lines, failures))
+}

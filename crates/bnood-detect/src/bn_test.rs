@@ -8,12 +8,16 @@ use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
 use bnood_norm::mixed_batch;
 
+use serde::{Deserialize, Serialize};
+
+use crate::factory::{DetectorKind, DetectorParams};
 use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
+use crate::persist::FittedState;
+use crate::reference::{ReferenceScores, fitted};
 use crate::scoring::{
-    check_shape, counts_le_ge, host, images_tensor, p_value_threshold, reject_nan,
-    running_log_likelihoods, sorted, stream,
+    check_shape, host, images_tensor, reject_nan, running_log_likelihoods, stream,
 };
-use crate::{DetectError, Detector, Result, Scores};
+use crate::{DetectError, Detector, ProgressHook, Result, Scores};
 
 /// Stream tags, so that the split, the held-out pool and test pools never share random draws.
 const TAG_SPLIT: u64 = 1;
@@ -21,7 +25,7 @@ const TAG_HELD_OUT: u64 = 2;
 const TAG_TEST: u64 = 3;
 
 /// Checked [`BnTestParams`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BnTestValidParams {
     batch_size: usize,
     r1: f64,
@@ -97,7 +101,8 @@ struct Ratio {
 
 /// Unchecked parameters of a [`BnTest`]. Defaults follow the paper's section 6: `b = 64`,
 /// `r1 = 0.1`, `r2 = 0.9`, one draw, seed 0, half of the reference set held out.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct BnTestParams(BnTestValidParams);
 
 impl Default for BnTestParams {
@@ -248,13 +253,13 @@ impl From<BnTestScores> for Scores {
 
 /// State saved by [`BnTest::fit`].
 #[derive(Debug, Clone)]
-struct Fitted {
+pub(crate) struct Fitted {
     /// Reference images mixed into batches (`None` when no ratio needs them).
-    mixing: Option<ImageSet>,
+    pub(crate) mixing: Option<ImageSet>,
     /// Δ of the held-out reference images, in held-out order.
-    deltas: Vec<f64>,
-    /// The same, ascending.
-    deltas_sorted: Vec<f64>,
+    pub(crate) deltas: Vec<f64>,
+    /// The same, for ranks and p-values.
+    pub(crate) reference: ReferenceScores,
 }
 
 /// The BatchNorm permutation test (section 5). A **test on batches**: a test image is
@@ -293,6 +298,7 @@ pub struct BnTest<M> {
     device: Device,
     params: BnTestValidParams,
     name: String,
+    progress: ProgressHook,
     fitted: Option<Fitted>,
 }
 
@@ -312,6 +318,7 @@ impl<M: LikelihoodModel> BnTest<M> {
             device: device.clone(),
             params,
             name,
+            progress: ProgressHook::none(),
             fitted: None,
         })
     }
@@ -369,21 +376,18 @@ impl<M: LikelihoodModel> BnTest<M> {
     /// [`DetectError::NotFitted`]; [`DetectError::TestPoolTooSmall`] if the pool holds
     /// fewer than `round(r·b)` images for a ratio `r > 0`; shape and model errors.
     pub fn score_detailed(&self, test: &ImageSet) -> Result<BnTestScores> {
-        let fitted = self.fitted.as_ref().ok_or_else(|| DetectError::NotFitted {
-            detector: self.name.clone(),
-            action: "score",
-        })?;
+        let fitted = fitted(self.fitted.as_ref(), &self.name, "score")?;
         check_shape(test, self.model.image_shape())?;
         for ratio in self.params.ratios() {
             self.check_pool(test, &ratio)?;
         }
         let (s_r1, s_r2) = self.statistics(test, fitted.mixing.as_ref(), TAG_TEST)?;
         let delta: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
-        let n_ref = fitted.deltas_sorted.len() as f64;
+        let n_ref = fitted.reference.len() as f64;
         let (rank, p_values) = delta
             .iter()
             .map(|&d| {
-                let (le, ge) = counts_le_ge(&fitted.deltas_sorted, d);
+                let (le, ge) = fitted.reference.counts_le_ge(d);
                 (le, (1 + ge) as f64 / (1.0 + n_ref)) // eq. 8 and its p-value
             })
             .unzip();
@@ -432,13 +436,19 @@ impl<M: LikelihoodModel> BnTest<M> {
         tag: u64,
     ) -> Result<Vec<f64>> {
         if ratio.test == 0 {
-            return running_log_likelihoods(&self.model, pool, &self.params.scoring, &self.device);
+            return running_log_likelihoods(
+                &self.model,
+                pool,
+                &self.params.scoring,
+                &self.progress,
+                &self.device,
+            );
         }
         let n = pool.len();
         let m = ratio.test;
         let dequantization = self.params.scoring.dequantization();
         let mut sums = vec![0.0; n];
-        let progress = &self.params.scoring.progress;
+        let progress = &self.progress;
         progress.start(
             &format!("BN test r={:.2} on {}", ratio.r, pool.name()),
             (self.params.draws * n.div_ceil(m)) as u64,
@@ -547,7 +557,7 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
         let deltas: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
         self.fitted = Some(Fitted {
             mixing,
-            deltas_sorted: sorted(&deltas),
+            reference: ReferenceScores::new(&deltas),
             deltas,
         });
         Ok(())
@@ -557,16 +567,42 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
         Ok(self.score_detailed(test)?.into())
     }
 
-    fn set_progress(&mut self, progress: crate::ProgressHook) {
-        self.params.scoring.progress = progress;
+    fn set_progress(&mut self, progress: ProgressHook) {
+        self.progress = progress;
     }
 
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        let fitted = self.fitted.as_ref().ok_or_else(|| DetectError::NotFitted {
-            detector: self.name.clone(),
-            action: "threshold_for_fpr",
-        })?;
-        let n = fitted.deltas_sorted.len();
-        p_value_threshold(target_fpr, 1.0 / (n + 1) as f64, n)
+        let reference = &fitted(self.fitted.as_ref(), &self.name, "threshold_for_fpr")?.reference;
+        reference.p_value_threshold(target_fpr, 1.0 / (reference.len() + 1) as f64)
+    }
+
+    fn kind(&self) -> DetectorKind {
+        DetectorKind::BnTest
+    }
+
+    fn params(&self) -> DetectorParams {
+        DetectorParams {
+            scoring: ScoringParams(self.params.scoring.clone()),
+            bn: BnTestParams(self.params.clone()),
+        }
+    }
+
+    fn fitted_state(&self) -> Option<FittedState> {
+        self.fitted.clone().map(FittedState::bn_test)
+    }
+
+    fn restore(&mut self, state: FittedState) -> Result<()> {
+        let fitted = state.into_bn_test(&self.name, self.model.image_shape())?;
+        let needs_mixing = self.params.ratios().iter().any(|r| r.reference > 0);
+        if needs_mixing != fitted.mixing.is_some() {
+            return Err(DetectError::InvalidParameter(format!(
+                "the saved state of {} {} reference images for mixing, but its ratios {} them: the file is inconsistent, fit the detector again",
+                self.name,
+                if fitted.mixing.is_some() { "holds" } else { "holds no" },
+                if needs_mixing { "need" } else { "need none of" },
+            )));
+        }
+        self.fitted = Some(fitted);
+        Ok(())
     }
 }

@@ -72,6 +72,14 @@ pub enum DetectError {
         /// Index of the image in the set.
         index: usize,
     },
+    /// A detector file could not be written or read, or does not match its models.
+    #[error("detector file {path}: {reason}")]
+    DetectorFile {
+        /// The file (the detector file, or a model file it names).
+        path: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
     /// Reading a tensor back from the device failed.
     #[error("reading results back from the device failed: {0}")]
     Backend(String),

@@ -14,6 +14,11 @@
 //! | [`Waic`] | `−(E_θ[ln p] − Var_θ[ln p])` over an ensemble | — | eq. 1 |
 //! | [`BnTest`] | `Δ(x) = \|S_{b,r1}(x) − S_{b,r2}(x)\|` | rank among reference Δ | eqs. 5–8 |
 //!
+//! [`DetectorKind`] names each of them once (clap and serde included) and [`build`] makes
+//! one from a kind, models and [`DetectorParams`]. A fitted detector can be saved with
+//! [`save_detector`] and loaded with [`load_detector`], which checks that the model files
+//! are the ones it was fitted with.
+//!
 //! ## The BN test is a test on *batches*
 //! [`BnTest`] scores a test image by its log-likelihood inside *mixed batches* that hold a
 //! fraction `r` of test images and `1 − r` of reference images, evaluated with the batch's
@@ -68,9 +73,12 @@
 
 mod bn_test;
 mod error;
+mod factory;
 mod log_likelihood;
 mod params;
+mod persist;
 mod progress;
+mod reference;
 mod scoring;
 mod t_perm;
 mod waic;
@@ -79,8 +87,10 @@ use bnood_data::ImageSet;
 
 pub use bn_test::{BnTest, BnTestParams, BnTestScores, BnTestValidParams};
 pub use error::{DetectError, Result};
+pub use factory::{DetectorArgs, DetectorKind, DetectorParams, build};
 pub use log_likelihood::LogLikelihood;
 pub use params::{Dequantization, ParamGuard, ScoringParams, ValidScoringParams};
+pub use persist::{FittedState, LoadedDetector, ModelFile, load_detector, save_detector};
 pub use progress::{Progress, ProgressHook};
 pub use t_perm::TPerm;
 pub use waic::Waic;
@@ -125,8 +135,27 @@ pub trait Detector {
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64>;
 
     /// Reports the progress of later [`fit`](Self::fit) and [`score`](Self::score) calls
-    /// to `progress` ([`ProgressHook::none`] to stop). Scores do not depend on it.
+    /// to `progress` ([`ProgressHook::none`] to stop). Scores do not depend on it. This is
+    /// the one way to attach progress.
     fn set_progress(&mut self, progress: ProgressHook);
+
+    /// Which detector of the catalogue this is.
+    fn kind(&self) -> DetectorKind;
+
+    /// The detector's parameters, such that [`build`] with them rebuilds it.
+    fn params(&self) -> DetectorParams;
+
+    /// What [`fit`](Self::fit) computed, to be saved ([`save_detector`]); `None` before
+    /// fitting.
+    fn fitted_state(&self) -> Option<FittedState>;
+
+    /// Restores a state from [`fitted_state`](Self::fitted_state) of a detector of the same
+    /// kind, parameters and model, instead of fitting again.
+    ///
+    /// # Errors
+    /// [`DetectError::InvalidParameter`] when the state belongs to another kind of detector
+    /// or does not fit this one.
+    fn restore(&mut self, state: FittedState) -> Result<()>;
 }
 
 /// What a detector says about each test image, in the order of the scored set.
@@ -158,6 +187,42 @@ impl Scores {
             Some(p) => p.iter().map(|&p| p <= threshold).collect(),
             None => self.scores.iter().map(|&s| s > threshold).collect(),
         }
+    }
+}
+
+impl Scores {
+    /// The scores as CSV, one line per image after a header: `index,score,p_value,ood`,
+    /// with `ood` the decision at `threshold` ([`decisions`](Self::decisions)) and an
+    /// empty p-value for detectors without p-values.
+    pub fn to_csv(&self, threshold: f64) -> String {
+        let mut s = String::from("index,score,p_value,ood\n");
+        for (i, (score, ood)) in self.scores.iter().zip(self.decisions(threshold)).enumerate() {
+            let p = self.p_values.as_ref().map_or(String::new(), |p| p[i].to_string());
+            s.push_str(&format!("{i},{score},{p},{ood}\n"));
+        }
+        s
+    }
+
+    /// The scores as a JSON document: the detector's and the test set's names, the
+    /// threshold and what it applies to, and a row per image (`index`, `score`, `p_value`,
+    /// `ood`).
+    pub fn to_json(&self, detector: &str, test_set: &str, threshold: f64) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .decisions(threshold)
+            .into_iter()
+            .enumerate()
+            .map(|(i, ood)| {
+                let p = self.p_values.as_ref().map(|p| p[i]);
+                serde_json::json!({"index": i, "score": self.scores[i], "p_value": p, "ood": ood})
+            })
+            .collect();
+        serde_json::json!({
+            "detector": detector,
+            "test_set": test_set,
+            "threshold": threshold,
+            "threshold_applies_to": if self.p_values.is_some() { "p_value (flag if ≤)" } else { "score (flag if >)" },
+            "rows": rows,
+        })
     }
 }
 

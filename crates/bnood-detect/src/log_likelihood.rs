@@ -5,9 +5,12 @@ use burn::tensor::Device;
 use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
 
-use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
-use crate::scoring::{check_fpr, quantile_linear, running_log_likelihoods, sorted};
-use crate::{DetectError, Detector, Result, Scores};
+use crate::factory::{DetectorKind, DetectorParams};
+use crate::params::{ParamGuard, ScoringParams};
+use crate::persist::FittedState;
+use crate::reference::{ReferenceScores, fitted};
+use crate::scoring::RunningScorer;
+use crate::{Detector, ProgressHook, Result, Scores};
 
 /// Scores an image by its negative log-likelihood `−ln p(x)` in nats, with BatchNorm
 /// running statistics (the paper's evaluation mode): low likelihood = OoD. The baseline
@@ -18,10 +21,8 @@ use crate::{DetectError, Detector, Result, Scores};
 #[derive(Debug)]
 pub struct LogLikelihood<M> {
     model: M,
-    device: Device,
-    params: ValidScoringParams,
-    /// Reference scores, ascending.
-    reference: Option<Vec<f64>>,
+    scorer: RunningScorer,
+    reference: Option<ReferenceScores>,
 }
 
 impl<M: LikelihoodModel> LogLikelihood<M> {
@@ -29,8 +30,7 @@ impl<M: LikelihoodModel> LogLikelihood<M> {
     pub fn new(model: M, device: &Device) -> Self {
         Self {
             model,
-            device: device.clone(),
-            params: ValidScoringParams::default(),
+            scorer: RunningScorer::new(device, ScoringParams::default().0),
             reference: None,
         }
     }
@@ -38,11 +38,13 @@ impl<M: LikelihoodModel> LogLikelihood<M> {
     /// A detector with explicit scoring parameters.
     ///
     /// # Errors
-    /// [`DetectError::InvalidParameter`] for invalid parameters.
+    /// [`DetectError::InvalidParameter`](crate::DetectError::InvalidParameter) for invalid
+    /// parameters.
     pub fn with_params(model: M, device: &Device, params: ScoringParams) -> Result<Self> {
         Ok(Self {
-            params: params.check()?,
-            ..Self::new(model, device)
+            model,
+            scorer: RunningScorer::new(device, params.check()?),
+            reference: None,
         })
     }
 
@@ -56,18 +58,8 @@ impl<M: LikelihoodModel> LogLikelihood<M> {
     /// # Errors
     /// Shape mismatches and model errors.
     pub fn log_likelihoods(&self, set: &ImageSet) -> Result<Vec<f64>> {
-        running_log_likelihoods(&self.model, set, &self.params, &self.device)
+        self.scorer.log_likelihoods(&self.model, set)
     }
-}
-
-/// `(1 − fpr)` quantile of ascending reference scores, shared with [`crate::Waic`].
-pub(crate) fn score_threshold(reference: Option<&Vec<f64>>, name: &str, fpr: f64) -> Result<f64> {
-    let reference = reference.ok_or_else(|| DetectError::NotFitted {
-        detector: name.to_string(),
-        action: "threshold_for_fpr",
-    })?;
-    check_fpr(fpr)?;
-    Ok(quantile_linear(reference, 1.0 - fpr))
 }
 
 impl<M: LikelihoodModel> Detector for LogLikelihood<M> {
@@ -75,9 +67,17 @@ impl<M: LikelihoodModel> Detector for LogLikelihood<M> {
         "log-likelihood"
     }
 
+    fn kind(&self) -> DetectorKind {
+        DetectorKind::LogLikelihood
+    }
+
+    fn params(&self) -> DetectorParams {
+        DetectorParams::scoring_only(self.scorer.params())
+    }
+
     fn fit(&mut self, reference: &ImageSet) -> Result<()> {
         let scores = self.score(reference)?.scores;
-        self.reference = Some(sorted(&scores));
+        self.reference = Some(ReferenceScores::new(&scores));
         Ok(())
     }
 
@@ -92,11 +92,21 @@ impl<M: LikelihoodModel> Detector for LogLikelihood<M> {
         })
     }
 
-    fn set_progress(&mut self, progress: crate::ProgressHook) {
-        self.params.progress = progress;
+    fn set_progress(&mut self, progress: ProgressHook) {
+        self.scorer.set_progress(progress);
     }
 
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        score_threshold(self.reference.as_ref(), self.name(), target_fpr)
+        fitted(self.reference.as_ref(), self.name(), "threshold_for_fpr")?
+            .score_threshold(target_fpr)
+    }
+
+    fn fitted_state(&self) -> Option<FittedState> {
+        self.reference.clone().map(FittedState::reference)
+    }
+
+    fn restore(&mut self, state: FittedState) -> Result<()> {
+        self.reference = Some(state.into_reference(self.name())?);
+        Ok(())
     }
 }

@@ -2,7 +2,8 @@
 //! builder turns into its `Valid…Params` through [`ParamGuard`], and detectors only ever
 //! hold the checked form.
 
-use crate::progress::ProgressHook;
+use serde::{Deserialize, Serialize};
+
 use crate::{DetectError, Result};
 
 /// Turns unchecked parameters into checked ones (after linfa's `ParamGuard`).
@@ -27,7 +28,8 @@ pub trait ParamGuard {
 /// expects, at scoring time.
 ///
 /// [`LikelihoodModel`]: bnood_models::LikelihoodModel
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Dequantization {
     /// `pixel + 0.5`, the centre of each pixel's bin. Deterministic: an image gets the same
     /// value whatever batch it is scored in. The default.
@@ -45,11 +47,10 @@ pub enum Dequantization {
 
 /// Checked [`ScoringParams`]: how images are fed to the model in running-statistics
 /// (evaluation-mode) scoring.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ValidScoringParams {
     batch_size: usize,
     dequantization: Dequantization,
-    pub(crate) progress: ProgressHook,
 }
 
 impl ValidScoringParams {
@@ -66,7 +67,8 @@ impl ValidScoringParams {
 }
 
 /// Unchecked scoring parameters: batch size 64, [`Dequantization::Midpoint`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct ScoringParams(pub(crate) ValidScoringParams);
 
 impl Default for ScoringParams {
@@ -74,7 +76,6 @@ impl Default for ScoringParams {
         Self(ValidScoringParams {
             batch_size: 64,
             dequantization: Dequantization::Midpoint,
-            progress: ProgressHook::none(),
         })
     }
 }
@@ -94,12 +95,6 @@ impl ScoringParams {
     /// The dequantisation applied before scoring.
     pub fn dequantization(mut self, dequantization: Dequantization) -> Self {
         self.0.dequantization = dequantization;
-        self
-    }
-
-    /// Where to report progress of scoring passes (default: nowhere). Never changes scores.
-    pub fn progress(mut self, progress: ProgressHook) -> Self {
-        self.0.progress = progress;
         self
     }
 }

@@ -14,8 +14,9 @@ pub trait Progress: Send + Sync {
     fn advance(&self, n: u64);
 }
 
-/// An optional, shared [`Progress`] receiver held in scoring parameters. It never affects
-/// scores, so two hooks always compare equal.
+/// An optional, shared [`Progress`] receiver, attached to a detector with
+/// [`Detector::set_progress`](crate::Detector::set_progress) (the one way to attach it). It
+/// never affects scores.
 #[derive(Clone, Default)]
 pub struct ProgressHook(pub(crate) Option<Arc<dyn Progress>>);
 
@@ -50,11 +51,5 @@ impl fmt::Debug for ProgressHook {
         } else {
             "ProgressHook(None)"
         })
-    }
-}
-
-impl PartialEq for ProgressHook {
-    fn eq(&self, _other: &Self) -> bool {
-        true
     }
 }

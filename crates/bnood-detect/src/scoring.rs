@@ -1,5 +1,5 @@
 //! Shared plumbing: image sets to dequantised tensors, log-likelihoods back to the host,
-//! seeded random streams, quantiles and p-value grids.
+//! seeded random streams, and the running-statistics scorer the likelihood baselines share.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
@@ -9,6 +9,7 @@ use bnood_data::ImageSet;
 use bnood_models::{LikelihoodModel, StatsMode};
 
 use crate::params::{Dequantization, ValidScoringParams};
+use crate::progress::ProgressHook;
 use crate::{DetectError, Result};
 
 /// Fails unless the images of `set` have the model's `[C, H, W]`.
@@ -84,13 +85,14 @@ pub(crate) fn running_log_likelihoods<M: LikelihoodModel>(
     model: &M,
     set: &ImageSet,
     params: &ValidScoringParams,
+    progress: &ProgressHook,
     device: &Device,
 ) -> Result<Vec<f64>> {
     check_shape(set, model.image_shape())?;
     let n = set.len();
     let mut out = Vec::with_capacity(n);
     let mut start = 0;
-    params.progress.start(
+    progress.start(
         &format!("log p on {}", set.name()),
         n.div_ceil(params.batch_size()) as u64,
     );
@@ -101,7 +103,7 @@ pub(crate) fn running_log_likelihoods<M: LikelihoodModel>(
         let values = host(model.log_prob(x, &StatsMode::Running)?)?;
         reject_nan(&values, set, &indices)?;
         out.extend(values);
-        params.progress.advance(1);
+        progress.advance(1);
         start = end;
     }
     Ok(out)
@@ -122,50 +124,39 @@ pub(crate) fn stream(seed: u64, tags: &[u64]) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(key)
 }
 
-/// The `q` quantile of ascending `sorted` values with linear interpolation between order
-/// statistics (NumPy's default `method="linear"`): position `q·(n − 1)`.
-pub(crate) fn quantile_linear(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    let frac = pos - lo as f64;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * frac
+/// What the likelihood baselines ([`crate::LogLikelihood`], [`crate::TPerm`],
+/// [`crate::Waic`]) share: the device their models live on, checked scoring parameters and
+/// a progress hook; it scores sets with running statistics.
+#[derive(Debug, Clone)]
+pub(crate) struct RunningScorer {
+    device: Device,
+    params: ValidScoringParams,
+    progress: ProgressHook,
 }
 
-/// Checks a target false-positive rate: finite and in `(0, 1)`.
-pub(crate) fn check_fpr(target_fpr: f64) -> Result<()> {
-    if !(target_fpr > 0.0 && target_fpr < 1.0) {
-        return Err(DetectError::InvalidParameter(format!(
-            "target false-positive rate {target_fpr} must lie strictly between 0 and 1 (e.g. 0.05)"
-        )));
+impl RunningScorer {
+    pub(crate) fn new(device: &Device, params: ValidScoringParams) -> Self {
+        Self {
+            device: device.clone(),
+            params,
+            progress: ProgressHook::none(),
+        }
     }
-    Ok(())
-}
 
-/// The largest value `step·k ≤ target_fpr` (k ≥ 1), capped at 1: the p-value threshold of
-/// a test whose p-values live on the grid `step·k`.
-pub(crate) fn p_value_threshold(target_fpr: f64, step: f64, reference: usize) -> Result<f64> {
-    check_fpr(target_fpr)?;
-    let k = (target_fpr / step + 1e-9).floor();
-    if k < 1.0 {
-        return Err(DetectError::ReferenceTooSmall(format!(
-            "with {reference} reference values the smallest p-value is {step:.4}, above the target false-positive rate {target_fpr}: fit on more reference images (about {} or more) or raise the target",
-            (step * (reference + 1) as f64 / target_fpr - 1.0).ceil() as usize
-        )));
+    pub(crate) fn params(&self) -> &ValidScoringParams {
+        &self.params
     }
-    Ok((k * step).min(1.0))
-}
 
-/// Ascending copy of `values` (no NaN: callers reject them first).
-pub(crate) fn sorted(values: &[f64]) -> Vec<f64> {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v
-}
+    pub(crate) fn set_progress(&mut self, progress: ProgressHook) {
+        self.progress = progress;
+    }
 
-/// `#{v ∈ sorted : v ≤ x}` and `#{v ∈ sorted : v ≥ x}` for ascending `sorted`.
-pub(crate) fn counts_le_ge(sorted: &[f64], x: f64) -> (usize, usize) {
-    let le = sorted.partition_point(|&v| v <= x);
-    let lt = sorted.partition_point(|&v| v < x);
-    (le, sorted.len() - lt)
+    /// `ln p(x)` in nats of every image of `set` under `model`, running statistics.
+    pub(crate) fn log_likelihoods<M: LikelihoodModel>(
+        &self,
+        model: &M,
+        set: &ImageSet,
+    ) -> Result<Vec<f64>> {
+        running_log_likelihoods(model, set, &self.params, &self.progress, &self.device)
+    }
 }

@@ -5,9 +5,12 @@ use burn::tensor::Device;
 use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
 
-use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
-use crate::scoring::{counts_le_ge, p_value_threshold, running_log_likelihoods, sorted};
-use crate::{DetectError, Detector, Result, Scores};
+use crate::factory::{DetectorKind, DetectorParams};
+use crate::params::{ParamGuard, ScoringParams};
+use crate::persist::FittedState;
+use crate::reference::{ReferenceScores, fitted};
+use crate::scoring::RunningScorer;
+use crate::{Detector, ProgressHook, Result, Scores};
 
 /// The rank of a test image's likelihood among N reference likelihoods, folded around the
 /// median so that *both* unusually low and unusually high likelihoods are flagged (eq. 2):
@@ -24,10 +27,9 @@ use crate::{DetectError, Detector, Result, Scores};
 #[derive(Debug)]
 pub struct TPerm<M> {
     model: M,
-    device: Device,
-    params: ValidScoringParams,
-    /// Reference log-likelihoods (nats), ascending.
-    reference: Option<Vec<f64>>,
+    scorer: RunningScorer,
+    /// Reference log-likelihoods (nats).
+    reference: Option<ReferenceScores>,
 }
 
 impl<M: LikelihoodModel> TPerm<M> {
@@ -35,8 +37,7 @@ impl<M: LikelihoodModel> TPerm<M> {
     pub fn new(model: M, device: &Device) -> Self {
         Self {
             model,
-            device: device.clone(),
-            params: ValidScoringParams::default(),
+            scorer: RunningScorer::new(device, ScoringParams::default().0),
             reference: None,
         }
     }
@@ -44,11 +45,13 @@ impl<M: LikelihoodModel> TPerm<M> {
     /// A detector with explicit scoring parameters.
     ///
     /// # Errors
-    /// [`DetectError::InvalidParameter`] for invalid parameters.
+    /// [`DetectError::InvalidParameter`](crate::DetectError::InvalidParameter) for invalid
+    /// parameters.
     pub fn with_params(model: M, device: &Device, params: ScoringParams) -> Result<Self> {
         Ok(Self {
-            params: params.check()?,
-            ..Self::new(model, device)
+            model,
+            scorer: RunningScorer::new(device, params.check()?),
+            reference: None,
         })
     }
 
@@ -59,16 +62,7 @@ impl<M: LikelihoodModel> TPerm<M> {
 
     /// The reference log-likelihoods in nats, ascending, once fitted.
     pub fn reference_log_likelihoods(&self) -> Option<&[f64]> {
-        self.reference.as_deref()
-    }
-
-    fn fitted(&self, action: &'static str) -> Result<&[f64]> {
-        self.reference
-            .as_deref()
-            .ok_or_else(|| DetectError::NotFitted {
-                detector: self.name().to_string(),
-                action,
-            })
+        self.reference.as_ref().map(ReferenceScores::values)
     }
 }
 
@@ -77,20 +71,28 @@ impl<M: LikelihoodModel> Detector for TPerm<M> {
         "T_perm"
     }
 
+    fn kind(&self) -> DetectorKind {
+        DetectorKind::TPerm
+    }
+
+    fn params(&self) -> DetectorParams {
+        DetectorParams::scoring_only(self.scorer.params())
+    }
+
     fn fit(&mut self, reference: &ImageSet) -> Result<()> {
-        let values = running_log_likelihoods(&self.model, reference, &self.params, &self.device)?;
-        self.reference = Some(sorted(&values));
+        let values = self.scorer.log_likelihoods(&self.model, reference)?;
+        self.reference = Some(ReferenceScores::new(&values));
         Ok(())
     }
 
     fn score(&self, test: &ImageSet) -> Result<Scores> {
-        let reference = self.fitted("score")?;
+        let reference = fitted(self.reference.as_ref(), self.name(), "score")?;
         let n = reference.len() as f64;
-        let values = running_log_likelihoods(&self.model, test, &self.params, &self.device)?;
+        let values = self.scorer.log_likelihoods(&self.model, test)?;
         let (scores, p_values) = values
             .iter()
             .map(|&l| {
-                let (le, ge) = counts_le_ge(reference, l);
+                let (le, ge) = reference.counts_le_ge(l);
                 let t = (le as f64 - n / 2.0).abs(); // eq. 2
                 let p = (2.0 * (1 + le.min(ge)) as f64 / (n + 1.0)).min(1.0);
                 (t, p)
@@ -102,12 +104,21 @@ impl<M: LikelihoodModel> Detector for TPerm<M> {
         })
     }
 
-    fn set_progress(&mut self, progress: crate::ProgressHook) {
-        self.params.progress = progress;
+    fn set_progress(&mut self, progress: ProgressHook) {
+        self.scorer.set_progress(progress);
     }
 
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        let n = self.fitted("threshold_for_fpr")?.len();
-        p_value_threshold(target_fpr, 2.0 / (n + 1) as f64, n)
+        let reference = fitted(self.reference.as_ref(), self.name(), "threshold_for_fpr")?;
+        reference.p_value_threshold(target_fpr, 2.0 / (reference.len() + 1) as f64)
+    }
+
+    fn fitted_state(&self) -> Option<FittedState> {
+        self.reference.clone().map(FittedState::reference)
+    }
+
+    fn restore(&mut self, state: FittedState) -> Result<()> {
+        self.reference = Some(state.into_reference(self.name())?);
+        Ok(())
     }
 }

@@ -5,10 +5,12 @@ use burn::tensor::Device;
 use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
 
-use crate::log_likelihood::score_threshold;
-use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
-use crate::scoring::{running_log_likelihoods, sorted};
-use crate::{DetectError, Detector, Result, Scores};
+use crate::factory::{DetectorKind, DetectorParams};
+use crate::params::{ParamGuard, ScoringParams};
+use crate::persist::FittedState;
+use crate::reference::{ReferenceScores, fitted};
+use crate::scoring::RunningScorer;
+use crate::{DetectError, Detector, ProgressHook, Result, Scores};
 
 /// Negative WAIC over an ensemble of K independently trained models (eq. 1):
 ///
@@ -23,10 +25,8 @@ use crate::{DetectError, Detector, Result, Scores};
 #[derive(Debug)]
 pub struct Waic<M> {
     models: Vec<M>,
-    device: Device,
-    params: ValidScoringParams,
-    /// Reference scores, ascending.
-    reference: Option<Vec<f64>>,
+    scorer: RunningScorer,
+    reference: Option<ReferenceScores>,
 }
 
 impl<M: LikelihoodModel> Waic<M> {
@@ -63,8 +63,7 @@ impl<M: LikelihoodModel> Waic<M> {
         }
         Ok(Self {
             models,
-            device: device.clone(),
-            params: params.check()?,
+            scorer: RunningScorer::new(device, params.check()?),
             reference: None,
         })
     }
@@ -80,9 +79,17 @@ impl<M: LikelihoodModel> Detector for Waic<M> {
         "WAIC"
     }
 
+    fn kind(&self) -> DetectorKind {
+        DetectorKind::Waic
+    }
+
+    fn params(&self) -> DetectorParams {
+        DetectorParams::scoring_only(self.scorer.params())
+    }
+
     fn fit(&mut self, reference: &ImageSet) -> Result<()> {
         let scores = self.score(reference)?.scores;
-        self.reference = Some(sorted(&scores));
+        self.reference = Some(ReferenceScores::new(&scores));
         Ok(())
     }
 
@@ -90,7 +97,7 @@ impl<M: LikelihoodModel> Detector for Waic<M> {
         let per_model = self
             .models
             .iter()
-            .map(|m| running_log_likelihoods(m, test, &self.params, &self.device))
+            .map(|m| self.scorer.log_likelihoods(m, test))
             .collect::<Result<Vec<_>>>()?;
         let k = per_model.len() as f64;
         let scores = (0..test.len())
@@ -106,11 +113,21 @@ impl<M: LikelihoodModel> Detector for Waic<M> {
         })
     }
 
-    fn set_progress(&mut self, progress: crate::ProgressHook) {
-        self.params.progress = progress;
+    fn set_progress(&mut self, progress: ProgressHook) {
+        self.scorer.set_progress(progress);
     }
 
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        score_threshold(self.reference.as_ref(), self.name(), target_fpr)
+        fitted(self.reference.as_ref(), self.name(), "threshold_for_fpr")?
+            .score_threshold(target_fpr)
+    }
+
+    fn fitted_state(&self) -> Option<FittedState> {
+        self.reference.clone().map(FittedState::reference)
+    }
+
+    fn restore(&mut self, state: FittedState) -> Result<()> {
+        self.reference = Some(state.into_reference(self.name())?);
+        Ok(())
     }
 }

@@ -66,8 +66,7 @@ fn model() -> RealNvp {
             let model = config.init(&device).expect("valid config");
             let cfg = TrainConfig {
                 batch_size: 32,
-                max_steps: Some(60),
-                epochs: None,
+                budget: bnood_models::train::TrainBudget::steps(60),
                 learning_rate: 3e-3,
                 progress: false,
                 ..TrainConfig::default()

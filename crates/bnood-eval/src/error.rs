@@ -11,6 +11,9 @@ pub enum EvalError {
     /// Metrics could not be computed (e.g. an empty class).
     #[error(transparent)]
     Metrics(#[from] bnood_metrics::MetricsError),
+    /// A model could not be built, trained, saved or loaded.
+    #[error(transparent)]
+    Model(#[from] bnood_models::ModelError),
     /// Building an image set failed.
     #[error(transparent)]
     Data(#[from] bnood_data::DataError),

@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 
-use bnood_data::ImageSet;
+use bnood_data::{ImageSet, seeds};
 use bnood_detect::{BnTest, Detector, LikelihoodModel};
 
 use crate::progress::BarProgress;
-use crate::protocol::{Protocol, contamination, ood_table, r2_table, ratio_sweep};
+use crate::protocol::{Protocol, Setting, contamination, ood_table, r2_table, ratio_sweep};
 use crate::report::{self, Report, slug};
 use crate::{EvalError, Result};
 
@@ -21,6 +21,41 @@ pub struct ModelEntry<M> {
     pub name: String,
     /// `members[0]` is scored by every detector; WAIC uses all members.
     pub members: Vec<M>,
+    /// The files the members were loaded from, if any (recorded in reports).
+    pub files: Vec<String>,
+}
+
+impl ModelEntry<bnood_models::AnyModel> {
+    /// Loads the entry `spec` names: `FILE[,FILE…]` (the first is scored; all form the WAIC
+    /// ensemble), optionally named `NAME=FILE,…` (default name: the kind's, `RealNVP` or
+    /// `VAE`), scored with `iw_samples` importance samples when given (VAE).
+    ///
+    /// # Errors
+    /// [`EvalError::InvalidSetting`] for a spec without files; model loading errors.
+    pub fn load(spec: &str, device: &Device, iw_samples: Option<usize>) -> Result<Self> {
+        let (name, list) = spec
+            .split_once('=')
+            .map_or((None, spec), |(n, l)| (Some(n), l));
+        let files: Vec<String> = list
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        let members = files
+            .iter()
+            .map(|p| bnood_models::AnyModel::load_for_scoring(Path::new(p), device, iw_samples))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let Some(first) = members.first() else {
+            return Err(EvalError::InvalidSetting(format!(
+                "model `{spec}` names no file: give FILE[,FILE…] or NAME=FILE[,FILE…]"
+            )));
+        };
+        Ok(Self {
+            name: name.unwrap_or(first.display_name()).to_string(),
+            members,
+            files,
+        })
+    }
 }
 
 /// The contamination study's setting.
@@ -36,17 +71,78 @@ pub struct ContaminationSpec {
     pub pool_size: usize,
 }
 
-/// What to run and where to write it.
+/// Which sets an evaluation loads, by name (see [`bnood_data::load_named`]), and how many
+/// images of each; as command-line flags, a clap `Args` group.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct SetNames {
+    /// Reference set (held-out in-distribution images) mixed into the BN test's batches.
+    #[arg(long, default_value = "fmnist-train")]
+    pub reference: String,
+    /// Reference images drawn at random.
+    #[arg(long, default_value_t = 1000)]
+    pub reference_size: usize,
+    /// In-distribution test set.
+    #[arg(long = "in", default_value = "fmnist")]
+    pub in_set: String,
+    /// Images per test pool (in-distribution and each OoD set).
+    #[arg(long, default_value_t = 500)]
+    pub subset: usize,
+    /// OoD sets (catalogue names or paths).
+    #[arg(
+        long = "ood",
+        value_delimiter = ',',
+        default_value = "rotation,mnist,omniglot,kmnist"
+    )]
+    pub oods: Vec<String>,
+    /// Seed of the subsets (each set draws from its own stream, [`bnood_data::seeds`]); on
+    /// the command line, the detectors' `--seed`.
+    #[arg(skip)]
+    pub seed: u64,
+}
+
+/// The image sets of an evaluation.
 #[derive(Debug, Clone)]
-pub struct EvalJob<M> {
-    /// Models.
-    pub models: Vec<ModelEntry<M>>,
+pub struct EvalSets {
     /// In-distribution images held out from scoring, mixed into the BN test's batches.
     pub reference: ImageSet,
     /// In-distribution test pool.
     pub test_in: ImageSet,
     /// OoD test pools (named as they should appear in tables: `"KMNIST"`, …).
     pub oods: Vec<ImageSet>,
+}
+
+impl EvalSets {
+    /// Loads the sets `names` names, each subset drawn from its own seeded stream.
+    ///
+    /// # Errors
+    /// [`EvalError::Data`] for sets that cannot be found or read, or unknown names.
+    pub fn load(names: &SetNames, locator: &bnood_data::Locator) -> Result<Self> {
+        let load = |name: &str, n: usize, stream: u64| {
+            bnood_data::load_named(name, locator, Some(n), seeds::derive(names.seed, stream))
+        };
+        Ok(Self {
+            reference: load(
+                &names.reference,
+                names.reference_size,
+                seeds::REFERENCE_SUBSET,
+            )?,
+            test_in: load(&names.in_set, names.subset, seeds::TEST_SUBSET)?,
+            oods: names
+                .oods
+                .iter()
+                .map(|name| load(name, names.subset, seeds::OOD_SUBSET))
+                .collect::<std::result::Result<_, _>>()?,
+        })
+    }
+}
+
+/// What to run and where to write it.
+#[derive(Debug, Clone)]
+pub struct EvalJob<M> {
+    /// Models.
+    pub models: Vec<ModelEntry<M>>,
+    /// The reference set, the in-distribution test pool and the OoD test pools.
+    pub sets: EvalSets,
     /// Detectors and BN-test parameters of Table 2.
     pub protocol: Protocol,
     /// Table 5's `r2` values (`r1 = 0`); empty: no Table 5.
@@ -63,8 +159,11 @@ pub struct EvalJob<M> {
     pub out_dir: PathBuf,
     /// File-name stem of the report, e.g. `"fmnist_vs_kmnist"` → `fmnist_vs_kmnist.json`.
     pub stem: String,
-    /// Extra settings to record in the report (backend, model files, subset sizes…).
-    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// What to record in the report about the run (backend, model files, sizes…).
+    pub settings: crate::report::RunSettings,
+    /// When the run began, if before [`run`] (e.g. with training): the report's total time
+    /// counts from here.
+    pub started: Option<Instant>,
 }
 
 /// What a run wrote.
@@ -93,13 +192,18 @@ fn create_dir(dir: &Path) -> Result<()> {
 ///
 /// # Errors
 /// Protocol errors ([`crate::ood_table`] and friends), plot and I/O errors.
-pub fn run<M: LikelihoodModel + Clone>(
+pub fn run<M: LikelihoodModel + Clone + 'static>(
     job: &EvalJob<M>,
     device: &Device,
     quiet: bool,
 ) -> Result<Written> {
-    let started = Instant::now();
+    let started = job.started.unwrap_or_else(Instant::now);
     create_dir(&job.out_dir)?;
+    let EvalSets {
+        reference,
+        test_in,
+        oods,
+    } = &job.sets;
     let say = |s: &str| {
         if !quiet {
             println!("{s}");
@@ -113,18 +217,18 @@ pub fn run<M: LikelihoodModel + Clone>(
         let rows = ood_table(
             &entry.members,
             &entry.name,
-            &job.reference,
-            &job.test_in,
-            &job.oods,
+            reference,
+            test_in,
+            oods,
             &job.protocol,
             device,
         )?;
         say(&format!(
             "\n{} — {} ({}) vs OoD sets, reference {} images; paper = Song et al. Table 2\n{}",
             entry.name,
-            job.test_in.name(),
-            job.test_in.len(),
-            job.reference.len(),
+            test_in.name(),
+            test_in.len(),
+            reference.len(),
             report::text_table(&rows)
         ));
         rep.table2.extend(rows);
@@ -138,9 +242,9 @@ pub fn run<M: LikelihoodModel + Clone>(
             let rows = r2_table(
                 model,
                 &entry.name,
-                &job.reference,
-                &job.test_in,
-                &job.oods,
+                reference,
+                test_in,
+                oods,
                 &job.table5_r2,
                 &job.protocol,
                 device,
@@ -162,10 +266,10 @@ pub fn run<M: LikelihoodModel + Clone>(
             };
             let mut bn = BnTest::new(model.clone(), device, job.protocol.bn.clone())?;
             bn.set_progress(BarProgress::hook(job.protocol.progress));
-            bn.fit(&job.reference)?;
+            bn.fit(reference)?;
             if !job.sweep_ratios.is_empty() {
-                let mut pools = vec![sweep_pool(&job.test_in, job.sweep_size, job.seed)?];
-                for ood in &job.oods {
+                let mut pools = vec![sweep_pool(test_in, job.sweep_size, job.seed)?];
+                for ood in oods {
                     pools.push(sweep_pool(ood, job.sweep_size, job.seed)?);
                 }
                 let series = ratio_sweep(&bn, &pools, &job.sweep_ratios)?;
@@ -191,7 +295,7 @@ pub fn run<M: LikelihoodModel + Clone>(
                     entry.name,
                     spec.inliers.name(),
                     spec.outliers.name(),
-                    bnood_detect_setting(&job.protocol)?
+                    Setting::bn_test(&job.protocol.bn)?
                 ));
                 rep.contamination_sets = Some((
                     spec.inliers.name().to_string(),
@@ -259,14 +363,12 @@ pub fn render(rep: &Report, dir: &Path, stem: &str) -> Result<(PathBuf, Vec<Path
     Ok((markdown, plots))
 }
 
-fn bnood_detect_setting(protocol: &Protocol) -> Result<String> {
-    crate::protocol::bn_setting(&protocol.bn)
-}
-
 fn sweep_pool(set: &ImageSet, n: usize, seed: u64) -> Result<ImageSet> {
     if n >= set.len() {
         Ok(set.clone())
     } else {
-        Ok(set.subset(n, seed ^ 0x5EE9)?.with_name(set.name()))
+        Ok(set
+            .subset(n, seeds::derive(seed, seeds::SWEEP_POOL))?
+            .with_name(set.name()))
     }
 }

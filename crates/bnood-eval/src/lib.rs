@@ -4,10 +4,12 @@
 //! contamination study, and writes the results as text and Markdown tables, JSON, and PNG
 //! plots (ROC curves, bits/dim against the ratio `r`).
 //!
-//! The example `fmnist_vs_kmnist` and the `bnood eval` command are thin layers over
-//! [`protocol`] and [`report`].
+//! [`experiment`] runs it end to end from model configurations (train, or reuse a matching
+//! checkpoint, then evaluate): the example `fmnist_vs_kmnist` and the `bnood` command are
+//! thin layers over [`experiment`], [`protocol`] and [`report`].
 
 pub mod error;
+pub mod experiment;
 pub mod job;
 pub mod paper;
 pub mod plot;
@@ -15,10 +17,11 @@ pub mod progress;
 pub mod protocol;
 pub mod report;
 
+pub use bnood_detect::DetectorKind;
 pub use error::{EvalError, Result};
-pub use job::{ContaminationSpec, EvalJob, ModelEntry, Written, render, run};
+pub use job::{ContaminationSpec, EvalJob, EvalSets, ModelEntry, SetNames, Written, render, run};
 pub use protocol::{
-    ContaminationRow, DetectorKind, Protocol, Row, SweepSeries, contamination, ood_table, r2_table,
-    ratio_sweep,
+    ContaminationRow, Protocol, Row, Setting, SweepSeries, contamination, mean_bits_per_dim,
+    ood_table, r2_table, ratio_sweep,
 };
-pub use report::Report;
+pub use report::{Report, RunSettings};

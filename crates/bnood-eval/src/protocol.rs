@@ -14,70 +14,144 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use bnood_data::ImageSet;
+use bnood_data::seeds;
 use bnood_detect::{
-    BnTest, BnTestParams, Detector, LikelihoodModel, LogLikelihood, ParamGuard, ProgressHook,
-    Scores, TPerm, Waic,
+    BnTest, BnTestParams, Detector, DetectorKind, DetectorParams, LikelihoodModel, ParamGuard,
+    Scores,
 };
 
 use crate::progress::BarProgress;
 use crate::{EvalError, Result};
 
-/// The detectors of the paper's Table 2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum DetectorKind {
-    /// `−ln p(x)` with running statistics.
-    LogLikelihood,
-    /// Two-sided likelihood permutation test.
-    TPerm,
-    /// WAIC over an ensemble of independently trained models.
-    Waic,
-    /// The paper's BatchNorm mixed-batch test.
-    BnTest,
+/// The parameters of a table cell's detector, typed (shown in tables as before:
+/// `b=64 r1=0.10 r2=0.90 draws=1`, `2 models`, or nothing).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Setting {
+    /// The detector's defaults (log p, T_perm).
+    Default,
+    /// WAIC over an ensemble of this many models.
+    Ensemble {
+        /// Ensemble size K.
+        models: usize,
+    },
+    /// The BN test's parameters.
+    BnTest {
+        /// Batch size b.
+        batch_size: usize,
+        /// First ratio.
+        r1: f64,
+        /// Second ratio.
+        r2: f64,
+        /// Monte Carlo draws.
+        draws: usize,
+    },
 }
 
-impl DetectorKind {
-    /// All four, in the paper's column order.
-    pub const ALL: [DetectorKind; 4] = [
-        DetectorKind::LogLikelihood,
-        DetectorKind::TPerm,
-        DetectorKind::Waic,
-        DetectorKind::BnTest,
-    ];
-
-    /// The short name used in tables and on the command line: `logp`, `tperm`, `waic`, `bn`.
-    pub fn id(self) -> &'static str {
-        match self {
-            DetectorKind::LogLikelihood => "logp",
-            DetectorKind::TPerm => "tperm",
-            DetectorKind::Waic => "waic",
-            DetectorKind::BnTest => "bn",
-        }
-    }
-
-    /// The column title of the paper's Table 2.
-    pub fn title(self) -> &'static str {
-        match self {
-            DetectorKind::LogLikelihood => "log p(x)",
-            DetectorKind::TPerm => "T_perm",
-            DetectorKind::Waic => "WAIC",
-            DetectorKind::BnTest => "BN test",
-        }
-    }
-
-    /// Parses an [`id`](Self::id) (also accepts the titles, case-insensitively).
+impl Setting {
+    /// The setting of a BN test with parameters `bn`.
     ///
     /// # Errors
-    /// [`EvalError::InvalidSetting`] listing the valid names.
-    pub fn parse(name: &str) -> Result<Self> {
-        let lower = name.to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|k| k.id() == lower || k.title().to_ascii_lowercase() == lower)
-            .ok_or_else(|| {
-                EvalError::InvalidSetting(format!(
-                    "unknown detector `{name}`: choose one of logp, tperm, waic, bn"
-                ))
-            })
+    /// [`EvalError`] for invalid parameters.
+    pub fn bn_test(bn: &BnTestParams) -> Result<Self> {
+        let p = bn.check_ref()?;
+        Ok(Self::BnTest {
+            batch_size: p.batch_size(),
+            r1: p.r1(),
+            r2: p.r2(),
+            draws: p.draws(),
+        })
+    }
+
+    /// `r2` of a BN-test setting.
+    pub fn r2(&self) -> Option<f64> {
+        match self {
+            Self::BnTest { r2, .. } => Some(*r2),
+            _ => None,
+        }
+    }
+
+    /// Parses the words of reports written before settings were typed.
+    fn from_words(words: &str) -> Self {
+        let field = |key: &str| {
+            words
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .map(str::to_string)
+        };
+        if let (Some(b), Some(r1), Some(r2), Some(draws)) =
+            (field("b="), field("r1="), field("r2="), field("draws="))
+            && let (Ok(batch_size), Ok(r1), Ok(r2), Ok(draws)) =
+                (b.parse(), r1.parse(), r2.parse(), draws.parse())
+        {
+            return Self::BnTest {
+                batch_size,
+                r1,
+                r2,
+                draws,
+            };
+        }
+        match words.strip_suffix(" models").map(str::parse) {
+            Some(Ok(models)) => Self::Ensemble { models },
+            _ => Self::Default,
+        }
+    }
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => Ok(()),
+            Self::Ensemble { models } => write!(f, "{models} models"),
+            Self::BnTest {
+                batch_size,
+                r1,
+                r2,
+                draws,
+            } => write!(f, "b={batch_size} r1={r1:.2} r2={r2:.2} draws={draws}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Setting {
+    /// Reads the typed form, or the words of reports written before it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Typed {
+            Default,
+            Ensemble {
+                models: usize,
+            },
+            BnTest {
+                batch_size: usize,
+                r1: f64,
+                r2: f64,
+                draws: usize,
+            },
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Typed(Typed),
+            Words(String),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Typed(Typed::Default) => Self::Default,
+            Either::Typed(Typed::Ensemble { models }) => Self::Ensemble { models },
+            Either::Typed(Typed::BnTest {
+                batch_size,
+                r1,
+                r2,
+                draws,
+            }) => Self::BnTest {
+                batch_size,
+                r1,
+                r2,
+                draws,
+            },
+            Either::Words(w) => Self::from_words(&w),
+        })
     }
 }
 
@@ -90,10 +164,10 @@ pub struct Row {
     pub in_distribution: String,
     /// OoD set name (e.g. `"KMNIST"`).
     pub ood: String,
-    /// Detector column title.
-    pub detector: String,
-    /// Detector parameters in words (e.g. `"b=64 r1=0.10 r2=0.90 draws=1"`).
-    pub setting: String,
+    /// The detector (its column title is [`DetectorKind::title`]).
+    pub detector: DetectorKind,
+    /// The detector's parameters.
+    pub setting: Setting,
     /// In-distribution test images scored.
     pub n_in: usize,
     /// OoD images scored.
@@ -134,18 +208,6 @@ impl Default for Protocol {
     }
 }
 
-/// Words describing the BN test's parameters, e.g. `b=64 r1=0.10 r2=0.90 draws=1`.
-pub fn bn_setting(bn: &BnTestParams) -> Result<String> {
-    let p = bn.check_ref()?;
-    Ok(format!(
-        "b={} r1={:.2} r2={:.2} draws={}",
-        p.batch_size(),
-        p.r1(),
-        p.r2(),
-        p.draws()
-    ))
-}
-
 fn thin_roc(in_scores: &[f64], ood_scores: &[f64]) -> Result<Vec<(f64, f64)>> {
     let roc = bnood_metrics::roc_curve(in_scores, ood_scores)?;
     let n = roc.fpr.len();
@@ -162,8 +224,8 @@ fn thin_roc(in_scores: &[f64], ood_scores: &[f64]) -> Result<Vec<(f64, f64)>> {
 
 fn row(
     names: (&str, &str, &str),
-    detector: &str,
-    setting: &str,
+    detector: DetectorKind,
+    setting: &Setting,
     in_scores: &Scores,
     ood_scores: &Scores,
     seconds: f64,
@@ -173,8 +235,8 @@ fn row(
         model: names.0.to_string(),
         in_distribution: names.1.to_string(),
         ood: names.2.to_string(),
-        detector: detector.to_string(),
-        setting: setting.to_string(),
+        detector,
+        setting: setting.clone(),
         n_in: in_scores.len(),
         n_ood: ood_scores.len(),
         auroc: m.auroc,
@@ -190,8 +252,7 @@ fn row(
 #[allow(clippy::too_many_arguments)]
 fn run_detector(
     detector: &mut dyn Detector,
-    title: &str,
-    setting: &str,
+    setting: &Setting,
     model_name: &str,
     reference: &ImageSet,
     test_in: &ImageSet,
@@ -208,7 +269,7 @@ fn run_detector(
         let secs = shared + t.elapsed().as_secs_f64();
         rows.push(row(
             (model_name, test_in.name(), ood.name()),
-            title,
+            detector.kind(),
             setting,
             &in_scores,
             &ood_scores,
@@ -249,7 +310,7 @@ fn check_sets(test_in: &ImageSet, oods: &[ImageSet], reference: &ImageSet) -> Re
 /// # Errors
 /// [`EvalError::InvalidSetting`] for an empty model list, OoD list or set; detector and
 /// metric errors (shape mismatches, pools too small for the BN test's `r·b`, NaNs).
-pub fn ood_table<M: LikelihoodModel + Clone>(
+pub fn ood_table<M: LikelihoodModel + Clone + 'static>(
     models: &[M],
     model_name: &str,
     reference: &ImageSet,
@@ -258,37 +319,33 @@ pub fn ood_table<M: LikelihoodModel + Clone>(
     protocol: &Protocol,
     device: &Device,
 ) -> Result<Vec<Row>> {
-    let model = models.first().ok_or_else(|| {
-        EvalError::InvalidSetting("no model given: pass at least one trained model".into())
-    })?;
+    if models.is_empty() {
+        return Err(EvalError::InvalidSetting(
+            "no model given: pass at least one trained model".into(),
+        ));
+    }
     check_sets(test_in, oods, reference)?;
-    let hook = || BarProgress::hook(protocol.progress);
+    let params = DetectorParams {
+        bn: protocol.bn.clone(),
+        ..DetectorParams::default()
+    };
     let mut rows = Vec::new();
     for &kind in &protocol.detectors {
-        let (mut detector, setting): (Box<dyn Detector>, String) = match kind {
-            DetectorKind::LogLikelihood => (
-                Box::new(LogLikelihood::new(model.clone(), device)),
-                String::new(),
-            ),
-            DetectorKind::TPerm => (Box::new(TPerm::new(model.clone(), device)), String::new()),
-            DetectorKind::Waic => {
-                if models.len() < 2 {
-                    continue;
-                }
-                (
-                    Box::new(Waic::new(models.to_vec(), device)?),
-                    format!("{} models", models.len()),
-                )
-            }
-            DetectorKind::BnTest => (
-                Box::new(BnTest::new(model.clone(), device, protocol.bn.clone())?),
-                bn_setting(&protocol.bn)?,
-            ),
+        // WAIC needs an ensemble; with one model it would equal log p, so it is skipped.
+        if models.len() < kind.min_models() {
+            continue;
+        }
+        let setting = match kind {
+            DetectorKind::Waic => Setting::Ensemble {
+                models: models.len(),
+            },
+            DetectorKind::BnTest => Setting::bn_test(&protocol.bn)?,
+            DetectorKind::LogLikelihood | DetectorKind::TPerm => Setting::Default,
         };
-        detector.set_progress(hook());
+        let mut detector = bnood_detect::build(kind, models.to_vec(), device, &params)?;
+        detector.set_progress(BarProgress::hook(protocol.progress));
         rows.extend(run_detector(
             detector.as_mut(),
-            kind.title(),
             &setting,
             model_name,
             reference,
@@ -328,8 +385,7 @@ pub fn r2_table<M: LikelihoodModel + Clone>(
         bn.set_progress(BarProgress::hook(protocol.progress));
         rows.extend(run_detector(
             &mut bn,
-            "BN test",
-            &bn_setting(&params)?,
+            &Setting::bn_test(&params)?,
             model_name,
             reference,
             test_in,
@@ -448,13 +504,16 @@ pub fn contamination<M: LikelihoodModel>(
             )));
         }
         let t = Instant::now();
-        let ood_part = outliers.subset(n_ood, seed ^ 0x00D)?;
+        let ood_part = outliers.subset(n_ood, seeds::derive(seed, seeds::OOD_SUBSET))?;
         let (in_scores, ood_scores) = if n_in == 0 {
             let in_scores = match &pure_in {
                 Some(s) => s.clone(),
                 None => {
                     let s = bn
-                        .score_detailed(&inliers.subset(pool_size, seed ^ 0x1D)?)?
+                        .score_detailed(&inliers.subset(
+                            pool_size,
+                            seeds::derive(seed, seeds::CONTAMINATION_INLIERS),
+                        )?)?
                         .delta;
                     pure_in = Some(s.clone());
                     s
@@ -462,7 +521,8 @@ pub fn contamination<M: LikelihoodModel>(
             };
             (in_scores, bn.score_detailed(&ood_part)?.delta)
         } else {
-            let in_part = inliers.subset(n_in, seed ^ 0x1D)?;
+            let in_part =
+                inliers.subset(n_in, seeds::derive(seed, seeds::CONTAMINATION_INLIERS))?;
             let pool = ImageSet::concat(
                 format!(
                     "{}+{} ({:.0}% OoD)",
@@ -489,7 +549,41 @@ pub fn contamination<M: LikelihoodModel>(
     Ok(rows)
 }
 
-/// A progress hook for detectors built outside this module.
-pub fn progress_hook(show: bool) -> ProgressHook {
-    BarProgress::hook(show)
+/// The paper's Table 1 quantity: mean bits/dim of the images of `set` under `model` with
+/// BatchNorm statistics from `mode`, in batches of `batch_size` drawn from the set in order
+/// (no mixing), midpoint-dequantised (`pixel + 0.5`). A lone last image has no batch
+/// statistics and is left out in every mode, so that modes average over the same images.
+///
+/// # Errors
+/// [`EvalError::InvalidSetting`] for a batch size below 2 or a set that leaves no image;
+/// model and data errors.
+pub fn mean_bits_per_dim<M: LikelihoodModel>(
+    model: &M,
+    set: &ImageSet,
+    mode: &bnood_models::StatsMode,
+    batch_size: usize,
+    device: &Device,
+) -> Result<f64> {
+    if batch_size < 2 {
+        return Err(EvalError::InvalidSetting(format!(
+            "batch size {batch_size} leaves no batch statistics: use at least 2 (the paper uses 64)"
+        )));
+    }
+    let (mut total, mut n) = (0.0, 0usize);
+    for batch in set.batches(batch_size, device)? {
+        if batch.dims()[0] < 2 {
+            continue;
+        }
+        let bpd = model.bits_per_dim(batch.add_scalar(0.5), mode)?;
+        let values = bpd.into_data().iter::<f64>().collect::<Vec<_>>();
+        total += values.iter().sum::<f64>();
+        n += values.len();
+    }
+    if n == 0 {
+        return Err(EvalError::InvalidSetting(format!(
+            "`{}` leaves no image to score in batches of {batch_size}",
+            set.name()
+        )));
+    }
+    Ok(total / n as f64)
 }

@@ -7,14 +7,39 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::plot::{Series, line_png, roc_png};
-use crate::protocol::{ContaminationRow, Row, SweepSeries};
+use crate::protocol::{ContaminationRow, Row, Setting, SweepSeries};
 use crate::{EvalError, Result, paper};
+
+/// What an evaluation run was run with, recorded in its report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunSettings {
+    /// The backend (`flex`, `ndarray`, `wgpu`).
+    pub backend: String,
+    /// The model files evaluated, in order.
+    pub model_files: Vec<String>,
+    /// The preset the models were trained from, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Images per test pool.
+    pub subset: usize,
+    /// Reference images.
+    pub reference_size: usize,
+    /// The run's seed.
+    pub seed: u64,
+    /// Importance samples of VAE scoring, when overridden.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vae_samples: Option<usize>,
+    /// The command line, when run from the `bnood` command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
 
 /// Everything one evaluation run measured, as written to its JSON report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// What was run, in words (sets, sizes, model files, detector settings, backend).
-    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// What was run: backend, model files, sizes, seed, command line.
+    pub settings: RunSettings,
     /// Table 2 cells.
     pub table2: Vec<Row>,
     /// Table 5 cells (BN test with `r1 = 0` and several `r2`).
@@ -45,12 +70,12 @@ pub fn text_table(rows: &[Row]) -> String {
             "{:<8} {:<9} {:<9} {:>6.3} {:>6.3} {:>7.3} {:>7.1}s   {:<11} {}\n",
             r.model,
             r.ood,
-            r.detector,
+            r.detector.title(),
             r.auroc,
             r.average_precision,
             r.fpr_at_95_tpr,
             r.seconds,
-            fmt_pair(paper::table2(&r.model, &r.ood, &r.detector)),
+            fmt_pair(paper::table2(&r.model, &r.ood, r.detector.title())),
             r.setting
         ));
     }
@@ -65,7 +90,7 @@ fn ordered<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 /// Table 2 in the paper's layout as Markdown: a line per (model, OoD set), a column per
 /// detector, each cell `ours AUROC / AP (paper AUROC / AP)`.
 pub fn markdown_table2(rows: &[Row]) -> String {
-    let detectors = ordered(rows.iter().map(|r| r.detector.as_str()));
+    let detectors = ordered(rows.iter().map(|r| r.detector.title()));
     let mut out = format!("| Model | OoD | {} |\n", detectors.join(" | "));
     out.push_str(&format!("|---|---|{}\n", "---|".repeat(detectors.len())));
     for model in ordered(rows.iter().map(|r| r.model.as_str())) {
@@ -78,7 +103,7 @@ pub fn markdown_table2(rows: &[Row]) -> String {
                 .iter()
                 .map(|d| {
                     rows.iter()
-                        .find(|r| r.model == model && r.ood == ood && r.detector == *d)
+                        .find(|r| r.model == model && r.ood == ood && r.detector.title() == *d)
                         .map_or_else(
                             || "–".to_string(),
                             |r| {
@@ -101,17 +126,17 @@ pub fn markdown_table2(rows: &[Row]) -> String {
 /// Table 5 as Markdown: a line per (model, OoD set), a column per `r2`, each cell
 /// `ours AUROC / AP (paper)`.
 pub fn markdown_table5(rows: &[Row]) -> String {
-    let settings = ordered(rows.iter().map(|r| r.setting.as_str()));
-    let r2_of = |s: &str| {
-        s.split_whitespace()
-            .find_map(|w| w.strip_prefix("r2="))
-            .and_then(|v| v.parse::<f64>().ok())
-    };
+    let mut settings: Vec<&Setting> = Vec::new();
+    for r in rows {
+        if !settings.contains(&&r.setting) {
+            settings.push(&r.setting);
+        }
+    }
     let mut out = "| Model | OoD |".to_string();
     for s in &settings {
         out.push_str(&format!(
             " r2 = {} |",
-            r2_of(s).map_or("?".into(), |r| format!("{r}"))
+            s.r2().map_or("?".into(), |r| format!("{r}"))
         ));
     }
     out.push_str(&format!("\n|---|---|{}\n", "---|".repeat(settings.len())));
@@ -125,11 +150,11 @@ pub fn markdown_table5(rows: &[Row]) -> String {
                 .iter()
                 .map(|s| {
                     rows.iter()
-                        .find(|r| r.model == model && r.ood == ood && r.setting == *s)
+                        .find(|r| r.model == model && r.ood == ood && r.setting == **s)
                         .map_or_else(
                             || "–".to_string(),
                             |r| {
-                                let p = r2_of(s).and_then(|r2| paper::table5(model, ood, r2));
+                                let p = s.r2().and_then(|r2| paper::table5(model, ood, r2));
                                 format!(
                                     "**{:.2} / {:.2}** ({})",
                                     r.auroc,

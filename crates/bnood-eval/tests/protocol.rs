@@ -74,7 +74,7 @@ fn table2_has_a_row_per_detector_and_ood_set_and_skips_waic_with_one_model() {
     .expect("table");
     let cells: Vec<(&str, &str)> = rows
         .iter()
-        .map(|r| (r.detector.as_str(), r.ood.as_str()))
+        .map(|r| (r.detector.title(), r.ood.as_str()))
         .collect();
     assert_eq!(
         cells,
@@ -106,7 +106,7 @@ fn table5_uses_running_statistics_for_r1_and_each_r2() {
         &device,
     )
     .expect("table 5");
-    let settings: Vec<&str> = rows.iter().map(|r| r.setting.as_str()).collect();
+    let settings: Vec<String> = rows.iter().map(|r| r.setting.to_string()).collect();
     assert_eq!(
         settings,
         [
@@ -216,4 +216,42 @@ fn detector_names_parse_and_unknown_ones_list_the_choices() {
     );
     let err = DetectorKind::parse("ssim").expect_err("unknown");
     assert!(err.to_string().contains("logp, tperm, waic, bn"), "{err}");
+}
+
+#[test]
+fn reports_written_before_detectors_and_settings_were_typed_still_load() {
+    let cell = |detector: &str, setting: &str| {
+        format!(
+            r#"{{"model": "RealNVP", "in_distribution": "FMNIST", "ood": "KMNIST", "detector": "{detector}", "setting": "{setting}", "n_in": 2, "n_ood": 2, "auroc": 1.0, "average_precision": 1.0, "fpr_at_95_tpr": 0.0, "seconds": 1.5, "roc": [[0.0, 0.0], [1.0, 1.0]]}}"#
+        )
+    };
+    let old = format!(
+        r#"{{"settings": {{"backend": "flex", "model_files": ["a.bpk", "b.bpk"], "subset": 500, "reference_size": 1000, "seed": 0, "command": "bnood eval"}}, "table2": [{}, {}, {}], "table5": [], "sweep": [], "contamination": [], "total_seconds": 3.0}}"#,
+        cell("log p(x)", ""),
+        cell("WAIC", "2 models"),
+        cell("BN test", "b=64 r1=0.10 r2=0.90 draws=1"),
+    );
+    let rep: Report = serde_json::from_str(&old).expect("an old report reads");
+    let cells: Vec<(DetectorKind, String)> = rep
+        .table2
+        .iter()
+        .map(|r| (r.detector, r.setting.to_string()))
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            (DetectorKind::LogLikelihood, String::new()),
+            (DetectorKind::Waic, "2 models".to_string()),
+            (
+                DetectorKind::BnTest,
+                "b=64 r1=0.10 r2=0.90 draws=1".to_string()
+            ),
+        ]
+    );
+    assert_eq!(rep.table2[2].setting.r2(), Some(0.9));
+    assert_eq!(rep.settings.model_files, ["a.bpk", "b.bpk"]);
+    // Written again, it is typed, and reads back equal.
+    let again: Report =
+        serde_json::from_str(&serde_json::to_string(&rep).expect("json")).expect("reads");
+    assert_eq!(again, rep);
 }

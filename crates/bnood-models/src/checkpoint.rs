@@ -1,32 +1,52 @@
-//! Checkpoints: a model's parameters (burn's module store, BatchNorm running statistics
-//! included) plus a JSON sidecar with the model kind, its configuration and training
-//! progress, so that loading can refuse a file made for another architecture.
+//! Checkpoints, all naming and I/O in one place: a model's parameters (burn's module
+//! store, BatchNorm running statistics included) in `<file>`, a JSON sidecar with the
+//! model's kind, configuration and training progress in `<file>.json`, and during training
+//! Adam's state in `<file>.optim`. Loading reads the sidecar once and refuses a file made
+//! for another architecture.
+//!
+//! The sidecar's layout (`{"kind", "config", "step", "samples_seen"}`) has not changed since
+//! the first release, so every checkpoint written by bnood loads.
 
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::ModelError;
+use crate::catalogue::{AnyModel, ModelConfig, ModelKind};
 use crate::train::Trainable;
+use crate::ModelError;
 
 /// The JSON sidecar written next to every checkpoint (`<file>.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
-    /// Model kind, e.g. `"realnvp"` or `"vae"`.
-    pub kind: String,
-    /// The model's configuration as JSON.
-    pub config: serde_json::Value,
+    /// The model's kind and configuration (`"kind"` and `"config"` in the file).
+    #[serde(flatten)]
+    pub model: ModelConfig,
     /// Optimiser steps taken when the checkpoint was written.
     pub step: usize,
     /// Training samples seen when the checkpoint was written.
     pub samples_seen: usize,
 }
 
-/// Path of the sidecar of a checkpoint file.
+/// The file name bnood gives the checkpoint of `config` trained from preset `preset`:
+/// `<kind>-<preset>-seed<seed>.bpk`, e.g. `realnvp-cpu-seed0.bpk`.
+pub fn file_name(config: &ModelConfig, preset: &str) -> String {
+    format!("{}-{preset}-seed{}.bpk", config.kind().id(), config.seed())
+}
+
+/// Path of the sidecar of a checkpoint file: `<file>.json`.
 pub fn meta_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".json")
+}
+
+/// Where the optimiser state of a checkpoint is kept: `<file>.optim`.
+pub fn optimizer_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".optim")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".json");
+    name.push(suffix);
     path.with_file_name(name)
 }
 
@@ -37,8 +57,9 @@ fn err(path: &Path, reason: impl Into<String>) -> ModelError {
     }
 }
 
-/// Saves `model` to `path` and its sidecar (kind, configuration, progress) to `<path>.json`. Writes to temporary names
-/// first and renames, so an interrupted save never leaves a half-written checkpoint.
+/// Saves `model` to `path` and its sidecar (kind, configuration, progress) to `<path>.json`.
+/// Writes to temporary names first and renames, so an interrupted save never leaves a
+/// half-written checkpoint.
 ///
 /// # Errors
 /// [`ModelError::Checkpoint`] if a file cannot be written.
@@ -48,22 +69,18 @@ pub fn save<M: Trainable>(
     samples_seen: usize,
     path: &Path,
 ) -> Result<(), ModelError> {
-    let (kind, config) = (M::KIND, model.config());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(path, format!("cannot create its directory: {e}")))?;
     }
-    let config = serde_json::to_value(&config)
-        .map_err(|e| err(path, format!("cannot serialise the config: {e}")))?;
     let meta = CheckpointMeta {
-        kind: kind.to_string(),
-        config,
+        model: model.model_config(),
         step,
         samples_seen,
     };
     let tmp_model = path.with_extension("tmp-model");
     model
-        .save_file(&tmp_model)
+        .save_parameters(&tmp_model)
         .map_err(|e| err(path, format!("cannot write the parameters: {e}")))?;
     // burn may add its own extension; find what it wrote.
     let written =
@@ -78,6 +95,42 @@ pub fn save<M: Trainable>(
     std::fs::rename(&tmp_meta, &meta_file)
         .map_err(|e| err(path, format!("cannot move the sidecar into place: {e}")))?;
     Ok(())
+}
+
+/// Saves the optimiser state of a training run beside the checkpoint `path`, then the
+/// checkpoint itself (see [`save`]).
+///
+/// # Errors
+/// [`ModelError::Checkpoint`] if a file cannot be written.
+pub(crate) fn save_with_optimizer<M: Trainable>(
+    model: &M,
+    optim: &burn::optim::ModuleOptimizer,
+    step: usize,
+    samples_seen: usize,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let optim_path = optimizer_path(path);
+    optim
+        .save(&optim_path)
+        .map_err(|e| err(&optim_path, format!("cannot write the optimiser state: {e}")))?;
+    save(model.clone(), step, samples_seen, path)
+}
+
+/// Restores the optimiser state saved beside the checkpoint `path` into `optim`.
+///
+/// # Errors
+/// [`ModelError::Checkpoint`] if it is missing or does not fit.
+pub(crate) fn load_optimizer(
+    optim: burn::optim::ModuleOptimizer,
+    path: &Path,
+) -> Result<burn::optim::ModuleOptimizer, ModelError> {
+    let optim_path = optimizer_path(path);
+    optim.load(&optim_path).map_err(|e| {
+        err(
+            &optim_path,
+            format!("cannot restore the optimiser state ({e}); train without resume to start over"),
+        )
+    })
 }
 
 fn find_written(stem: &Path) -> Option<PathBuf> {
@@ -103,7 +156,8 @@ fn find_written(stem: &Path) -> Option<PathBuf> {
 /// Reads the sidecar of `path`.
 ///
 /// # Errors
-/// [`ModelError::Checkpoint`] if it is missing or not valid JSON.
+/// [`ModelError::Checkpoint`] if it is missing, not valid JSON, or names a kind this
+/// version does not know.
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta, ModelError> {
     let meta_file = meta_path(path);
     let bytes = std::fs::read(&meta_file).map_err(|e| {
@@ -115,36 +169,29 @@ pub fn read_meta(path: &Path) -> Result<CheckpointMeta, ModelError> {
             ),
         )
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        err(
+            path,
+            format!("sidecar {} is not valid JSON: {e}", meta_file.display()),
+        )
+    })?;
+    if let Some(kind) = value.get("kind").and_then(|k| k.as_str())
+        && kind.parse::<ModelKind>().is_err()
+    {
+        return Err(err(
+            path,
+            format!(
+                "it holds a `{kind}` model, which this version of bnood cannot load (known: {})",
+                ModelKind::ALL.map(ModelKind::id).join(", ")
+            ),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
         err(
             path,
             format!("sidecar {} is not valid: {e}", meta_file.display()),
         )
     })
-}
-
-/// Reads the configuration stored with a checkpoint of `kind`.
-///
-/// # Errors
-/// [`ModelError::Checkpoint`] if the sidecar is missing, of another kind, or unreadable.
-pub fn read_config<C: DeserializeOwned>(
-    path: &Path,
-    kind: &str,
-) -> Result<(C, CheckpointMeta), ModelError> {
-    let meta = read_meta(path)?;
-    if meta.kind != kind {
-        return Err(err(
-            path,
-            format!("it holds a `{}` model, not a `{kind}` model", meta.kind),
-        ));
-    }
-    let config = serde_json::from_value(meta.config.clone()).map_err(|e| {
-        err(
-            path,
-            format!("its `{kind}` configuration is unreadable: {e}"),
-        )
-    })?;
-    Ok((config, meta))
 }
 
 /// Loads parameters from `path` into `model`, after checking that the sidecar names the
@@ -156,44 +203,48 @@ pub fn read_config<C: DeserializeOwned>(
 /// file itself does not fit.
 pub fn load_into<M: Trainable>(model: M, path: &Path) -> Result<M, ModelError> {
     let meta = read_meta(path)?;
-    if meta.kind != M::KIND {
+    check_config(&meta, &model.model_config(), path)?;
+    read_parameters(model, path)
+}
+
+/// Builds a model from the configuration stored with the checkpoint at `path` and loads its
+/// parameters, on `device`. The sidecar is read once.
+///
+/// # Errors
+/// As [`read_meta`] and [`load_into`], and the model's own configuration errors.
+pub fn load(path: &Path, device: &Device) -> Result<AnyModel, ModelError> {
+    let meta = read_meta(path)?;
+    read_parameters(meta.model.init(device)?, path)
+}
+
+fn check_config(meta: &CheckpointMeta, expected: &ModelConfig, path: &Path) -> Result<(), ModelError> {
+    if meta.model.kind() != expected.kind() {
         return Err(err(
             path,
             format!(
                 "it holds a `{}` model, not a `{}` model",
-                meta.kind,
-                M::KIND
+                meta.model.kind(),
+                expected.kind()
             ),
         ));
     }
-    let expected = serde_json::to_value(model.config()).map_err(|e| err(path, e.to_string()))?;
-    if meta.config != expected {
+    // Compared as JSON, exactly as stored (a float written and read back is the same number).
+    let as_json = |c: &ModelConfig| serde_json::to_value(c).map_err(|e| err(path, e.to_string()));
+    let (file, wanted) = (as_json(&meta.model)?, as_json(expected)?);
+    if file != wanted {
         return Err(err(
             path,
             format!(
                 "it was made with a different configuration:\n  file:     {}\n  expected: {}\nrebuild the model from the file's configuration (checkpoint::load) or train a new one",
-                meta.config, expected
+                file["config"], wanted["config"]
             ),
         ));
     }
-    model
-        .try_load_file(path)
-        .map_err(|e| err(path, format!("the parameters do not fit the model: {e}")))
+    Ok(())
 }
 
-/// Builds a model from the configuration stored with the checkpoint at `path` and loads its
-/// parameters, on `device`.
-///
-/// # Errors
-/// As [`read_config`] and [`load_into`], and the model's own configuration errors.
-pub fn load<M: Trainable>(
-    path: &Path,
-    device: &burn::tensor::Device,
-    build: impl FnOnce(&M::Config, &burn::tensor::Device) -> Result<M, ModelError>,
-) -> Result<M, ModelError>
-where
-    M::Config: DeserializeOwned,
-{
-    let (config, _) = read_config::<M::Config>(path, M::KIND)?;
-    load_into(build(&config, device)?, path)
+fn read_parameters<M: Trainable>(model: M, path: &Path) -> Result<M, ModelError> {
+    model
+        .load_parameters(path)
+        .map_err(|e| err(path, format!("the parameters do not fit the model: {e}")))
 }

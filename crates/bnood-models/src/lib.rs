@@ -11,6 +11,9 @@
 //! - [`RealNvp`] (Dinh et al. 2016, paper Appendix C.1): multi-scale, one downscale,
 //!   checkerboard and channel-wise affine couplings with pre-activation BatchNorm residual
 //!   s/t networks; presets [`RealNvpConfig::paper_fmnist`], [`RealNvpConfig::cpu_fmnist`].
+//! - [`catalogue`]: every kind of the zoo named once — [`ModelKind`], [`ModelConfig`]
+//!   (`preset`, `with_seed`, `init`) and [`AnyModel`], which trains, saves, loads and
+//!   scores without the caller matching on the kind.
 //! - [`train`]: the training loop (Adam, batch 64, seeded, gradient clipping, progress bar,
 //!   checkpoints, resume) and [`checkpoint`]: save/load with architecture checks.
 //!
@@ -20,7 +23,7 @@
 //! dimension need no further correction.
 #![warn(missing_docs)]
 
-pub mod any;
+pub mod catalogue;
 pub mod checkpoint;
 mod init;
 pub mod realnvp;
@@ -29,7 +32,7 @@ pub mod vae;
 
 use burn::tensor::Tensor;
 
-pub use any::AnyModel;
+pub use catalogue::{AnyModel, ModelConfig, ModelKind};
 pub use bnood_norm::StatsMode;
 pub use realnvp::{RealNvp, RealNvpConfig};
 pub use vae::{Vae, VaeConfig};

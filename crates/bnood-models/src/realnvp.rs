@@ -12,6 +12,11 @@
 //! sample's own coordinates whatever statistics the BatchNorm uses; in `Batch` mode the
 //! density of one sample, with the rest of the batch fixed, still integrates to 1 (the
 //! paper's Proposition 1).
+//!
+//! On the CPU devices of the backends this crate was built with (features `flex`,
+//! `ndarray`), without autodiff, the s/t networks run in a layout made for CPUs (the
+//! crate-private `cpu` module): the same values up to float rounding, about twice as fast,
+//! and the same bits whatever the number of cores.
 
 use std::f64::consts::PI;
 
@@ -24,13 +29,12 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use bnood_data::LogitTransform;
-use bnood_norm::{BatchNorm, BatchNormConfig, BatchShare, ShareExchange, StatsMode};
+use bnood_norm::{BatchNorm, BatchNormConfig, StatsMode};
 
 use crate::init::conv2d;
 use crate::{LikelihoodModel, ModelError, check_shape};
 
-mod rows;
-use rows::{RowGrid, add_offsets};
+mod cpu;
 
 /// Architecture and initialisation of a [`RealNvp`]. Serialisable, so checkpoints can carry
 /// it and refuse a mismatching architecture.
@@ -168,7 +172,7 @@ impl RealNvpConfig {
         let mut scales = Vec::with_capacity(self.downscales);
         for _ in 0..self.downscales {
             let checker = (0..3)
-                .map(|p| make(CouplingKind::Checkerboard { parity: p % 2 }, c))
+                .map(|p| make(CouplingKind::checkerboard(p), c))
                 .collect::<Result<_, _>>()?;
             let channel = (0..3)
                 .map(|f| make(CouplingKind::Channel { flip: f % 2 == 1 }, 4 * c))
@@ -180,7 +184,7 @@ impl RealNvpConfig {
             c *= 2;
         }
         let last = (0..4)
-            .map(|p| make(CouplingKind::Checkerboard { parity: p % 2 }, c))
+            .map(|p| make(CouplingKind::checkerboard(p), c))
             .collect::<Result<_, _>>()?;
         let [c0, h0, w0] = self.image_shape;
         Ok(RealNvp {
@@ -195,10 +199,43 @@ impl RealNvpConfig {
     }
 }
 
+/// Which part of a coupling's input conditions the transform of the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CouplingKind {
-    Checkerboard { parity: usize },
+    /// A spatial checkerboard: the pixels `(i, j)` whose `i + j` has this parity condition,
+    /// the others are transformed.
+    Checkerboard { parity: Parity },
+    /// Channel halves: the first half conditions and the second is transformed, or the
+    /// reverse with `flip`.
     Channel { flip: bool },
+}
+
+impl CouplingKind {
+    /// Checkerboard coupling `index` of a run: parities alternate, so that consecutive
+    /// couplings transform complementary pixels.
+    fn checkerboard(index: usize) -> Self {
+        CouplingKind::Checkerboard {
+            parity: Parity::alternating(index),
+        }
+    }
+}
+
+/// Parity of `i + j` on a checkerboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parity {
+    Even,
+    Odd,
+}
+
+impl Parity {
+    /// `Even`, `Odd`, `Even`, … for `index` = 0, 1, 2, …
+    fn alternating(index: usize) -> Self {
+        if index.is_multiple_of(2) {
+            Parity::Even
+        } else {
+            Parity::Odd
+        }
+    }
 }
 
 /// Pre-activation residual block: `x + conv(relu(bn(conv(relu(bn(x))))))`.
@@ -235,8 +272,8 @@ impl ResNet {
     fn forward(&self, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<4>, ModelError> {
         let x = self.in_norm.forward(x, mode)?;
         let x = relu(Tensor::cat(vec![x.clone(), x.neg()], 1));
-        if uses_rows_layout(&x) {
-            return self.forward_rows(x, mode);
+        if cpu::takes_rows_layout(&x) {
+            return cpu::forward(self, x, mode);
         }
         let mut h = self.in_conv.forward(x);
         for block in &self.blocks {
@@ -244,118 +281,6 @@ impl ResNet {
         }
         Ok(self.out_conv.forward(relu(self.out_norm.forward(h, mode)?)))
     }
-
-    /// The same network from the input convolution on, in the rows layout (see [`rows`]):
-    /// the same parameters and formulas, the convolutions as matrix products, run by two
-    /// threads that each take half of the image groups and add up their BatchNorm sums.
-    fn forward_rows(&self, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<4>, ModelError> {
-        let [n, _, h, w] = x.dims();
-        let grid = RowGrid::new(n, h, w, &x.device());
-        let rows = grid.to_rows(x);
-        let shares = grid.shares();
-        if shares.len() == 1 {
-            return Ok(grid.to_nchw(self.body_rows(&grid, rows, mode, None)?));
-        }
-        // Every share sees the same shapes and batch size, so a BatchNorm error (checked
-        // before its first rendezvous) stops all shares alike; none is left waiting.
-        let exchange = ShareExchange::new(shares.len());
-        let outputs = std::thread::scope(|scope| {
-            let threads: Vec<_> = shares
-                .iter()
-                .enumerate()
-                .map(|(index, groups)| {
-                    let rows = rows.clone().narrow(0, groups.start, groups.len());
-                    let (grid, exchange) = (&grid, &exchange);
-                    scope.spawn(move || {
-                        let guard = exchange.guard();
-                        let all_sum = |partial| exchange.all_sum(index, partial);
-                        let share = BatchShare {
-                            total_blocks: grid.images(),
-                            records: index == 0,
-                            all_sum: &all_sum,
-                        };
-                        let out = self.body_rows(grid, rows, mode, Some(&share));
-                        if out.is_ok() {
-                            guard.finish();
-                        }
-                        out
-                    })
-                })
-                .collect();
-            threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
-        });
-        // A share's error makes the others panic (they stop waiting for it): report it.
-        let mut parts = Vec::with_capacity(outputs.len());
-        let mut panic = None;
-        for output in outputs {
-            match output {
-                Ok(Ok(part)) => parts.push(part),
-                Ok(Err(e)) => return Err(e),
-                Err(payload) => panic = Some(payload),
-            }
-        }
-        if let Some(payload) = panic {
-            std::panic::resume_unwind(payload);
-        }
-        Ok(grid.to_nchw(Tensor::cat(parts, 0)))
-    }
-
-    /// The network from the input convolution to the output convolution on `rows`
-    /// (`[groups, rows, 2·C_in]`, all groups or one thread's `share`). Between the
-    /// BatchNorms' statistics it runs one group at a time — map, ReLU, convolution (and the
-    /// residual sum) on a group while it is still in the CPU's cache — which measured about
-    /// twice as fast on these layers as whole-tensor passes (docs/performance.md).
-    fn body_rows(
-        &self,
-        grid: &RowGrid,
-        rows: Tensor<3>,
-        mode: &StatsMode,
-        share: Option<&BatchShare<'_>>,
-    ) -> Result<Tensor<3>, ModelError> {
-        let groups = rows.dims()[0];
-        let in_conv = grid.kernel3x3(&self.in_conv);
-        let mut offset = in_conv.bias();
-        let mut h: Vec<Tensor<3>> = (0..groups)
-            .map(|g| grid.conv3x3(rows.clone().narrow(0, g, 1), &in_conv))
-            .collect();
-        for block in &self.blocks {
-            let (conv1, conv2) = (grid.kernel3x3(&block.conv1), grid.kernel3x3(&block.conv2));
-            let (centred, map) =
-                grid.batch_norm_chunks(&block.norm1, h.clone(), offset.clone(), mode, share)?;
-            let a: Vec<Tensor<3>> = centred
-                .into_iter()
-                .map(|x| grid.conv3x3(grid.activate(&map, x), &conv1))
-                .collect();
-            let (centred, map) =
-                grid.batch_norm_chunks(&block.norm2, a, conv1.bias(), mode, share)?;
-            h = h
-                .into_iter()
-                .zip(centred)
-                .map(|(h, x)| h + grid.conv3x3(grid.activate(&map, x), &conv2))
-                .collect();
-            offset = add_offsets(offset, conv2.bias());
-        }
-        let (centred, map) = grid.batch_norm_chunks(&self.out_norm, h, offset, mode, share)?;
-        let out_conv = RowGrid::kernel1x1(&self.out_conv);
-        let out: Vec<Tensor<3>> = centred
-            .into_iter()
-            .map(|x| RowGrid::conv1x1(grid.activate(&map, x), &out_conv))
-            .collect();
-        Ok(Tensor::cat(out, 0))
-    }
-}
-
-/// Whether the s/t networks run in the rows layout: on the CPU backends (flex, ndarray),
-/// without autodiff (the layout's sliding windows have no efficient gradient in burn).
-/// GPUs keep burn's convolutions.
-fn uses_rows_layout(x: &Tensor<4>) -> bool {
-    let device = x.device();
-    if device.is_autodiff() {
-        return false;
-    }
-    // burn 0.22 exposes no backend query on `Device`; its Debug form names the backend.
-    let name = format!("{device:?}");
-    name.contains("Flex") || name.contains("NdArray")
 }
 
 /// One affine coupling: `y = x ⊙ exp(s) + t` on the transformed part, `s = w ⊙ tanh(s_raw)`.
@@ -364,10 +289,9 @@ pub struct Coupling {
     net: ResNet,
     /// Per-channel scale `w` of `tanh(s_raw)`, initialised to 1.
     rescale: Param<Tensor<1>>,
-    /// 0: checkerboard, 1: channel-wise.
-    kind: usize,
-    /// Checkerboard parity, or channel-wise flip (0/1).
-    variant: usize,
+    /// Which part of the input conditions the transform of the rest.
+    #[module(skip)]
+    kind: CouplingKind,
 }
 
 impl Coupling {
@@ -406,21 +330,21 @@ impl Coupling {
             out_norm: norm(mid)?,
             out_conv: conv2d(rng, [mid, out], 1, cfg.zero_init_last, device),
         };
-        let (kind_id, variant) = match kind {
-            CouplingKind::Checkerboard { parity } => (0, parity),
-            CouplingKind::Channel { flip } => (1, usize::from(flip)),
-        };
         Ok(Self {
             net,
             rescale: Param::from_tensor(Tensor::ones([out / 2], device)),
-            kind: kind_id,
-            variant,
+            kind,
         })
     }
 
-    fn checkerboard(&self, h: usize, w: usize, device: &Device) -> Tensor<4> {
+    /// `[1, 1, h, w]`: 1 on the pixels whose `i + j` has `parity` (they condition), 0 on
+    /// the others (they are transformed).
+    fn checkerboard(parity: Parity, h: usize, w: usize, device: &Device) -> Tensor<4> {
         let mask: Vec<f32> = (0..h * w)
-            .map(|i| f32::from(u8::from((i / w + i % w + self.variant).is_multiple_of(2))))
+            .map(|i| {
+                let even = (i / w + i % w).is_multiple_of(2);
+                f32::from(u8::from(even == (parity == Parity::Even)))
+            })
             .collect();
         Tensor::from_data(TensorData::new(mask, [1, 1, h, w]), device)
     }
@@ -439,64 +363,58 @@ impl Coupling {
         Ok((tanh(s_raw) * w, t))
     }
 
-    /// Forward: returns `y` and the log-determinant per sample `[N]`.
+    /// Splits `x` into the conditioning part and the part to transform, applies
+    /// `transform(part, s, t)` to the latter with `s, t` from the conditioning part, and
+    /// puts the parts back together. Returns the result and `s` (zero where nothing is
+    /// transformed), whose sum per sample is the log-determinant of the forward map.
+    fn couple(
+        &self,
+        x: Tensor<4>,
+        mode: &StatsMode,
+        transform: impl Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>,
+    ) -> Result<(Tensor<4>, Tensor<4>), ModelError> {
+        match self.kind {
+            CouplingKind::Checkerboard { parity } => {
+                let [_, _, h, w] = x.dims();
+                let b = Self::checkerboard(parity, h, w, &x.device());
+                let inv = b.clone().neg().add_scalar(1.0);
+                let (s, t) = self.scale_shift(x.clone() * b, mode)?;
+                // s = t = 0 on the conditioning pixels: the transform leaves them as they are.
+                let (s, t) = (s * inv.clone(), t * inv);
+                Ok((transform(x, s.clone(), t), s))
+            }
+            CouplingKind::Channel { flip } => {
+                let half = x.dims()[1] / 2;
+                let (a, b) = (x.clone().narrow(1, 0, half), x.narrow(1, half, half));
+                let (cond, part) = if flip { (b, a) } else { (a, b) };
+                let (s, t) = self.scale_shift(cond.clone(), mode)?;
+                let y = transform(part, s.clone(), t);
+                let out = if flip {
+                    Tensor::cat(vec![y, cond], 1)
+                } else {
+                    Tensor::cat(vec![cond, y], 1)
+                };
+                Ok((out, s))
+            }
+        }
+    }
+
+    /// Forward: `y = x ⊙ exp(s) + t` on the transformed part; returns `y` and the
+    /// log-determinant per sample `[N]`.
     fn forward(
         &self,
         x: Tensor<4>,
         mode: &StatsMode,
     ) -> Result<(Tensor<4>, Tensor<1>), ModelError> {
-        let [n, c, h, w] = x.dims();
-        if self.kind == 0 {
-            let b = self.checkerboard(h, w, &x.device());
-            let inv = b.clone().neg().add_scalar(1.0);
-            let (s, t) = self.scale_shift(x.clone() * b, mode)?;
-            let (s, t) = (s * inv.clone(), t * inv);
-            let log_det = s.clone().reshape([n, c * h * w]).sum_dim(1).reshape([n]);
-            Ok((x * s.exp() + t, log_det))
-        } else {
-            let half = c / 2;
-            let (a, bpart) = (x.clone().narrow(1, 0, half), x.narrow(1, half, half));
-            let (cond, trans) = if self.variant == 1 {
-                (bpart, a)
-            } else {
-                (a, bpart)
-            };
-            let (s, t) = self.scale_shift(cond.clone(), mode)?;
-            let log_det = s.clone().reshape([n, half * h * w]).sum_dim(1).reshape([n]);
-            let y = trans * s.exp() + t;
-            let out = if self.variant == 1 {
-                Tensor::cat(vec![y, cond], 1)
-            } else {
-                Tensor::cat(vec![cond, y], 1)
-            };
-            Ok((out, log_det))
-        }
+        let (y, s) = self.couple(x, mode, |x, s, t| x * s.exp() + t)?;
+        let [n, c, h, w] = s.dims();
+        let log_det = s.reshape([n, c * h * w]).sum_dim(1).reshape([n]);
+        Ok((y, log_det))
     }
 
+    /// Inverse: `x = (y − t) ⊙ exp(−s)` on the transformed part.
     fn inverse(&self, y: Tensor<4>, mode: &StatsMode) -> Result<Tensor<4>, ModelError> {
-        let [_, c, h, w] = y.dims();
-        if self.kind == 0 {
-            let b = self.checkerboard(h, w, &y.device());
-            let inv = b.clone().neg().add_scalar(1.0);
-            let (s, t) = self.scale_shift(y.clone() * b, mode)?;
-            let (s, t) = (s * inv.clone(), t * inv);
-            Ok((y - t) * s.neg().exp())
-        } else {
-            let half = c / 2;
-            let (a, bpart) = (y.clone().narrow(1, 0, half), y.narrow(1, half, half));
-            let (cond, trans) = if self.variant == 1 {
-                (bpart, a)
-            } else {
-                (a, bpart)
-            };
-            let (s, t) = self.scale_shift(cond.clone(), mode)?;
-            let x = (trans - t) * s.neg().exp();
-            Ok(if self.variant == 1 {
-                Tensor::cat(vec![x, cond], 1)
-            } else {
-                Tensor::cat(vec![cond, x], 1)
-            })
-        }
+        Ok(self.couple(y, mode, |y, s, t| (y - t) * s.neg().exp())?.0)
     }
 }
 
@@ -670,10 +588,7 @@ impl LikelihoodModel for RealNvp {
 }
 
 impl crate::train::Trainable for RealNvp {
-    const KIND: &'static str = "realnvp";
-    type Config = RealNvpConfig;
-
-    fn config(&self) -> RealNvpConfig {
-        self.config.clone()
+    fn model_config(&self) -> crate::ModelConfig {
+        crate::ModelConfig::RealNvp(self.config.clone())
     }
 }

@@ -2,7 +2,7 @@
 //! BatchNorm running statistics updated through `StatsMode::Train`, a progress bar with
 //! loss in bits/dim, periodic checkpoints and resume.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use bnood_data::{Dequantizer, ImageSet};
 use bnood_norm::StatsMode;
@@ -28,12 +28,8 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Adam learning rate.
     pub learning_rate: f64,
-    /// Stop after this many passes over the data (`None`: no epoch limit).
-    pub epochs: Option<usize>,
-    /// Stop after this many optimiser steps in total (`None`: no step limit).
-    pub max_steps: Option<usize>,
-    /// Stop when this much wall time has passed in this run (`None`: no limit).
-    pub time_budget: Option<Duration>,
+    /// When to stop: the first limit reached of wall time, epochs and steps.
+    pub budget: TrainBudget,
     /// Clip the gradient's global L2 norm to this value (`None`: no clipping).
     pub grad_clip_norm: Option<f32>,
     /// Seed of the batch order and the dequantisation noise.
@@ -55,15 +51,86 @@ impl Default for TrainConfig {
         Self {
             batch_size: 64,
             learning_rate: 1e-3,
-            epochs: Some(1),
-            max_steps: None,
-            time_budget: None,
+            budget: TrainBudget::epochs(1),
             grad_clip_norm: Some(100.0),
             seed: 0,
             checkpoint_every: 500,
             checkpoint: None,
             progress: true,
             resume: false,
+        }
+    }
+}
+
+/// How long to train: the run stops at the first limit reached (after the step that crosses
+/// a time limit). The one budget type of bnood: the training loop, the CLI and the main job
+/// all take it.
+/// As command-line flags (a clap `Args` group): `--minutes`, `--epochs`, `--steps`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, clap::Args)]
+pub struct TrainBudget {
+    /// Wall-clock budget in minutes.
+    #[arg(long)]
+    pub minutes: Option<f64>,
+    /// Passes over the training set (counted from step 0, so a resumed run finishes the
+    /// same epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Optimiser steps in total (including steps before a resume).
+    #[arg(long = "steps")]
+    pub max_steps: Option<usize>,
+}
+
+impl TrainBudget {
+    /// Train for `minutes` of wall-clock time.
+    pub fn minutes(minutes: f64) -> Self {
+        Self {
+            minutes: Some(minutes),
+            ..Self::default()
+        }
+    }
+
+    /// Train for `epochs` passes over the data.
+    pub fn epochs(epochs: usize) -> Self {
+        Self {
+            epochs: Some(epochs),
+            ..Self::default()
+        }
+    }
+
+    /// Train for `steps` optimiser steps.
+    pub fn steps(steps: usize) -> Self {
+        Self {
+            max_steps: Some(steps),
+            ..Self::default()
+        }
+    }
+
+    /// Whether no limit is set (training would never stop).
+    pub fn is_unlimited(&self) -> bool {
+        self.minutes.is_none() && self.epochs.is_none() && self.max_steps.is_none()
+    }
+
+    /// The wall-clock limit as a duration.
+    pub fn time_limit(&self) -> Option<Duration> {
+        self.minutes.map(|m| Duration::from_secs_f64(m.max(0.0) * 60.0))
+    }
+
+    /// The budget in words, e.g. `"20 min"` or `"4 steps"`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(m) = self.minutes {
+            parts.push(format!("{m} min"));
+        }
+        if let Some(e) = self.epochs {
+            parts.push(format!("{e} epoch(s)"));
+        }
+        if let Some(s) = self.max_steps {
+            parts.push(format!("{s} steps"));
+        }
+        if parts.is_empty() {
+            "no budget".into()
+        } else {
+            parts.join(" or ")
         }
     }
 }
@@ -85,38 +152,30 @@ pub struct TrainReport {
     pub history: Vec<(usize, f64)>,
 }
 
-/// A model the loop can train and checkpoint.
+/// A model the loop can train and checkpoint: a burn [`Module`] with a likelihood that
+/// knows its own catalogue configuration (stored in checkpoint sidecars). Every model of
+/// the zoo implements it, and so does [`crate::AnyModel`].
 pub trait Trainable: Module + LikelihoodModel + Sized {
-    /// Kind name stored in checkpoints (e.g. `"realnvp"`).
-    const KIND: &'static str;
-    /// The configuration type stored in checkpoints.
-    type Config: Serialize;
-    /// The model's configuration.
-    fn config(&self) -> Self::Config;
-}
+    /// The model's kind and configuration.
+    fn model_config(&self) -> crate::ModelConfig;
 
-/// Where the optimiser state of a checkpoint is kept: `<checkpoint>.optim`.
-pub fn optimizer_path(checkpoint: &Path) -> PathBuf {
-    let mut name = checkpoint.file_name().unwrap_or_default().to_os_string();
-    name.push(".optim");
-    checkpoint.with_file_name(name)
-}
+    /// Writes the parameters (BatchNorm running statistics included) to `path` in burn's
+    /// module store. A wrapper such as [`crate::AnyModel`] writes its inner model's, so a
+    /// file has the same layout whoever saved it.
+    ///
+    /// # Errors
+    /// burn's reason when the file cannot be written.
+    fn save_parameters(self, path: &std::path::Path) -> Result<(), burn::store::RecordError> {
+        self.save_file(path)
+    }
 
-fn save_progress<M: Trainable>(
-    model: &M,
-    optim: &burn::optim::ModuleOptimizer,
-    step: usize,
-    batch_size: usize,
-    path: &Path,
-) -> Result<(), ModelError> {
-    let optim_path = optimizer_path(path);
-    optim
-        .save(&optim_path)
-        .map_err(|e| ModelError::Checkpoint {
-            path: optim_path.display().to_string(),
-            reason: format!("cannot write the optimiser state: {e}"),
-        })?;
-    checkpoint::save(model.clone(), step, step * batch_size, path)
+    /// Reads the parameters written by [`save_parameters`](Self::save_parameters).
+    ///
+    /// # Errors
+    /// burn's reason when the file is unreadable or does not fit the model.
+    fn load_parameters(self, path: &std::path::Path) -> Result<Self, burn::store::RecordError> {
+        self.try_load_file(path)
+    }
 }
 
 /// Batch `step` of the epoch order: indices into the data.
@@ -167,8 +226,13 @@ pub fn train<M: Trainable>(
         });
     }
     let steps_per_epoch = data.len() / cfg.batch_size;
-    let mut end = cfg.max_steps.unwrap_or(usize::MAX);
-    if let Some(epochs) = cfg.epochs {
+    if cfg.budget.is_unlimited() {
+        return Err(ModelError::Training(
+            "no training budget: give minutes, epochs or steps".into(),
+        ));
+    }
+    let mut end = cfg.budget.max_steps.unwrap_or(usize::MAX);
+    if let Some(epochs) = cfg.budget.epochs {
         end = end.min(epochs.saturating_mul(steps_per_epoch));
     }
     let dims = model.dims() as f64;
@@ -188,15 +252,7 @@ pub fn train<M: Trainable>(
     {
         model = checkpoint::load_into(model, path)?.fork(device).train();
         start_step = checkpoint::read_meta(path)?.step;
-        let optim_path = optimizer_path(path);
-        optim = optim
-            .load(&optim_path)
-            .map_err(|e| ModelError::Checkpoint {
-                path: optim_path.display().to_string(),
-                reason: format!(
-                    "cannot restore the optimiser state ({e}); train without resume to start over"
-                ),
-            })?;
+        optim = checkpoint::load_optimizer(optim, path)?;
     }
 
     let bar = if cfg.progress && end != usize::MAX {
@@ -213,11 +269,12 @@ pub fn train<M: Trainable>(
         ProgressBar::hidden()
     };
 
+    let time_limit = cfg.budget.time_limit();
     let started = Instant::now();
     let mut history = Vec::new();
     let mut step = start_step;
     while step < end {
-        if cfg.time_budget.is_some_and(|b| started.elapsed() >= b) {
+        if time_limit.is_some_and(|b| started.elapsed() >= b) {
             break;
         }
         let (epoch, in_epoch) = (step / steps_per_epoch, step % steps_per_epoch);
@@ -250,12 +307,12 @@ pub fn train<M: Trainable>(
         if let Some(path) = &cfg.checkpoint
             && step.is_multiple_of(cfg.checkpoint_every.max(1))
         {
-            save_progress(&model, &optim, step, cfg.batch_size, path)?;
+            checkpoint::save_with_optimizer(&model, &optim, step, step * cfg.batch_size, path)?;
         }
     }
     bar.finish_and_clear();
     if let Some(path) = &cfg.checkpoint {
-        save_progress(&model, &optim, step, cfg.batch_size, path)?;
+        checkpoint::save_with_optimizer(&model, &optim, step, step * cfg.batch_size, path)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let run_samples = (step - start_step) * cfg.batch_size;

@@ -77,20 +77,18 @@
 //!
 //! This reads the batch back to the host once per call.
 
-use std::f64::consts::PI;
-
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
-use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use bnood_norm::{BatchNorm, BatchNormConfig, StatsMode};
 
-use crate::init::{conv_transpose2d, conv2d_strided, linear};
+use crate::init::{conv_transpose2d, conv2d_strided, linear, splitmix64, standard_normals};
 use crate::{LikelihoodModel, ModelError, check_shape};
 
 /// Number of values of a pixel: the likelihood is a 256-way categorical per pixel.
@@ -444,60 +442,6 @@ pub struct Vae {
     config: VaeConfig,
 }
 
-fn conv_spec(conv: &Conv2d, batch_norm: bool) -> LayerSpec {
-    let [out_channels, in_channels, kh, kw] = conv.weight.dims();
-    let padding = match conv.padding {
-        PaddingConfig2d::Explicit(top, ..) => top,
-        PaddingConfig2d::Valid => 0,
-        PaddingConfig2d::Same => kh / 2,
-    };
-    LayerSpec {
-        in_channels,
-        out_channels,
-        kernel: [kh, kw],
-        stride: conv.stride[0],
-        padding,
-        output_padding: 0,
-        batch_norm,
-    }
-}
-
-fn deconv_spec(conv: &ConvTranspose2d, batch_norm: bool) -> LayerSpec {
-    let [in_channels, out_channels, kh, kw] = conv.weight.dims();
-    LayerSpec {
-        in_channels,
-        out_channels,
-        kernel: [kh, kw],
-        stride: conv.stride[0],
-        padding: conv.padding[0],
-        output_padding: conv.padding_out[0],
-        batch_norm,
-    }
-}
-
-/// SplitMix64 finaliser.
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// `n` standard normal values (Box–Muller on ChaCha8 uniforms).
-fn standard_normals(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]
-        let u2: f64 = rng.random::<f64>();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let t = 2.0 * PI * u2;
-        out.push((r * t.cos()) as f32);
-        out.push((r * t.sin()) as f32);
-    }
-    out.truncate(n);
-    out
-}
-
 fn host_values(x: &Tensor<4>) -> Result<Vec<f32>, ModelError> {
     x.clone().into_data().try_into_vec_as::<f32>().map_err(|e| {
         ModelError::Data(bnood_data::DataError::Mismatch(format!(
@@ -538,26 +482,6 @@ impl Vae {
     /// Number of trainable scalars.
     pub fn num_trainable(&self) -> usize {
         self.num_params()
-    }
-
-    /// The inference network's 6 convolutions as built (read from the modules' weights).
-    pub fn encoder_layers(&self) -> Vec<LayerSpec> {
-        self.encoder
-            .iter()
-            .map(|b| conv_spec(&b.conv, true))
-            .collect()
-    }
-
-    /// The generator's 8 deconvolutions as built (read from the modules' weights).
-    pub fn decoder_layers(&self) -> Vec<LayerSpec> {
-        let mut v: Vec<LayerSpec> = self
-            .decoder
-            .iter()
-            .map(|b| deconv_spec(&b.conv, true))
-            .collect();
-        v.push(deconv_spec(&self.hidden, false));
-        v.push(deconv_spec(&self.logits, false));
-        v
     }
 
     /// `q(z|x)` for `x` `[N, C, H, W]` (dequantised, `[0, 256)`): mean and log-variance,
@@ -804,10 +728,79 @@ impl LikelihoodModel for Vae {
 }
 
 impl crate::train::Trainable for Vae {
-    const KIND: &'static str = "vae";
-    type Config = VaeConfig;
+    fn model_config(&self) -> crate::ModelConfig {
+        crate::ModelConfig::Vae(self.config.clone())
+    }
+}
 
-    fn config(&self) -> VaeConfig {
-        self.config.clone()
+#[cfg(test)]
+mod tests {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::{Conv2d, ConvTranspose2d};
+    use burn::tensor::Device;
+
+    use super::{LayerSpec, Vae, VaeConfig};
+
+    fn conv_spec(conv: &Conv2d, batch_norm: bool) -> LayerSpec {
+        let [out_channels, in_channels, kh, kw] = conv.weight.dims();
+        let padding = match conv.padding {
+            PaddingConfig2d::Explicit(top, ..) => top,
+            PaddingConfig2d::Valid => 0,
+            PaddingConfig2d::Same => kh / 2,
+        };
+        LayerSpec {
+            in_channels,
+            out_channels,
+            kernel: [kh, kw],
+            stride: conv.stride[0],
+            padding,
+            output_padding: 0,
+            batch_norm,
+        }
+    }
+
+    fn deconv_spec(conv: &ConvTranspose2d, batch_norm: bool) -> LayerSpec {
+        let [in_channels, out_channels, kh, kw] = conv.weight.dims();
+        LayerSpec {
+            in_channels,
+            out_channels,
+            kernel: [kh, kw],
+            stride: conv.stride[0],
+            padding: conv.padding[0],
+            output_padding: conv.padding_out[0],
+            batch_norm,
+        }
+    }
+
+    /// The inference network's 6 convolutions as built (read from the modules' weights).
+    fn encoder_layers(model: &Vae) -> Vec<LayerSpec> {
+        model
+            .encoder
+            .iter()
+            .map(|b| conv_spec(&b.conv, true))
+            .collect()
+    }
+
+    /// The generator's 8 deconvolutions as built (read from the modules' weights).
+    fn decoder_layers(model: &Vae) -> Vec<LayerSpec> {
+        let mut v: Vec<LayerSpec> = model
+            .decoder
+            .iter()
+            .map(|b| deconv_spec(&b.conv, true))
+            .collect();
+        v.push(deconv_spec(&model.hidden, false));
+        v.push(deconv_spec(&model.logits, false));
+        v
+    }
+
+    /// The built modules have exactly the layers of the configuration's table (which
+    /// tests/vae.rs pins to the paper's Table 3).
+    #[test]
+    fn built_modules_have_the_layers_of_the_table() {
+        for cfg in [VaeConfig::paper_fmnist(), VaeConfig::cpu_fmnist()] {
+            let model = cfg.init(&Device::flex()).expect("valid");
+            assert_eq!(encoder_layers(&model), cfg.encoder_layers());
+            assert_eq!(decoder_layers(&model), cfg.decoder_layers());
+        }
     }
 }

@@ -41,8 +41,7 @@ fn a_few_training_steps_on_real_fmnist_lower_the_loss_and_move_running_statistic
     let before_running = scores(&model, probe.clone(), &StatsMode::Running);
     let cfg = TrainConfig {
         batch_size: 32,
-        max_steps: Some(40),
-        epochs: None,
+        budget: bnood_models::train::TrainBudget::steps(40),
         progress: false,
         ..TrainConfig::default()
     };
@@ -74,7 +73,7 @@ fn save_then_load_gives_identical_log_likelihoods_in_every_mode() {
         .tensor(0..16, &Device::flex())
         .expect("tensor")
         .add_scalar(0.5);
-    assert_checkpoint_round_trip(&model, x, |c: &RealNvpConfig, d| c.init(d));
+    assert_checkpoint_round_trip(&model, x);
 }
 
 #[test]
@@ -162,8 +161,7 @@ fn resuming_from_a_checkpoint_continues_exactly_like_an_uninterrupted_run() {
     let path = dir.path().join("run.bpk");
     let cfg = |steps, checkpoint: Option<std::path::PathBuf>, resume| TrainConfig {
         batch_size: 16,
-        max_steps: Some(steps),
-        epochs: None,
+        budget: bnood_models::train::TrainBudget::steps(steps),
         progress: false,
         checkpoint,
         resume,

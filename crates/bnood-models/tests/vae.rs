@@ -71,10 +71,8 @@ fn paper_preset_matches_table_3() {
     assert_eq!(cfg.latent_dim, 64);
     assert!(cfg.iw_samples >= 1);
     assert_eq!(VaeConfig::preset("paper").expect("preset"), cfg);
-    // The built modules have exactly these layers.
-    let model = cfg.init(&Device::flex()).expect("valid");
-    assert_eq!(model.encoder_layers(), encoder);
-    assert_eq!(model.decoder_layers(), decoder);
+    // That the built modules have exactly these layers is a unit test in src/vae.rs
+    // (`built_modules_have_the_layers_of_the_table`): it reads the private modules.
     // Colour images scale the widths by c = 3 (CIFAR: k = 8); 256 and 256c as in the table.
     let rgb = VaeConfig::paper([3, 32, 32]);
     let enc: Vec<_> = rgb
@@ -386,8 +384,7 @@ fn a_few_training_steps_on_real_fmnist_lower_the_loss() {
     // A larger step than Adam's default 1e-3 so that 30 steps move the 256-way logits visibly.
     let cfg = TrainConfig {
         batch_size: 32,
-        max_steps: Some(30),
-        epochs: None,
+        budget: bnood_models::train::TrainBudget::steps(30),
         learning_rate: 1e-2,
         progress: false,
         ..TrainConfig::default()
@@ -427,7 +424,7 @@ fn save_then_load_gives_identical_log_likelihoods_in_running_and_batch_mode() {
         .tensor(0..8, &Device::flex())
         .expect("tensor")
         .add_scalar(0.5);
-    assert_checkpoint_round_trip(&model, x, |c: &VaeConfig, d| c.init(d));
+    assert_checkpoint_round_trip(&model, x);
 }
 
 #[test]

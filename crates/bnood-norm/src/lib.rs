@@ -10,7 +10,9 @@
 //! - [`StatsMode::Train`] records each layer's batch statistics on a [`RunningStatsTape`];
 //!   [`RunningStatsTape::apply`] then folds them into the module's running averages. The
 //!   running averages are ordinary (non-trainable) parameters, so clones never share them
-//!   and `Module::save_file` stores them.
+//!   and `Module::save_file` stores them. A layer normalised by a custom kernel records its
+//!   batch statistics with [`RunningStatsTape::record`]; the layer's parameters (γ, β,
+//!   running mean and variance, ε, momentum) are its public fields, as in PyTorch.
 //! - [`mixed_batch`] assembles `[test rows; reference rows]`, runs a model over it once in
 //!   [`StatsMode::Batch`], and hands back the rows of the test samples: every BatchNorm
 //!   layer inside sees the statistics of the *combined* activations.
@@ -22,17 +24,21 @@
 //! the two differ by the factor `n/(n−1)` in the normaliser (≈1.6% of the variance for a
 //! dense layer at b = 64, much less for convolutions, where n = b·H·W). Batch statistics
 //! over fewer than 2 values per channel are an error ([`NormError::TooFewValues`]).
+//!
+//! ## Features
+//! Backends of burn, so that a program using this crate runs without naming burn's
+//! features itself (the crates above forward theirs here):
+//! - `flex` (default): burn's pure-Rust CPU backend, multi-threaded and SIMD (`burn/flex`,
+//!   `simd`, `rayon`, `x86-v4`);
+//! - `ndarray`: burn's ndarray CPU backend (deprecated upstream);
+//! - `wgpu`: GPUs through wgpu.
 #![warn(missing_docs)]
 
 mod batch_norm;
 mod mixed;
-mod share;
 
-pub use batch_norm::{
-    BatchNorm, BatchNormConfig, ChannelsLastAffine, RunningStatsTape, StatsMode, ValidRows,
-};
+pub use batch_norm::{BatchNorm, BatchNormConfig, RunningStatsTape, StatsMode};
 pub use mixed::{MixedBatch, mixed_batch};
-pub use share::{BatchShare, ShareExchange, ShareGuard};
 
 /// Errors of `bnood-norm`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -63,4 +69,12 @@ pub enum NormError {
     /// A mixed batch was asked for with incompatible parts.
     #[error("invalid mixed batch: {0}")]
     InvalidMix(String),
+    /// Batch statistics handed to [`RunningStatsTape::record`] do not fit the layer.
+    #[error("invalid batch statistics for a BatchNorm over {channels} channels: {reason}")]
+    InvalidStatistics {
+        /// Channels of the layer.
+        channels: usize,
+        /// What is wrong with them.
+        reason: String,
+    },
 }

@@ -270,6 +270,62 @@ fn train_then_apply_updates_running_stats_with_momentum_and_unbiased_variance() 
     assert_eq!(running_bits(&layer), before, "second apply is a no-op");
 }
 
+/// A kernel that normalises outside `forward` (RealNVP's channels-last one) records its batch
+/// statistics with `RunningStatsTape::record`: the running averages move exactly as after a
+/// `Train` forward pass over the same batch.
+#[test]
+fn recorded_batch_statistics_update_running_stats_as_a_train_forward_does() {
+    let device = Device::flex();
+    let values = LayerValues::three_channels();
+    let x = input(8);
+    let by_forward = layer_with(&device, 1e-5, 0.3, &values);
+    let mode = StatsMode::train();
+    by_forward
+        .forward(tensor4(&x, SHAPE, &device), &mode)
+        .expect("train forward");
+    let StatsMode::Train(forward_tape) = mode else {
+        unreachable!("StatsMode::train() is Train")
+    };
+    let by_forward = forward_tape.apply(by_forward);
+
+    let by_record = layer_with(&device, 1e-5, 0.3, &values);
+    // The batch's mean and biased variance per channel, as a kernel would compute them.
+    let (mean, var) = host_batch_stats(&x, SHAPE);
+    let statistic = |v: &[f64]| tensor1(&v.iter().map(|&v| v as f32).collect::<Vec<_>>(), &device);
+    let tape = RunningStatsTape::default();
+    tape.record(&by_record, statistic(&mean), statistic(&var), 16)
+        .expect("statistics of the layer's 3 channels over 16 values");
+    assert_eq!(tape.len(), 1);
+    let by_record = tape.apply(by_record);
+    let (m, v) = running_state(&by_record);
+    assert_close(
+        &m,
+        &ema(&to_f64(&values.running_mean), &mean, 0.3),
+        1e-5,
+        "mean",
+    );
+    assert_close(
+        &v,
+        &ema(&to_f64(&values.running_var), &unbiased(&var, 16), 0.3),
+        1e-5,
+        "var",
+    );
+    let (fm, fv) = running_state(&by_forward);
+    assert_close(&m, &to_f64(&fm), 1e-6, "mean as forward");
+    assert_close(&v, &to_f64(&fv), 1e-6, "var as forward");
+
+    // Statistics of another width, or over fewer than 2 values, are refused.
+    let three = || Tensor::<1>::zeros([3], &device);
+    let err = tape.record(&by_record, Tensor::zeros([2], &device), three(), 16);
+    assert!(matches!(
+        err,
+        Err(NormError::InvalidStatistics { channels: 3, .. })
+    ));
+    let err = tape.record(&by_record, three(), three(), 1);
+    assert!(matches!(err, Err(NormError::InvalidStatistics { .. })));
+    assert!(tape.is_empty(), "nothing recorded on an error");
+}
+
 #[test]
 fn train_mode_helper_starts_with_an_empty_tape_and_uses_batch_statistics() {
     let mode = StatsMode::train();

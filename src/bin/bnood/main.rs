@@ -1,28 +1,29 @@
-//! `bnood`: datasets, training, scoring and the paper's evaluation from the command line.
+//! `bnood`: datasets, training, fitting, scoring and the paper's evaluation from the command
+//! line. A thin front end: every step is a library function of the `bnood-*` crates.
 //!
 //! ```text
 //! bnood datasets list|verify|download
 //! bnood train --model realnvp --preset cpu --minutes 20 --out runs/realnvp-cpu-seed0.bpk
-//! bnood score --model runs/realnvp-cpu-seed0.bpk --detector bn --reference fmnist-train \
-//!             --test my_images/ --format csv --out scores.csv
+//! bnood fit   --model runs/realnvp-cpu-seed0.bpk --detector bn --out detector.json
+//! bnood score --detector-file detector.json --test my_images/ --format csv --out scores.csv
 //! bnood eval  --model runs/realnvp-cpu-seed0.bpk,runs/realnvp-cpu-seed1.bpk --out runs/eval
 //! ```
 //! Every subcommand has `--help`. Errors are one sentence on stderr and exit status 1.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use bnood::backend::backend_from_setting;
-use bnood::data::{Dataset, ImageSet, Locator};
-use bnood::detect::{
-    BnTest, BnTestParams, Detector, LikelihoodModel, LogLikelihood, Scores, TPerm, Waic,
+use bnood::backend::{Backend, DEVICE_ENV, resolve};
+use bnood::data::{Dataset, Locator, Survey, load_named, seeds, survey};
+use bnood::detect::{Detector, DetectorArgs, DetectorKind, LoadedDetector, ModelFile};
+use bnood::eval::{
+    ContaminationSpec, EvalJob, EvalSets, ModelEntry, Protocol, RunSettings, SetNames,
 };
-use bnood::eval::{ContaminationSpec, DetectorKind, EvalJob, ModelEntry, Protocol};
-use bnood::experiment::{Error, ModelConfig, ModelKind, Result, named_set};
-use bnood::models::AnyModel;
+use bnood::experiment::{Error, Result, train_model};
+use bnood::models::train::TrainBudget;
+use bnood::models::{AnyModel, ModelConfig, ModelKind};
 use burn::tensor::Device;
 
 #[derive(Parser)]
@@ -32,23 +33,17 @@ use burn::tensor::Device;
     about = "Unsupervised out-of-distribution detection with generative models and batch normalization (Song, Song & Ermon)."
 )]
 struct Cli {
-    #[command(flatten)]
-    global: Global,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Args)]
-struct Global {
-    /// Compute backend: flex (default CPU), ndarray (CPU) or wgpu (GPU); default: $BNOOD_DEVICE or flex.
-    #[arg(long, global = true)]
-    backend: Option<String>,
+    /// Compute backend: flex (default CPU), ndarray (CPU) or wgpu (GPU).
+    #[arg(long, global = true, env = DEVICE_ENV, value_enum, ignore_case = true)]
+    backend: Option<Backend>,
     /// Folder searched first for datasets (then $BNOOD_DATA_DIR, ./datasets, Debian's folder).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
+    #[command(subcommand)]
+    command: Command,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +58,8 @@ enum Command {
     },
     /// Train a RealNVP or VAE with BatchNorm and save it (checkpoint + JSON sidecar).
     Train(TrainArgs),
+    /// Fit a detector on a reference set and save it, to score new data without refitting.
+    Fit(FitCmd),
     /// Score a test set with one detector; one row per image: index, score, p-value, decision.
     Score(ScoreArgs),
     /// The paper's protocol (Table 2, optionally Table 5, Figure 3, contamination) for several OoD sets.
@@ -90,24 +87,17 @@ enum DatasetsAction {
 #[derive(Args)]
 struct TrainArgs {
     /// Model family.
-    #[arg(long, default_value = "realnvp")]
-    model: String,
+    #[arg(long, value_enum, default_value_t = ModelKind::RealNvp)]
+    model: ModelKind,
     /// Preset: cpu (small, trains on this CPU) or paper (the paper's architecture).
     #[arg(long, default_value = "cpu")]
     preset: String,
     /// Training set: fmnist-train, or a path to an IDX file / PNG folder.
     #[arg(long, default_value = "fmnist-train")]
     dataset: String,
-    /// Wall-clock budget in minutes.
-    #[arg(long)]
-    minutes: Option<f64>,
-    /// Passes over the training set.
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Optimiser steps.
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Initialisation seed.
+    #[command(flatten)]
+    budget: TrainBudget,
+    /// Initialisation seed (also of batch order and dequantisation noise).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Output checkpoint (`.bpk`; a `.json` sidecar and `.optim` state are written beside it).
@@ -118,52 +108,14 @@ struct TrainArgs {
     resume: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq)]
-enum Format {
-    Csv,
-    Json,
-}
-
 #[derive(Args)]
-struct DetectorArgs {
-    /// Images per mixed batch b of the BN test.
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    /// BN test ratio r1 (share of test images in a batch; 0 = running statistics).
-    #[arg(long, default_value_t = 0.1)]
-    r1: f64,
-    /// BN test ratio r2.
-    #[arg(long, default_value_t = 0.9)]
-    r2: f64,
-    /// Monte Carlo draws of the batch composition.
-    #[arg(long, default_value_t = 1)]
-    draws: usize,
-    /// Seed of the BN test's batch composition and of subsets.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Importance samples K of VAE scoring (default: the checkpoint's, 16).
-    #[arg(long)]
-    vae_samples: Option<usize>,
-}
-
-impl DetectorArgs {
-    fn bn(&self) -> BnTestParams {
-        BnTestParams::new()
-            .batch_size(self.batch_size)
-            .ratios(self.r1, self.r2)
-            .draws(self.draws)
-            .seed(self.seed)
-    }
-}
-
-#[derive(Args)]
-struct ScoreArgs {
+struct FitArgs {
     /// Trained model file (`.bpk` with its `.json` sidecar).
     #[arg(long)]
-    model: PathBuf,
-    /// Detector: logp, tperm, waic (needs --ensemble) or bn.
-    #[arg(long, default_value = "bn")]
-    detector: String,
+    model: Option<PathBuf>,
+    /// Detector.
+    #[arg(long, value_enum, default_value_t = DetectorKind::BnTest)]
+    detector: DetectorKind,
     /// More independently trained models of the same data for WAIC.
     #[arg(long, value_delimiter = ',')]
     ensemble: Vec<PathBuf>,
@@ -173,6 +125,35 @@ struct ScoreArgs {
     /// Reference images drawn at random (default 1000; all if fewer).
     #[arg(long, default_value_t = 1000)]
     reference_size: usize,
+    /// Importance samples K of VAE scoring (default: the checkpoint's, 16).
+    #[arg(long)]
+    vae_samples: Option<usize>,
+    #[command(flatten)]
+    detector_args: DetectorArgs,
+}
+
+#[derive(Args)]
+struct FitCmd {
+    #[command(flatten)]
+    fit: FitArgs,
+    /// The detector file to write (JSON; written atomically).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Format {
+    Csv,
+    Json,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    #[command(flatten)]
+    fit: FitArgs,
+    /// A detector saved by `bnood fit`, used instead of fitting one (its models are checked).
+    #[arg(long)]
+    detector_file: Option<PathBuf>,
     /// Test set: a catalogue name (fmnist, mnist, kmnist, omniglot, rotation) or an IDX file / PNG folder.
     #[arg(long)]
     test: String,
@@ -188,8 +169,6 @@ struct ScoreArgs {
     /// Output file (default: stdout).
     #[arg(long)]
     out: Option<PathBuf>,
-    #[command(flatten)]
-    detector_args: DetectorArgs,
 }
 
 #[derive(Args)]
@@ -198,28 +177,16 @@ struct EvalArgs {
     /// WAIC ensemble), optionally named `NAME=FILE,…` (default name: RealNVP or VAE).
     #[arg(long, required = true)]
     model: Vec<String>,
-    /// OoD sets (catalogue names or paths).
+    #[command(flatten)]
+    sets: SetNames,
+    /// Detectors.
     #[arg(
         long,
+        value_enum,
         value_delimiter = ',',
-        default_value = "rotation,mnist,omniglot,kmnist"
+        default_value = "logp,tperm,waic,bn"
     )]
-    ood: Vec<String>,
-    /// In-distribution test set.
-    #[arg(long = "in", default_value = "fmnist")]
-    in_set: String,
-    /// Reference set mixed into the BN test's batches.
-    #[arg(long, default_value = "fmnist-train")]
-    reference: String,
-    /// Images per test pool.
-    #[arg(long, default_value_t = 500)]
-    subset: usize,
-    /// Reference images.
-    #[arg(long, default_value_t = 1000)]
-    reference_size: usize,
-    /// Detectors (logp, tperm, waic, bn).
-    #[arg(long, value_delimiter = ',', default_value = "logp,tperm,waic,bn")]
-    detectors: Vec<String>,
+    detectors: Vec<DetectorKind>,
     /// Also run Table 5: the BN test with r1 = 0 and these r2 (e.g. 0.15,0.3,0.5,0.9).
     #[arg(long, value_delimiter = ',')]
     table5: Vec<f64>,
@@ -244,13 +211,15 @@ struct EvalArgs {
     /// Report file stem.
     #[arg(long, default_value = "eval")]
     stem: String,
+    /// Importance samples K of VAE scoring (default: the checkpoint's, 16).
+    #[arg(long)]
+    vae_samples: Option<usize>,
     #[command(flatten)]
     detector_args: DetectorArgs,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -260,91 +229,48 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let g = cli.global;
     let mut locator = Locator::from_env();
-    if let Some(d) = &g.data_dir {
+    if let Some(d) = &cli.data_dir {
         locator = locator.with_dir(d);
     }
-    match cli.command {
-        Command::Datasets { action, only } => datasets(action, &only, locator),
-        Command::Train(a) => train_cmd(&a, &device(&g)?, &locator, !g.quiet),
-        Command::Score(a) => score_cmd(&a, &device(&g)?, &locator, !g.quiet),
-        Command::Eval(a) => eval_cmd(&a, &g, &locator),
-        Command::Report { json, out } => report_cmd(&json, out.as_deref()),
+    let backend = || resolve(cli.backend);
+    let (progress, l) = (!cli.quiet, &locator);
+    match &cli.command {
+        Command::Datasets { action, only } => datasets(*action, only, locator.clone()),
+        Command::Train(a) => train_cmd(a, &backend()?.device()?, l, progress),
+        Command::Fit(a) => fit_cmd(a, &backend()?.device()?, l, progress),
+        Command::Score(a) => score_cmd(a, &backend()?.device()?, l, progress),
+        Command::Eval(a) => eval_cmd(a, backend()?, l, progress),
+        Command::Report { json, out } => report_cmd(json, out.as_deref()),
     }
-}
-
-fn device(g: &Global) -> Result<Device> {
-    let from_env = std::env::var("BNOOD_DEVICE").ok();
-    let setting = g.backend.as_deref().or(from_env.as_deref());
-    Ok(backend_from_setting(setting)?.device()?)
-}
-
-fn backend_name(g: &Global) -> String {
-    let from_env = std::env::var("BNOOD_DEVICE").ok();
-    let setting = g.backend.as_deref().or(from_env.as_deref());
-    backend_from_setting(setting).map_or_else(|_| "?".into(), |b| b.name().to_string())
 }
 
 fn datasets(action: DatasetsAction, only: &[String], locator: Locator) -> Result<()> {
-    let chosen: Vec<Dataset> = if only.is_empty() {
-        Dataset::ALL.to_vec()
-    } else {
-        only.iter()
+    let chosen = match only {
+        [] => Dataset::ALL.to_vec(),
+        names => names
+            .iter()
             .map(|n| Dataset::from_name(n))
-            .collect::<std::result::Result<_, _>>()?
+            .collect::<std::result::Result<_, _>>()?,
     };
-    let finder = locator.clone().with_download(false);
-    let mut failures = 0;
-    for dataset in chosen {
-        for split in dataset.splits() {
-            let entry = dataset.entry(split)?;
-            let label = format!("{} {:?}", dataset.id(), split).to_lowercase();
-            match action {
-                DatasetsAction::List => {
-                    for file in entry.files {
-                        match finder.find(dataset, file) {
-                            Ok(p) => println!("{label:<22} {:<34} {}", file.name, p.display()),
-                            Err(_) => println!("{label:<22} {:<34} missing", file.name),
-                        }
-                    }
-                }
-                DatasetsAction::Verify | DatasetsAction::Download => {
-                    let loc = if matches!(action, DatasetsAction::Download) {
-                        locator.clone().with_download(true)
-                    } else {
-                        finder.clone()
-                    };
-                    let missing = entry.files.iter().any(|f| finder.find(dataset, f).is_err());
-                    if missing && matches!(action, DatasetsAction::Verify) {
-                        println!("{label:<22} missing (bnood datasets download)");
-                        continue;
-                    }
-                    match dataset.load(split, &loc) {
-                        Ok(set) => {
-                            println!("{label:<22} ok: {} images, checksums verified", set.len())
-                        }
-                        Err(e) => {
-                            failures += 1;
-                            println!("{label:<22} FAILED: {e}");
-                        }
-                    }
-                }
-            }
-        }
+    let action = match action {
+        DatasetsAction::List => Survey::List,
+        DatasetsAction::Verify => Survey::Verify,
+        DatasetsAction::Download => Survey::Download,
+    };
+    let (lines, failures) = survey(&chosen, &locator, action)?;
+    println!("{}", lines.join("\n"));
+    match failures {
+        0 => Ok(()),
+        n => Err(Error::Invalid(format!(
+            "{n} dataset file(s) failed; see the lines marked FAILED above"
+        ))),
     }
-    if failures > 0 {
-        return Err(Error::Invalid(format!(
-            "{failures} dataset file(s) failed; see the lines marked FAILED above"
-        )));
-    }
-    Ok(())
 }
 
 fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) -> Result<()> {
-    let kind = ModelKind::parse(&a.model)?;
-    let config = ModelConfig::preset(kind, &a.preset)?.with_seed(a.seed);
-    if a.minutes.is_none() && a.epochs.is_none() && a.steps.is_none() {
+    let config = ModelConfig::preset(a.model, &a.preset)?.with_seed(a.seed);
+    if a.budget.is_unlimited() {
         return Err(Error::Invalid(
             "give a training budget: --minutes, --epochs or --steps".into(),
         ));
@@ -355,236 +281,142 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
             a.out.display()
         )));
     }
-    let data = named_set(&a.dataset, locator, None, a.seed)?;
-    let tc = bnood::models::train::TrainConfig {
-        epochs: a.epochs,
-        max_steps: a.steps,
-        time_budget: a
-            .minutes
-            .map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
-        checkpoint: Some(a.out.clone()),
-        progress,
-        resume: a.resume,
-        seed: a.seed,
-        ..Default::default()
-    };
-    let autodiff = device.clone().autodiff();
-    let report = match config {
-        ModelConfig::RealNvp(c) => {
-            bnood::models::train::train(c.init(device)?, &data, &tc, &autodiff)?.1
-        }
-        ModelConfig::Vae(c) => {
-            bnood::models::train::train(c.init(device)?, &data, &tc, &autodiff)?.1
-        }
-    };
+    let data = load_named(&a.dataset, locator, None, a.seed)?;
+    let (_, r) = train_model(&config, &data, a.budget, Some(&a.out), a.resume, device, progress)?;
     println!(
         "trained {} on {} ({} images): {} steps, {:.0} s, {:.1} samples/s, final loss {:.3} bits/dim\nsaved {}",
-        kind.id(),
+        a.model,
         data.name(),
         data.len(),
-        report.steps,
-        report.seconds,
-        report.samples_per_second,
-        report.final_loss_bits_per_dim,
+        r.steps,
+        r.seconds,
+        r.samples_per_second,
+        r.final_loss_bits_per_dim,
         a.out.display()
     );
     Ok(())
 }
 
-fn load_model(path: &Path, device: &Device, vae_samples: Option<usize>) -> Result<AnyModel> {
-    let model = AnyModel::load(path, device)?;
-    Ok(match (model, vae_samples) {
-        (AnyModel::Vae(v), Some(k)) => AnyModel::Vae(v.with_iw_samples(k)?),
-        (m, _) => m,
+/// Builds the detector of `a` over its model files and fits it on the reference set.
+fn fit_detector(
+    a: &FitArgs,
+    device: &Device,
+    locator: &Locator,
+    progress: bool,
+) -> Result<LoadedDetector> {
+    let Some(first) = &a.model else {
+        return Err(Error::Invalid(
+            "give the model: --model FILE (or --detector-file to score with a saved detector)"
+                .into(),
+        ));
+    };
+    let paths: Vec<&PathBuf> = std::iter::once(first).chain(&a.ensemble).collect();
+    let models = paths
+        .iter()
+        .map(|p| AnyModel::load_for_scoring(p, device, a.vae_samples))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let files = paths
+        .iter()
+        .zip(&models)
+        .map(|(p, m)| ModelFile::new(p, m))
+        .collect::<std::result::Result<_, _>>()?;
+    let seed = seeds::derive(a.detector_args.seed, seeds::REFERENCE_SUBSET);
+    let reference = load_named(&a.reference, locator, Some(a.reference_size), seed)?;
+    let mut detector = bnood::detect::build(a.detector, models, device, &a.detector_args.params())?;
+    detector.set_progress(bnood::eval::progress::BarProgress::hook(progress));
+    detector.fit(&reference)?;
+    Ok(LoadedDetector {
+        detector,
+        models: files,
     })
 }
 
-fn check_shape(set: &ImageSet, model: &AnyModel, path: &Path) -> Result<()> {
-    if set.image_shape() != model.image_shape() {
-        return Err(Error::Invalid(format!(
-            "`{}` has images of shape {:?} but the model {} expects {:?}: give images of the model's size and channels",
-            set.name(),
-            set.image_shape(),
-            path.display(),
-            model.image_shape()
-        )));
-    }
+fn fit_cmd(a: &FitCmd, device: &Device, locator: &Locator, progress: bool) -> Result<()> {
+    let fitted = fit_detector(&a.fit, device, locator, progress)?;
+    bnood::detect::save_detector(fitted.detector.as_ref(), &fitted.models, &a.out)?;
+    println!(
+        "fitted {} on `{}`; saved {}",
+        fitted.detector.name(),
+        a.fit.reference,
+        a.out.display()
+    );
     Ok(())
 }
 
 fn score_cmd(a: &ScoreArgs, device: &Device, locator: &Locator, progress: bool) -> Result<()> {
-    let d = &a.detector_args;
-    let model = load_model(&a.model, device, d.vae_samples)?;
-    let reference = named_set(
-        &a.reference,
-        locator,
-        Some(a.reference_size),
-        d.seed ^ 0x2EF,
-    )?;
-    let test = named_set(&a.test, locator, a.test_size, d.seed ^ 0x7E57)?;
-    check_shape(&reference, &model, &a.model)?;
-    check_shape(&test, &model, &a.model)?;
-    let kind = DetectorKind::parse(&a.detector)?;
-    let mut detector: Box<dyn Detector> = match kind {
-        DetectorKind::LogLikelihood => Box::new(LogLikelihood::new(model, device)),
-        DetectorKind::TPerm => Box::new(TPerm::new(model, device)),
-        DetectorKind::Waic => {
-            if a.ensemble.is_empty() {
-                return Err(Error::Invalid(
-                    "WAIC needs independently trained models: pass --ensemble FILE,FILE".into(),
-                ));
-            }
-            let mut members = vec![model];
-            for p in &a.ensemble {
-                members.push(load_model(p, device, d.vae_samples)?);
-            }
-            Box::new(Waic::new(members, device)?)
+    let fitted = match &a.detector_file {
+        Some(file) => {
+            let paths: Vec<PathBuf> = a.fit.model.iter().chain(&a.fit.ensemble).cloned().collect();
+            let mut loaded = bnood::detect::load_detector(
+                file,
+                (!paths.is_empty()).then_some(&paths[..]),
+                device,
+            )?;
+            loaded
+                .detector
+                .set_progress(bnood::eval::progress::BarProgress::hook(progress));
+            loaded
         }
-        DetectorKind::BnTest => Box::new(BnTest::new(model, device, d.bn())?),
+        None => fit_detector(&a.fit, device, locator, progress)?,
     };
-    detector.set_progress(bnood::eval::protocol::progress_hook(progress));
-    detector.fit(&reference)?;
+    let seed = seeds::derive(a.fit.detector_args.seed, seeds::TEST_SUBSET);
+    let test = load_named(&a.test, locator, a.test_size, seed)?;
+    let detector: &dyn Detector = fitted.detector.as_ref();
     let scores = detector.score(&test)?;
     let threshold = detector.threshold_for_fpr(a.fpr)?;
-    let flagged = scores.decisions(threshold);
-    let text = render_scores(
-        &scores,
-        &flagged,
-        a.format,
-        detector.name(),
-        &test,
-        threshold,
-    )?;
-    match &a.out {
-        Some(path) => {
-            std::fs::write(path, text).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            eprintln!(
-                "{} of {} images flagged OoD at target FPR {}; wrote {}",
-                flagged.iter().filter(|f| **f).count(),
-                flagged.len(),
-                a.fpr,
-                path.display()
-            );
-        }
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes()).map_err(|source| Error::Io {
-                path: PathBuf::from("<stdout>"),
-                source,
-            })?;
-        }
-    }
+    let text = match a.format {
+        Format::Csv => scores.to_csv(threshold),
+        Format::Json => format!(
+            "{:#}\n",
+            scores.to_json(detector.name(), test.name(), threshold)
+        ),
+    };
+    let Some(path) = &a.out else {
+        print!("{text}");
+        return Ok(());
+    };
+    std::fs::write(path, text).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let flagged = scores.decisions(threshold).iter().filter(|f| **f).count();
+    eprintln!(
+        "{flagged} of {} images flagged OoD at target FPR {}; wrote {}",
+        scores.len(),
+        a.fpr,
+        path.display()
+    );
     Ok(())
 }
 
-fn render_scores(
-    scores: &Scores,
-    flagged: &[bool],
-    format: Format,
-    detector: &str,
-    test: &ImageSet,
-    threshold: f64,
-) -> Result<String> {
-    let p = |i: usize| scores.p_values.as_ref().map(|p| p[i]);
-    Ok(match format {
-        Format::Csv => {
-            let mut s = String::from("index,score,p_value,ood\n");
-            for (i, (score, ood)) in scores.scores.iter().zip(flagged).enumerate() {
-                s.push_str(&format!(
-                    "{i},{score},{},{ood}\n",
-                    p(i).map_or(String::new(), |v| v.to_string()),
-                ));
-            }
-            s
-        }
-        Format::Json => {
-            let rows: Vec<serde_json::Value> = (0..scores.len())
-                .map(|i| {
-                    serde_json::json!({"index": i, "score": scores.scores[i], "p_value": p(i), "ood": flagged[i]})
-                })
-                .collect();
-            let doc = serde_json::json!({
-                "detector": detector,
-                "test_set": test.name(),
-                "threshold": threshold,
-                "threshold_applies_to": if scores.p_values.is_some() { "p_value (flag if ≤)" } else { "score (flag if >)" },
-                "rows": rows,
-            });
-            serde_json::to_string_pretty(&doc).map_err(|e| Error::Invalid(e.to_string()))? + "\n"
-        }
-    })
-}
-
-fn eval_cmd(a: &EvalArgs, g: &Global, locator: &Locator) -> Result<()> {
-    let device = device(g)?;
-    let d = &a.detector_args;
+fn eval_cmd(a: &EvalArgs, backend: Backend, locator: &Locator, progress: bool) -> Result<()> {
+    let device = backend.device()?;
     let mut models = Vec::new();
-    let mut files = Vec::new();
     for spec in &a.model {
-        let (name, list) = match spec.split_once('=') {
-            Some((n, l)) => (Some(n.to_string()), l),
-            None => (None, spec.as_str()),
-        };
-        let mut members = Vec::new();
-        for p in list.split(',').filter(|p| !p.is_empty()) {
-            members.push(load_model(Path::new(p), &device, d.vae_samples)?);
-            files.push(p.to_string());
-        }
-        let Some(first) = members.first() else {
-            return Err(Error::Invalid(format!("--model `{spec}` names no file")));
-        };
-        let name = name.unwrap_or_else(|| first.display_name().to_string());
-        models.push(ModelEntry { name, members });
+        models.push(ModelEntry::load(spec, &device, a.vae_samples)?);
     }
-    let reference = named_set(
-        &a.reference,
-        locator,
-        Some(a.reference_size),
-        d.seed ^ 0x2EF,
-    )?;
-    let test_in = named_set(&a.in_set, locator, Some(a.subset), d.seed ^ 0x7E57)?;
-    let oods = a
-        .ood
-        .iter()
-        .map(|n| named_set(n, locator, Some(a.subset), d.seed ^ 0x00D))
-        .collect::<Result<Vec<_>>>()?;
-    let detectors = a
-        .detectors
-        .iter()
-        .map(|n| DetectorKind::parse(n))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let files = models.iter().flat_map(|m| m.files.clone()).collect();
+    let d = &a.detector_args;
+    let names = SetNames {
+        seed: d.seed,
+        ..a.sets.clone()
+    };
     let contamination = match &a.contamination {
         Some(name) => Some(ContaminationSpec {
-            inliers: named_set(&a.in_set, locator, None, 0)?,
-            outliers: named_set(name, locator, None, 0)?,
+            inliers: load_named(&a.sets.in_set, locator, None, 0)?,
+            outliers: load_named(name, locator, None, 0)?,
             fractions: a.fractions.clone(),
             pool_size: a.pool_size,
         }),
         None => None,
     };
-    let mut settings = serde_json::Map::new();
-    settings.insert("backend".into(), backend_name(g).into());
-    settings.insert("model_files".into(), files.into());
-    settings.insert("subset".into(), a.subset.into());
-    settings.insert("reference_size".into(), a.reference_size.into());
-    settings.insert("seed".into(), d.seed.into());
-    settings.insert("vae_samples".into(), d.vae_samples.into());
-    settings.insert(
-        "command".into(),
-        std::env::args().collect::<Vec<_>>().join(" ").into(),
-    );
     let job = EvalJob {
         models,
-        reference,
-        test_in,
-        oods,
+        sets: EvalSets::load(&names, locator)?,
         protocol: Protocol {
-            detectors,
-            bn: d.bn(),
-            progress: !g.quiet,
+            detectors: a.detectors.clone(),
+            bn: d.params().bn,
+            progress,
         },
         table5_r2: a.table5.clone(),
         sweep_ratios: a.sweep.clone(),
@@ -593,20 +425,26 @@ fn eval_cmd(a: &EvalArgs, g: &Global, locator: &Locator) -> Result<()> {
         seed: d.seed,
         out_dir: a.out.clone(),
         stem: a.stem.clone(),
-        settings,
+        settings: RunSettings {
+            backend: backend.name().to_string(),
+            model_files: files,
+            subset: a.sets.subset,
+            reference_size: a.sets.reference_size,
+            seed: d.seed,
+            vae_samples: a.vae_samples,
+            command: Some(std::env::args().collect::<Vec<_>>().join(" ")),
+            preset: None,
+        },
+        started: None,
     };
-    let written = bnood::eval::run(&job, &device, false)?;
+    let w = bnood::eval::run(&job, &device, false)?;
+    let plots: Vec<String> = w.plots.iter().map(|p| p.display().to_string()).collect();
     println!(
         "\nreport: {}\ntables: {}\nplots:  {}\ntotal {:.0} s",
-        written.json.display(),
-        written.markdown.display(),
-        written
-            .plots
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        written.report.total_seconds
+        w.json.display(),
+        w.markdown.display(),
+        plots.join(", "),
+        w.report.total_seconds
     );
     Ok(())
 }
@@ -614,13 +452,12 @@ fn eval_cmd(a: &EvalArgs, g: &Global, locator: &Locator) -> Result<()> {
 fn report_cmd(json: &Path, out: Option<&Path>) -> Result<()> {
     let rep = bnood::eval::report::read_json(json)?;
     let dir = out
-        .map(Path::to_path_buf)
-        .or_else(|| json.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
-    let stem = json.file_stem().map_or_else(
-        || "report".to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    );
+        .or_else(|| json.parent())
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    let stem = json
+        .file_stem()
+        .map_or("report".into(), |s| s.to_string_lossy().into_owned());
     let (md, plots) = bnood::eval::render(&rep, &dir, &stem)?;
     print!("{}", bnood::eval::report::text_table(&rep.table2));
     println!("tables: {}", md.display());

@@ -19,16 +19,16 @@
 //! **Padding rows.** The convolutions need zeros on the padding rows of their *input*;
 //! their output's padding rows hold garbage (finite: sums of neighbouring values). Every
 //! convolution output in the s/t network goes through a channels-last BatchNorm
-//! ([`BatchNorm::channels_last_chunks`]), which leaves padding rows out of its statistics
-//! and writes exactly 0 there, so after the ReLU the next convolution's input is clean
-//! again, without a masking pass. The final 1×1 convolution's padding rows are dropped.
+//! ([`normalise_chunks`]), which leaves padding rows out of its statistics and writes
+//! exactly 0 there, so after the ReLU the next convolution's input is clean again, without
+//! a masking pass. The final 1×1 convolution's padding rows are dropped.
 //!
 //! **One group at a time.** A BatchNorm needs the whole batch only for its statistics.
 //! The network therefore holds its activations as a list of one-group chunks: each
-//! BatchNorm first computes its statistics over all chunks
-//! ([`BatchNorm::channels_last_chunks`]), then its map, the ReLU and the next convolution
-//! run on one group (≈ 200 KB) while it is still in the core's cache — about twice as fast
-//! on these layers as passing whole tensors from op to op.
+//! BatchNorm first computes its statistics over all chunks ([`normalise_chunks`]), then
+//! its map, the ReLU and the next convolution run on one group (≈ 200 KB) while it is
+//! still in the core's cache — about twice as fast on these layers as passing whole
+//! tensors from op to op.
 //!
 //! **Biases.** Every 3×3 convolution of the network is followed (directly or through the
 //! residual sum) by a BatchNorm, so its bias is handed to that layer as an `offset`
@@ -40,10 +40,12 @@
 
 use std::ops::Range;
 
-use bnood_norm::{BatchNorm, BatchShare, ChannelsLastAffine, NormError, StatsMode, ValidRows};
+use bnood_norm::{BatchNorm, NormError};
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+
+use super::batch_norm::{ChannelsLastAffine, Statistics, ValidRows, normalise_chunks};
 
 /// Most rows per group. The images are split into groups of at most this many rows, one
 /// matrix product and one cache-resident chunk per group: gemm slows down more than twofold
@@ -53,9 +55,10 @@ use burn::tensor::{Device, Tensor};
 /// and a group of 32 channels stays within a core's L2 cache.
 const MAX_GROUP_ROWS: usize = 2048;
 
-/// Threads that share one forward pass, each on a share of the image groups (see
-/// [`RowGrid::shares`]). Fixed rather than one per core, so that scores do not depend on
-/// the machine: the shares' partial BatchNorm sums are added in share order.
+/// Shares of the image groups of one forward pass (see [`RowGrid::shares`]), run by up to
+/// as many threads. Fixed rather than one per core, so that scores do not depend on the
+/// machine: BatchNorm sums are taken per share and the shares' sums added in share order.
+/// Changing it changes the last bits of scores.
 const SHARES: usize = 2;
 
 /// Geometry of one batch in the rows layout.
@@ -90,10 +93,10 @@ impl RowGrid {
         }
     }
 
-    /// The image groups of each thread of a forward pass: [`SHARES`] ranges as equal as
+    /// The image groups of each share of a forward pass: [`SHARES`] ranges as equal as
     /// possible, or one when there is a single group. burn-flex runs element-wise operations
     /// on one thread; the groups never interact except through BatchNorm statistics, so
-    /// splitting them puts both cores of a 2-core machine to work on everything.
+    /// giving the shares to threads of their own puts several cores to work on everything.
     pub(crate) fn shares(&self) -> Vec<Range<usize>> {
         let shares = SHARES.min(self.groups);
         (0..shares)
@@ -132,8 +135,13 @@ impl RowGrid {
             .permute([0, 3, 1, 2])
     }
 
+    /// Which of an image's `(H + 1)(W + 1)` rows are pixels.
+    pub(crate) fn valid(&self) -> &ValidRows {
+        &self.valid
+    }
+
     /// The statistics step of `norm` on `x + offset`, `x` given as one-group chunks
-    /// `[1, rows, C]` (all groups or one thread's `share` of them), statistics over the
+    /// `[1, rows, C]` (all groups or one thread's shares of them), statistics over the
     /// pixel rows only. Returns the chunks (as `[images, P, C]` blocks) to pass through
     /// [`activate`](Self::activate) with the returned map, one at a time.
     pub(crate) fn batch_norm_chunks(
@@ -141,8 +149,7 @@ impl RowGrid {
         norm: &BatchNorm,
         chunks: Vec<Tensor<3>>,
         offset: Option<Tensor<1>>,
-        mode: &StatsMode,
-        share: Option<&BatchShare<'_>>,
+        stats: &Statistics<'_>,
     ) -> Result<(Vec<Tensor<3>>, ChannelsLastAffine), NormError> {
         let p = self.valid.rows();
         let blocks = chunks
@@ -152,7 +159,7 @@ impl RowGrid {
                 x.reshape([groups * rows / p, p, c])
             })
             .collect();
-        norm.channels_last_chunks(blocks, &self.valid, offset, mode, share)
+        normalise_chunks(norm, blocks, offset, stats)
     }
 
     /// `ReLU(map(x))` for a chunk from [`batch_norm_chunks`](Self::batch_norm_chunks), back
@@ -276,11 +283,8 @@ pub(crate) fn add_offsets(a: Option<Tensor<1>>, b: Option<Tensor<1>>) -> Option<
 
 #[cfg(test)]
 mod tests {
-    //! The rows layout against burn's convolutions: the same layer, network and model
-    //! values up to float rounding. The model test runs the same weights once on a plain
-    //! CPU device (rows layout) and once on its autodiff form (burn's `conv2d`).
+    //! A convolution in the rows layout against burn's `conv2d`.
 
-    use burn::module::Module;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Device, Tensor, TensorData};
@@ -288,15 +292,6 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::RowGrid;
-    use crate::{LikelihoodModel, RealNvpConfig, StatsMode};
-
-    /// Scores may differ by this relative amount (plus [`SCORE_ABS`] nats) between the
-    /// layouts: sums run in another order and biases are left to the BatchNorms. Measured
-    /// on the paper model (64 Fashion-MNIST images, random last layers): ≤ 1.5e-5 relative
-    /// in Batch mode, ≤ 3e-7 in Running mode; flex and ndarray differ by up to 8.3e-5 on the
-    /// same model with burn's convolutions.
-    const SCORE_REL: f64 = 2e-5;
-    const SCORE_ABS: f64 = 1e-3;
 
     fn uniform(
         shape: [usize; 4],
@@ -334,59 +329,5 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "[{n}, {c}, {h}, {w}]: {a} vs {b}");
             }
         }
-    }
-
-    /// The paper-shaped model with random last layers (so every coupling does work) on
-    /// `n` images, rows layout vs burn's convolutions, in both statistics modes.
-    fn assert_layouts_agree(device: &Device, n: usize) {
-        let config = RealNvpConfig {
-            zero_init_last: false,
-            mid_channels: 8,
-            num_blocks: 2,
-            ..RealNvpConfig::paper_fmnist()
-        };
-        let model = config.init(device).expect("valid config");
-        let reference = model.clone().fork(&device.clone().autodiff());
-        let x = uniform([n, 1, 28, 28], 0.0..256.0, 11, device);
-        for mode in [StatsMode::Running, StatsMode::Batch] {
-            let fast = host(model.log_prob(x.clone(), &mode).expect("rows layout"));
-            let slow = host(
-                reference
-                    .log_prob(x.clone().autodiff(), &mode)
-                    .expect("burn convolutions"),
-            );
-            for (a, b) in fast.iter().zip(&slow) {
-                assert!(
-                    (a - b).abs() <= SCORE_REL * b.abs() + SCORE_ABS,
-                    "{mode:?}, {n} images on {device:?}: {a} vs {b} nats"
-                );
-            }
-        }
-    }
-
-    /// The layout is picked from the device's Debug name (burn 0.22 has no backend query):
-    /// pin that the CPU backends are recognised, so a renamed backend cannot silently fall
-    /// back to the slow path.
-    #[test]
-    #[allow(deprecated)]
-    fn cpu_devices_take_the_rows_layout_and_their_autodiff_forms_do_not() {
-        use super::super::uses_rows_layout;
-        let x = |device: &Device| Tensor::<4>::zeros([1, 1, 2, 2], device);
-        assert!(uses_rows_layout(&x(&Device::flex())));
-        assert!(uses_rows_layout(&x(&Device::ndarray())));
-        assert!(!uses_rows_layout(&x(&Device::flex().autodiff())));
-        assert!(!uses_rows_layout(&x(&Device::ndarray().autodiff())));
-    }
-
-    #[test]
-    fn rows_layout_scores_equal_burn_convolutions_on_flex() {
-        assert_layouts_agree(&Device::flex(), 16); // 8 groups of 2 images
-        assert_layouts_agree(&Device::flex(), 7); // a prime batch: 7 groups of 1
-    }
-
-    #[test]
-    #[allow(deprecated)]
-    fn rows_layout_scores_equal_burn_convolutions_on_ndarray() {
-        assert_layouts_agree(&Device::ndarray(), 6);
     }
 }

@@ -1,0 +1,367 @@
+//! Fitted detectors saved to and loaded from a JSON file (like alibi-detect's
+//! `save_detector` / `load_detector`), so a deployment fits once on its reference set and
+//! then scores new data without it.
+//!
+//! A detector file holds the detector's kind and parameters, its fitted state (reference
+//! scores; for the BN test the held-out Δs and the reference images mixed into batches),
+//! and which model files it was fitted with, each with a checksum of its parameters and
+//! sidecar. Loading refuses a model file whose checksum differs. Saving writes a temporary
+//! file beside the target and renames it, so an interrupted save leaves the old file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use burn::tensor::Device;
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+use bnood_data::ImageSet;
+use bnood_models::{AnyModel, ModelConfig, checkpoint};
+
+use crate::bn_test::Fitted as BnFitted;
+use crate::factory::{DetectorKind, DetectorParams, build};
+use crate::reference::ReferenceScores;
+use crate::{DetectError, Detector, Result};
+
+/// What identifies a detector file (the first field of the JSON).
+const FORMAT: &str = "bnood-detector";
+/// The layout version this build writes and reads.
+const VERSION: u32 = 1;
+
+/// The fitted state of a detector, as [`Detector::fitted_state`] hands it out and
+/// [`Detector::restore`] takes it back. Opaque: only its detector reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FittedState(State);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum State {
+    /// Sorted reference values (scores, or log-likelihoods for `T_perm`).
+    Reference { values: ReferenceScores },
+    /// The BN test's held-out Δs (in held-out order) and the images it mixes into batches.
+    BnTest {
+        deltas: Vec<f64>,
+        mixing: Option<StoredImages>,
+    },
+}
+
+impl FittedState {
+    pub(crate) fn reference(values: ReferenceScores) -> Self {
+        Self(State::Reference { values })
+    }
+
+    pub(crate) fn bn_test(fitted: BnFitted) -> Self {
+        Self(State::BnTest {
+            deltas: fitted.deltas,
+            mixing: fitted.mixing.as_ref().map(StoredImages::from_set),
+        })
+    }
+
+    pub(crate) fn into_reference(self, detector: &str) -> Result<ReferenceScores> {
+        match self.0 {
+            State::Reference { values } => Ok(values),
+            State::BnTest { .. } => Err(wrong_state(detector, "BN test")),
+        }
+    }
+
+    pub(crate) fn into_bn_test(self, detector: &str, image_shape: [usize; 3]) -> Result<BnFitted> {
+        match self.0 {
+            State::BnTest { deltas, mixing } => {
+                let reference = ReferenceScores::try_from(deltas.clone()).map_err(|e| {
+                    DetectError::InvalidParameter(format!("the saved state of {detector}: {e}"))
+                })?;
+                let mixing = mixing.map(StoredImages::into_set).transpose()?;
+                if let Some(set) = &mixing
+                    && set.image_shape() != image_shape
+                {
+                    return Err(DetectError::ShapeMismatch {
+                        set: set.name().to_string(),
+                        expected: image_shape,
+                        got: set.image_shape(),
+                    });
+                }
+                Ok(BnFitted {
+                    mixing,
+                    deltas,
+                    reference,
+                })
+            }
+            State::Reference { .. } => Err(wrong_state(detector, "reference-score")),
+        }
+    }
+}
+
+fn wrong_state(detector: &str, held: &str) -> DetectError {
+    DetectError::InvalidParameter(format!(
+        "the saved state is a {held} state, which the {detector} detector cannot use: fit this detector again"
+    ))
+}
+
+/// Images stored in a detector file: `[N, C, H, W]` `u8` pixels, base64.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StoredImages {
+    name: String,
+    shape: [usize; 4],
+    pixels_base64: String,
+}
+
+impl StoredImages {
+    fn from_set(set: &ImageSet) -> Self {
+        Self {
+            name: set.name().to_string(),
+            shape: set.shape(),
+            pixels_base64: BASE64.encode(set.pixels()),
+        }
+    }
+
+    fn into_set(self) -> Result<ImageSet> {
+        let pixels = BASE64.decode(self.pixels_base64.as_bytes()).map_err(|e| {
+            DetectError::InvalidParameter(format!(
+                "the stored images `{}` are not valid base64 ({e}): the detector file is damaged, fit again",
+                self.name
+            ))
+        })?;
+        Ok(ImageSet::new(self.name, pixels, self.shape, None)?)
+    }
+}
+
+/// A model file a detector was fitted with: its path as given, a checksum of its contents,
+/// and the importance samples it was scored with (VAE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFile {
+    /// The checkpoint (`.bpk`; its `.json` sidecar is beside it).
+    pub path: PathBuf,
+    /// MD5 (hex) of the parameter file followed by its sidecar.
+    pub md5: String,
+    /// The configuration the model was scored with (a VAE's `iw_samples` may differ from
+    /// the file's).
+    pub config: ModelConfig,
+}
+
+impl ModelFile {
+    /// Describes `model`, loaded from the checkpoint at `path`, checksumming the file now.
+    ///
+    /// # Errors
+    /// [`DetectError::DetectorFile`] if the files cannot be read.
+    pub fn new(path: &Path, model: &AnyModel) -> Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            md5: checksum(path)?,
+            config: model.config(),
+        })
+    }
+
+    /// Loads the model onto `device` from `path` (or from the stored path when `None`),
+    /// after checking that the file is the one the detector was fitted with.
+    ///
+    /// # Errors
+    /// [`DetectError::DetectorFile`] naming both checksums when the file differs; model
+    /// loading errors.
+    pub fn load(&self, path: Option<&Path>, device: &Device) -> Result<AnyModel> {
+        let path = path.unwrap_or(&self.path);
+        let found = checksum(path)?;
+        if found != self.md5 {
+            return Err(DetectError::DetectorFile {
+                path: path.display().to_string(),
+                reason: format!(
+                    "this is not the model the detector was fitted with (fitted with {} of MD5 {}, this file has MD5 {found}): pass that model file, or fit the detector again on this model (bnood fit)",
+                    self.path.display(),
+                    self.md5
+                ),
+            });
+        }
+        let model = AnyModel::load(path, device)?;
+        let model = match &self.config {
+            ModelConfig::Vae(c) => model.with_iw_samples(c.iw_samples)?,
+            ModelConfig::RealNvp(_) => model,
+        };
+        if model.config() != self.config {
+            return Err(DetectError::DetectorFile {
+                path: path.display().to_string(),
+                reason: "the model's configuration differs from the one the detector was fitted with: fit the detector again".into(),
+            });
+        }
+        Ok(model)
+    }
+}
+
+/// MD5 (hex) of a checkpoint's parameter file followed by its sidecar.
+fn checksum(path: &Path) -> Result<String> {
+    let mut hasher = Md5::new();
+    for file in [path.to_path_buf(), checkpoint::meta_path(path)] {
+        let bytes = std::fs::read(&file).map_err(|e| DetectError::DetectorFile {
+            path: file.display().to_string(),
+            reason: format!("cannot read the model file: {e}"),
+        })?;
+        hasher.update(&bytes);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The JSON layout of a detector file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DetectorFile {
+    format: String,
+    version: u32,
+    detector: DetectorKind,
+    name: String,
+    params: DetectorParams,
+    models: Vec<ModelFile>,
+    state: FittedState,
+}
+
+/// A detector read back by [`load_detector`], ready to score.
+pub struct LoadedDetector {
+    /// The fitted detector.
+    pub detector: Box<dyn Detector>,
+    /// The model files it was fitted with (as stored in the file).
+    pub models: Vec<ModelFile>,
+}
+
+impl std::fmt::Debug for LoadedDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedDetector")
+            .field("detector", &self.detector.name())
+            .field("models", &self.models)
+            .finish()
+    }
+}
+
+/// Saves the fitted `detector`, built over the models of `models` (in the order given to
+/// [`build`]), to `path` as JSON. The file is written under a temporary name beside `path`
+/// and renamed into place, so an interrupted save leaves any previous file untouched.
+///
+/// # Errors
+/// [`DetectError::NotFitted`] for a detector that was not fitted;
+/// [`DetectError::DetectorFile`] when the file cannot be written.
+pub fn save_detector(detector: &dyn Detector, models: &[ModelFile], path: &Path) -> Result<()> {
+    let state = detector.fitted_state().ok_or_else(|| DetectError::NotFitted {
+        detector: detector.name().to_string(),
+        action: "save",
+    })?;
+    let file = DetectorFile {
+        format: FORMAT.into(),
+        version: VERSION,
+        detector: detector.kind(),
+        name: detector.name().to_string(),
+        params: detector.params(),
+        models: models.to_vec(),
+        state,
+    };
+    write_atomically(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &file).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")
+    })
+}
+
+/// Loads a detector saved by [`save_detector`] onto `device`. Its models are read from
+/// `model_paths` when given (one per stored model, in order), else from the stored paths;
+/// each must have the checksum recorded at fitting time.
+///
+/// # Errors
+/// [`DetectError::DetectorFile`] for an unreadable or foreign file, a wrong number of
+/// model paths, or a model file that is not the one the detector was fitted with; model and
+/// parameter errors.
+pub fn load_detector(
+    path: &Path,
+    model_paths: Option<&[PathBuf]>,
+    device: &Device,
+) -> Result<LoadedDetector> {
+    let bad = |reason: String| DetectError::DetectorFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(format!("it is not JSON ({e}): was it written by `bnood fit`?")))?;
+    if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+        return Err(bad(format!(
+            "it is not a bnood detector file (no `\"format\": \"{FORMAT}\"`): write one with `bnood fit`"
+        )));
+    }
+    let version = value.get("version").and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(VERSION)) {
+        return Err(bad(format!(
+            "it has layout version {version:?}, this build reads version {VERSION}: fit the detector again with this version"
+        )));
+    }
+    let file: DetectorFile = serde_json::from_value(value)
+        .map_err(|e| bad(format!("it is damaged ({e}): fit the detector again")))?;
+    if let Some(paths) = model_paths
+        && paths.len() != file.models.len()
+    {
+        return Err(bad(format!(
+            "it was fitted with {} model file(s) but {} were given: pass the same number, in the same order",
+            file.models.len(),
+            paths.len()
+        )));
+    }
+    let models = file
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| m.load(model_paths.map(|p| p[i].as_path()), device))
+        .collect::<Result<Vec<_>>>()?;
+    let mut detector = build(file.detector, models, device, &file.params)?;
+    detector.restore(file.state)?;
+    Ok(LoadedDetector {
+        detector,
+        models: file.models,
+    })
+}
+
+/// Writes `path` through `write` into a temporary file in the same folder, flushed to disk,
+/// then renames it over `path`. On any failure the temporary file is removed and `path` is
+/// left as it was.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    let fail = |reason: String| DetectError::DetectorFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create its folder: {e}")))?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(name);
+    let result = std::fs::File::create(&tmp).and_then(|mut f| {
+        write(&mut f)?;
+        f.sync_all()
+    });
+    if let Err(e) = result.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(format!("cannot write it: {e}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_save_leaves_the_old_file_and_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("detector.json");
+        write_atomically(&path, |w| w.write_all(b"old")).expect("first save");
+        let err = write_atomically(&path, |w| {
+            w.write_all(b"half of the new fi")?;
+            Err(std::io::Error::other("interrupted"))
+        })
+        .expect_err("the second save fails");
+        assert!(err.to_string().contains("interrupted"), "{err}");
+        assert_eq!(std::fs::read(&path).expect("old file"), b"old");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("detector.json")]);
+    }
+}
