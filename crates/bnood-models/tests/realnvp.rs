@@ -270,30 +270,3 @@ fn paper_preset_matches_appendix_c1() {
         ([3, 32, 32], 64, 8)
     );
 }
-
-// TEMPORARY (helper 4): prints score bits for a before/after comparison.
-#[test]
-fn zz_print_score_bits() {
-    let device = Device::flex();
-    let config = RealNvpConfig {
-        zero_init_last: false,
-        mid_channels: 8,
-        num_blocks: 2,
-        ..RealNvpConfig::paper_fmnist()
-    };
-    for n in [16usize, 7, 6] {
-        let model = config.clone().init(&device).expect("valid");
-        let mut rng = ChaCha8Rng::seed_from_u64(n as u64);
-        let values: Vec<f32> = (0..n * 784).map(|_| rng.random_range(0.0..256.0)).collect();
-        let x = Tensor::<4>::from_data(TensorData::new(values, [n, 1, 28, 28]), &device);
-        let bits = |t: Tensor<1>| -> Vec<u32> { t.into_data().iter::<f32>().map(f32::to_bits).collect() };
-        let running = bits(model.log_prob(x.clone(), &StatsMode::Running).expect("r"));
-        let batch = bits(model.log_prob(x.clone(), &StatsMode::Batch).expect("b"));
-        let mode = StatsMode::train();
-        let train = bits(model.log_prob(x.clone(), &mode).expect("t"));
-        let StatsMode::Train(tape) = mode else { unreachable!() };
-        let model = tape.apply(model);
-        let after = bits(model.log_prob(x.clone(), &StatsMode::Running).expect("a"));
-        println!("BITS n={n} running={running:08x?} batch={batch:08x?} train={train:08x?} after={after:08x?}");
-    }
-}
