@@ -18,27 +18,22 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use bnood::backend::{Backend, DEVICE_ENV, resolve};
+use bnood::backend::BackendArg;
 use bnood::data::Locator;
 use bnood::detect::BnTestParams;
 use bnood::experiment::{MainJob, main_job};
+use bnood::models::ModelPreset;
 use bnood::models::train::TrainBudget;
-use bnood::models::{ModelConfig, ModelKind};
 
 #[derive(Parser)]
 #[command(
     about = "Fashion-MNIST vs KMNIST with the four detectors of Song, Song & Ermon's Table 2."
 )]
 struct Options {
-    /// Backend: flex (default CPU), ndarray (CPU) or wgpu (GPU).
-    #[arg(long, env = DEVICE_ENV, value_enum, ignore_case = true)]
-    backend: Option<Backend>,
-    /// Model family: realnvp (the paper's headline) or vae.
-    #[arg(long, value_enum, default_value_t = ModelKind::RealNvp)]
-    model: ModelKind,
-    /// Preset: cpu (small, ~20 min here) or paper (the paper's architecture; slow on CPU).
-    #[arg(long, default_value = "cpu")]
-    preset: String,
+    #[command(flatten)]
+    backend: BackendArg,
+    #[command(flatten)]
+    model: ModelPreset,
     /// Images per test pool (Fashion-MNIST test and KMNIST test).
     #[arg(long, default_value_t = 500)]
     subset: usize,
@@ -83,11 +78,11 @@ fn main() -> std::process::ExitCode {
 
 fn run(o: Options) -> Result<(), bnood::experiment::Error> {
     let started = Instant::now();
-    let backend = resolve(o.backend)?;
+    let backend = o.backend.resolve()?;
     let device = backend.device()?;
     let job = MainJob {
-        model: ModelConfig::preset(o.model, &o.preset)?.with_seed(o.seed),
-        preset: o.preset.clone(),
+        model: o.model.config()?.with_seed(o.seed),
+        preset: o.model.preset.clone(),
         oods: o.ood.clone(),
         subset: o.subset,
         reference_size: o.reference,
@@ -104,8 +99,8 @@ fn run(o: Options) -> Result<(), bnood::experiment::Error> {
     };
     println!(
         "bnood main job: {} ({} preset) on Fashion-MNIST, backend {}, {} test images per pool, seed {}",
-        o.model,
-        o.preset,
+        o.model.model,
+        o.model.preset,
         backend.name(),
         o.subset,
         o.seed

@@ -17,27 +17,22 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use bnood::backend::{Backend, DEVICE_ENV, resolve};
+use bnood::backend::BackendArg;
 use bnood::data::{Dataset, Locator, Split};
 use bnood::eval::mean_bits_per_dim;
 use bnood::experiment::train_model;
 use bnood::models::train::TrainBudget;
-use bnood::models::{AnyModel, ModelConfig, ModelKind, StatsMode, checkpoint};
+use bnood::models::{AnyModel, ModelPreset, StatsMode, checkpoint};
 use burn::module::Module;
 use burn::tensor::Device;
 
 #[derive(Parser)]
 #[command(about = "Train a preset on Fashion-MNIST and report the paper's Table 1 analogue.")]
 struct Options {
-    /// Backend: flex (default CPU), ndarray (CPU) or wgpu (GPU).
-    #[arg(long, env = DEVICE_ENV, value_enum, ignore_case = true)]
-    backend: Option<Backend>,
-    /// Model family.
-    #[arg(long, value_enum, default_value_t = ModelKind::RealNvp)]
-    model: ModelKind,
-    /// Preset: cpu or paper.
-    #[arg(long, default_value = "cpu")]
-    preset: String,
+    #[command(flatten)]
+    backend: BackendArg,
+    #[command(flatten)]
+    model: ModelPreset,
     /// Training budget in minutes (0 with an existing --checkpoint: evaluate it as it is).
     #[arg(long, default_value_t = 1.0)]
     minutes: f64,
@@ -75,9 +70,9 @@ fn evaluate(
 
 fn main() -> Result<(), bnood::experiment::Error> {
     let o = Options::parse();
-    let device = resolve(o.backend)?.device()?;
-    println!("{} preset {} on {device:?}", o.model, o.preset);
-    let config = ModelConfig::preset(o.model, &o.preset)?;
+    let device = o.backend.resolve()?.device()?;
+    println!("{} preset {} on {device:?}", o.model.model, o.model.preset);
+    let config = o.model.config()?;
     if let Some(path) = o
         .checkpoint
         .as_deref()

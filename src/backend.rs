@@ -144,6 +144,25 @@ pub fn resolve(choice: Option<Backend>) -> Result<Backend, BackendError> {
     backend_from_setting(choice.map(Backend::name))
 }
 
+/// `--backend` as a clap `Args` group, read from `BNOOD_DEVICE` when not given: what every
+/// example flattens into its options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct BackendArg {
+    /// Compute backend: flex (default CPU), ndarray (CPU) or wgpu (GPU).
+    #[arg(long, env = DEVICE_ENV, value_enum, ignore_case = true)]
+    pub backend: Option<Backend>,
+}
+
+impl BackendArg {
+    /// The chosen backend, or the default one ([`resolve`]).
+    ///
+    /// # Errors
+    /// [`BackendError::NotCompiled`] for a backend this build lacks.
+    pub fn resolve(self) -> Result<Backend, BackendError> {
+        resolve(self.backend)
+    }
+}
+
 /// Parses a backend name and returns its device.
 ///
 /// # Errors

@@ -6,6 +6,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use bnood_data::ImageSet;
+use bnood_data::seeds::splitmix64;
 use bnood_models::{LikelihoodModel, StatsMode};
 
 use crate::params::{Dequantization, ValidScoringParams};
@@ -109,18 +110,12 @@ pub(crate) fn running_log_likelihoods<M: LikelihoodModel>(
     Ok(out)
 }
 
-/// SplitMix64 finaliser: spreads a 64-bit value over all bits.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// An independent ChaCha8 stream for `seed` and a path of tags (which pool, which ratio,
 /// which draw…), so every random choice is reproducible and independent of the others.
 pub(crate) fn stream(seed: u64, tags: &[u64]) -> ChaCha8Rng {
-    let key = tags.iter().fold(mix(seed), |acc, &t| mix(acc ^ mix(t)));
+    let key = tags
+        .iter()
+        .fold(splitmix64(seed), |acc, &t| splitmix64(acc ^ splitmix64(t)));
     ChaCha8Rng::seed_from_u64(key)
 }
 

@@ -25,7 +25,7 @@ use crate::{EvalError, Result};
 
 /// The parameters of a table cell's detector, typed (shown in tables as before:
 /// `b=64 r1=0.10 r2=0.90 draws=1`, `2 models`, or nothing).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Setting {
     /// The detector's defaults (log p, T_perm).
@@ -113,46 +113,20 @@ impl std::fmt::Display for Setting {
     }
 }
 
-impl<'de> Deserialize<'de> for Setting {
-    /// Reads the typed form, or the words of reports written before it.
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(tag = "type", rename_all = "snake_case")]
-        enum Typed {
-            Default,
-            Ensemble {
-                models: usize,
-            },
-            BnTest {
-                batch_size: usize,
-                r1: f64,
-                r2: f64,
-                draws: usize,
-            },
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Typed(Typed),
-            Words(String),
-        }
-        Ok(match Either::deserialize(d)? {
-            Either::Typed(Typed::Default) => Self::Default,
-            Either::Typed(Typed::Ensemble { models }) => Self::Ensemble { models },
-            Either::Typed(Typed::BnTest {
-                batch_size,
-                r1,
-                r2,
-                draws,
-            }) => Self::BnTest {
-                batch_size,
-                r1,
-                r2,
-                draws,
-            },
-            Either::Words(w) => Self::from_words(&w),
-        })
+/// Reads a [`Setting`] in its typed form, or in the words of reports written before it.
+fn setting_or_words<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Setting, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Typed(Setting),
+        Words(String),
     }
+    Ok(match Either::deserialize(d)? {
+        Either::Typed(setting) => setting,
+        Either::Words(words) => Setting::from_words(&words),
+    })
 }
 
 /// One cell of an OoD table: a detector's result for one in-distribution / OoD pair.
@@ -167,6 +141,7 @@ pub struct Row {
     /// The detector (its column title is [`DetectorKind::title`]).
     pub detector: DetectorKind,
     /// The detector's parameters.
+    #[serde(deserialize_with = "setting_or_words")]
     pub setting: Setting,
     /// In-distribution test images scored.
     pub n_in: usize,

@@ -16,8 +16,9 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::train::Trainable;
-use crate::{LikelihoodModel, ModelError, RealNvp, RealNvpConfig, StatsMode, Vae, VaeConfig};
+use crate::{
+    LikelihoodModel, ModelError, RealNvp, RealNvpConfig, StatsMode, Trainable, Vae, VaeConfig,
+};
 
 /// A model family of the zoo. Its [`id`](Self::id) is the name used on the command line, in
 /// checkpoint sidecars and in file names.
@@ -138,8 +139,30 @@ impl ModelConfig {
     }
 }
 
+/// A model kind and preset as command-line flags (a clap `Args` group): `--model`
+/// (default `realnvp`) and `--preset` (default `cpu`).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ModelPreset {
+    /// Model family.
+    #[arg(long, value_enum, default_value_t = ModelKind::RealNvp)]
+    pub model: ModelKind,
+    /// Preset: cpu (small, trains on a CPU) or paper (the paper's architecture).
+    #[arg(long, default_value = "cpu")]
+    pub preset: String,
+}
+
+impl ModelPreset {
+    /// The configuration of this preset ([`ModelConfig::preset`]).
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] for an unknown preset.
+    pub fn config(&self) -> Result<ModelConfig, ModelError> {
+        ModelConfig::preset(self.model, &self.preset)
+    }
+}
+
 /// A model of any kind of the zoo. It is a burn [`Module`] and implements
-/// [`LikelihoodModel`] and [`Trainable`](crate::train::Trainable) itself, so callers
+/// [`LikelihoodModel`] and [`Trainable`](crate::Trainable) itself, so callers
 /// train, save, load and score it without matching on the kind.
 #[derive(Module, Debug)]
 #[allow(clippy::large_enum_variant)] // a program holds a handful of models at most

@@ -13,8 +13,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{AnyModel, ModelConfig, ModelKind};
-use crate::train::Trainable;
-use crate::ModelError;
+use crate::{ModelError, Trainable};
 
 /// The JSON sidecar written next to every checkpoint (`<file>.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -139,13 +139,8 @@ pub(crate) fn linear(rng: &mut ChaCha8Rng, d_in: usize, d_out: usize, device: &D
     }
 }
 
-/// SplitMix64 finaliser: spreads a 64-bit value over all bits (to derive stream seeds).
-pub(crate) fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// SplitMix64 (the one copy, in `bnood_data::seeds`), to derive stream seeds.
+pub(crate) use bnood_data::seeds::splitmix64;
 
 /// `n` standard normal values (Box–Muller on ChaCha8 uniforms, both values of each pair).
 pub(crate) fn standard_normals(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {

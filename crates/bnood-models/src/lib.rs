@@ -32,7 +32,7 @@ pub mod vae;
 
 use burn::tensor::Tensor;
 
-pub use catalogue::{AnyModel, ModelConfig, ModelKind};
+pub use catalogue::{AnyModel, ModelConfig, ModelKind, ModelPreset};
 pub use bnood_norm::StatsMode;
 pub use realnvp::{RealNvp, RealNvpConfig};
 pub use vae::{Vae, VaeConfig};
@@ -110,6 +110,33 @@ pub trait LikelihoodModel {
             self.log_prob(x, mode)?,
             dims,
         ))
+    }
+}
+
+/// A model the loop ([`train`]) can train and [`checkpoint`] can save: a burn
+/// [`Module`](burn::module::Module) with a likelihood that
+/// knows its own catalogue configuration (stored in checkpoint sidecars). Every model of
+/// the zoo implements it, and so does [`crate::AnyModel`].
+pub trait Trainable: burn::module::Module + LikelihoodModel + Sized {
+    /// The model's kind and configuration.
+    fn model_config(&self) -> crate::ModelConfig;
+
+    /// Writes the parameters (BatchNorm running statistics included) to `path` in burn's
+    /// module store. A wrapper such as [`crate::AnyModel`] writes its inner model's, so a
+    /// file has the same layout whoever saved it.
+    ///
+    /// # Errors
+    /// burn's reason when the file cannot be written.
+    fn save_parameters(self, path: &std::path::Path) -> Result<(), burn::store::RecordError> {
+        self.save_file(path)
+    }
+
+    /// Reads the parameters written by [`save_parameters`](Self::save_parameters).
+    ///
+    /// # Errors
+    /// burn's reason when the file is unreadable or does not fit the model.
+    fn load_parameters(self, path: &std::path::Path) -> Result<Self, burn::store::RecordError> {
+        self.try_load_file(path)
     }
 }
 

@@ -587,7 +587,7 @@ impl LikelihoodModel for RealNvp {
     }
 }
 
-impl crate::train::Trainable for RealNvp {
+impl crate::Trainable for RealNvp {
     fn model_config(&self) -> crate::ModelConfig {
         crate::ModelConfig::RealNvp(self.config.clone())
     }

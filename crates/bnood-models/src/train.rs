@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
@@ -18,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use bnood_data::{Dequantizer, ImageSet};
 use bnood_norm::StatsMode;
 
-use crate::{LikelihoodModel, ModelError, checkpoint};
+pub use crate::Trainable;
+use crate::{ModelError, checkpoint};
 
 /// Training settings. Defaults follow the paper: Adam with default hyper-parameters
 /// (lr 1e-3), batch 64.
@@ -150,32 +150,6 @@ pub struct TrainReport {
     pub final_loss_bits_per_dim: f64,
     /// `(step, loss in bits/dim)` of every step of this run.
     pub history: Vec<(usize, f64)>,
-}
-
-/// A model the loop can train and checkpoint: a burn [`Module`] with a likelihood that
-/// knows its own catalogue configuration (stored in checkpoint sidecars). Every model of
-/// the zoo implements it, and so does [`crate::AnyModel`].
-pub trait Trainable: Module + LikelihoodModel + Sized {
-    /// The model's kind and configuration.
-    fn model_config(&self) -> crate::ModelConfig;
-
-    /// Writes the parameters (BatchNorm running statistics included) to `path` in burn's
-    /// module store. A wrapper such as [`crate::AnyModel`] writes its inner model's, so a
-    /// file has the same layout whoever saved it.
-    ///
-    /// # Errors
-    /// burn's reason when the file cannot be written.
-    fn save_parameters(self, path: &std::path::Path) -> Result<(), burn::store::RecordError> {
-        self.save_file(path)
-    }
-
-    /// Reads the parameters written by [`save_parameters`](Self::save_parameters).
-    ///
-    /// # Errors
-    /// burn's reason when the file is unreadable or does not fit the model.
-    fn load_parameters(self, path: &std::path::Path) -> Result<Self, burn::store::RecordError> {
-        self.try_load_file(path)
-    }
 }
 
 /// Batch `step` of the epoch order: indices into the data.

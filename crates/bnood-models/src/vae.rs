@@ -727,7 +727,7 @@ impl LikelihoodModel for Vae {
     }
 }
 
-impl crate::train::Trainable for Vae {
+impl crate::Trainable for Vae {
     fn model_config(&self) -> crate::ModelConfig {
         crate::ModelConfig::Vae(self.config.clone())
     }

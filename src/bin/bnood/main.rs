@@ -23,7 +23,7 @@ use bnood::eval::{
 };
 use bnood::experiment::{Error, Result, train_model};
 use bnood::models::train::TrainBudget;
-use bnood::models::{AnyModel, ModelConfig, ModelKind};
+use bnood::models::{AnyModel, ModelPreset};
 use burn::tensor::Device;
 
 #[derive(Parser)]
@@ -86,12 +86,8 @@ enum DatasetsAction {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Model family.
-    #[arg(long, value_enum, default_value_t = ModelKind::RealNvp)]
-    model: ModelKind,
-    /// Preset: cpu (small, trains on this CPU) or paper (the paper's architecture).
-    #[arg(long, default_value = "cpu")]
-    preset: String,
+    #[command(flatten)]
+    model: ModelPreset,
     /// Training set: fmnist-train, or a path to an IDX file / PNG folder.
     #[arg(long, default_value = "fmnist-train")]
     dataset: String,
@@ -269,7 +265,7 @@ fn datasets(action: DatasetsAction, only: &[String], locator: Locator) -> Result
 }
 
 fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) -> Result<()> {
-    let config = ModelConfig::preset(a.model, &a.preset)?.with_seed(a.seed);
+    let config = a.model.config()?.with_seed(a.seed);
     if a.budget.is_unlimited() {
         return Err(Error::Invalid(
             "give a training budget: --minutes, --epochs or --steps".into(),
@@ -282,10 +278,18 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
         )));
     }
     let data = load_named(&a.dataset, locator, None, a.seed)?;
-    let (_, r) = train_model(&config, &data, a.budget, Some(&a.out), a.resume, device, progress)?;
+    let (_, r) = train_model(
+        &config,
+        &data,
+        a.budget,
+        Some(&a.out),
+        a.resume,
+        device,
+        progress,
+    )?;
     println!(
         "trained {} on {} ({} images): {} steps, {:.0} s, {:.1} samples/s, final loss {:.3} bits/dim\nsaved {}",
-        a.model,
+        a.model.model,
         data.name(),
         data.len(),
         r.steps,

@@ -102,7 +102,8 @@ fn forward_on_threads(
             .map(|run| {
                 let groups = shares[run.start].start..shares[run.end - 1].end;
                 let rows = rows.clone().narrow(0, groups.start, groups.len());
-                let set = ShareSet::part(&exchange, run.start, groups_per_share(run), grid.images());
+                let set =
+                    ShareSet::part(&exchange, run.start, groups_per_share(run), grid.images());
                 let (grid, exchange) = (&grid, &exchange);
                 scope.spawn(move || {
                     let guard = exchange.guard();
@@ -181,7 +182,7 @@ fn body(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The rows layout against burn's convolutions: the same network and model values up to
     //! float rounding. The model test runs the same weights once on a plain CPU device (rows
     //! layout) and once on its autodiff form (burn's `conv2d`).
@@ -202,7 +203,8 @@ mod tests {
     const SCORE_REL: f64 = 2e-5;
     const SCORE_ABS: f64 = 1e-3;
 
-    fn uniform(
+    /// `shape` values uniform in `range`, seeded (shared with the kernels' tests).
+    pub(crate) fn uniform(
         shape: [usize; 4],
         range: std::ops::Range<f32>,
         seed: u64,
@@ -215,7 +217,8 @@ mod tests {
         Tensor::from_data(TensorData::new(values, shape), device)
     }
 
-    fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    /// A tensor's values on the host.
+    pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
         t.into_data().iter::<f64>().collect()
     }
 

@@ -287,28 +287,10 @@ mod tests {
 
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
-    use burn::tensor::{Device, Tensor, TensorData};
-    use rand::{RngExt, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
+    use burn::tensor::{Device, Tensor};
 
     use super::RowGrid;
-
-    fn uniform(
-        shape: [usize; 4],
-        range: std::ops::Range<f32>,
-        seed: u64,
-        device: &Device,
-    ) -> Tensor<4> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let values: Vec<f32> = (0..shape.iter().product::<usize>())
-            .map(|_| rng.random_range(range.clone()))
-            .collect();
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
-    fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-        t.into_data().iter::<f64>().collect()
-    }
+    use crate::realnvp::cpu::tests::{host, uniform};
 
     #[test]
     fn conv3x3_in_rows_equals_burn_conv2d() {
