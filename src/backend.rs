@@ -135,29 +135,33 @@ impl FromStr for Backend {
     }
 }
 
-/// The backend `choice` (from a command line or `BNOOD_DEVICE`, already parsed), or the
-/// default compiled backend when there is none; checked to be compiled in.
+/// The backend `choice` of a command line when given, else the one `BNOOD_DEVICE` names
+/// (blank or unset: the default compiled backend); checked to be compiled in.
 ///
 /// # Errors
-/// [`BackendError::NotCompiled`] for a backend this build lacks.
+/// [`BackendError::Unknown`] for a bad `BNOOD_DEVICE`, [`BackendError::NotCompiled`] for a
+/// backend this build lacks.
 pub fn resolve(choice: Option<Backend>) -> Result<Backend, BackendError> {
-    backend_from_setting(choice.map(Backend::name))
+    match choice {
+        Some(backend) => backend_from_setting(Some(backend.name())),
+        None => backend_from_env(),
+    }
 }
 
-/// `--backend` as a clap `Args` group, read from `BNOOD_DEVICE` when not given: what every
-/// example flattens into its options.
+/// `--backend` as a clap `Args` group: what every example flattens into its options (the
+/// `bnood` command has the same flag, global).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct BackendArg {
-    /// Compute backend: flex (default CPU), ndarray (CPU) or wgpu (GPU).
-    #[arg(long, env = DEVICE_ENV, value_enum, ignore_case = true)]
+    /// Compute backend: flex (CPU), ndarray (CPU) or wgpu (GPU) [default: $BNOOD_DEVICE, else flex].
+    #[arg(long, value_enum, ignore_case = true)]
     pub backend: Option<Backend>,
 }
 
 impl BackendArg {
-    /// The chosen backend, or the default one ([`resolve`]).
+    /// The chosen backend, see [`resolve`].
     ///
     /// # Errors
-    /// [`BackendError::NotCompiled`] for a backend this build lacks.
+    /// As [`resolve`].
     pub fn resolve(self) -> Result<Backend, BackendError> {
         resolve(self.backend)
     }

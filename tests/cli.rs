@@ -186,7 +186,16 @@ fn train_then_score_a_users_idx_file_and_png_folder() {
     let detector = dir.join("tperm.json");
     let d = detector.to_str().expect("utf8");
     let out = bnood(&[
-        "fit", "--model", m, "--detector", "tperm", "--reference-size", "100", "--out", d, "-q",
+        "fit",
+        "--model",
+        m,
+        "--detector",
+        "tperm",
+        "--reference-size",
+        "100",
+        "--out",
+        d,
+        "-q",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let idx_arg = idx.to_str().expect("utf8");
@@ -198,7 +207,15 @@ fn train_then_score_a_users_idx_file_and_png_folder() {
     let o = other.to_str().expect("utf8");
     let out = bnood(&["train", "--steps", "1", "--seed", "9", "--out", o, "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = bnood(&["score", "--detector-file", d, "--model", o, "--test", idx_arg]);
+    let out = bnood(&[
+        "score",
+        "--detector-file",
+        d,
+        "--model",
+        o,
+        "--test",
+        idx_arg,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("not the model the detector was fitted with"),
@@ -253,4 +270,24 @@ fn train_then_score_a_users_idx_file_and_png_folder() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_bnood_device_is_a_one_line_error_and_a_blank_one_means_the_default() {
+    let run = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_bnood"))
+            .args(["train", "--out", "/nonexistent/dir/m.bpk"])
+            .env("BNOOD_DATA_DIR", data_dir())
+            .env("BNOOD_DEVICE", value)
+            .output()
+            .expect("bnood runs")
+    };
+    let out = run("tpu");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown backend `tpu`"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // Blank: the default backend is chosen, and the next check (no budget) speaks.
+    let err = text(&run(" ").stderr);
+    assert!(err.contains("--minutes, --epochs or --steps"), "{err}");
 }

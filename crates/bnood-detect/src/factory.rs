@@ -20,22 +20,32 @@ use crate::{BnTest, BnTestParams, DetectError, Detector, LogLikelihood, Result, 
 /// The detectors of the paper's Table 2. Serialised and parsed by [`id`](Self::id)
 /// (`logp`, `tperm`, `waic`, `bn`); the table titles are accepted too.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
 )]
 pub enum DetectorKind {
-    /// `−ln p(x)` with running statistics ([`LogLikelihood`]).
+    /// `−ln p(x)` with running statistics (`LogLikelihood`).
     #[serde(rename = "logp", alias = "log p(x)")]
     #[value(name = "logp")]
     LogLikelihood,
-    /// Two-sided likelihood permutation test ([`TPerm`]).
+    /// Two-sided likelihood permutation test (`TPerm`).
     #[serde(rename = "tperm", alias = "T_perm")]
     #[value(name = "tperm")]
     TPerm,
-    /// WAIC over an ensemble of independently trained models ([`Waic`]).
+    /// WAIC over an ensemble of independently trained models (`Waic`).
     #[serde(rename = "waic", alias = "WAIC")]
     #[value(name = "waic")]
     Waic,
-    /// The paper's BatchNorm mixed-batch test ([`BnTest`]).
+    /// The paper's BatchNorm mixed-batch test (`BnTest`).
     #[serde(rename = "bn", alias = "BN test")]
     #[value(name = "bn")]
     BnTest,
@@ -189,11 +199,15 @@ pub fn build<M: LikelihoodModel + Clone + 'static>(
     }
     let scoring = params.scoring.clone();
     Ok(match kind {
-        DetectorKind::LogLikelihood => {
-            Box::new(LogLikelihood::with_params(models[0].clone(), device, scoring)?)
-        }
+        DetectorKind::LogLikelihood => Box::new(LogLikelihood::with_params(
+            models[0].clone(),
+            device,
+            scoring,
+        )?),
         DetectorKind::TPerm => Box::new(TPerm::with_params(models[0].clone(), device, scoring)?),
-        DetectorKind::BnTest => Box::new(BnTest::new(models[0].clone(), device, params.bn.clone())?),
+        DetectorKind::BnTest => {
+            Box::new(BnTest::new(models[0].clone(), device, params.bn.clone())?)
+        }
         DetectorKind::Waic => Box::new(Waic::with_params(models, device, scoring)?),
     })
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use bnood::backend::{Backend, DEVICE_ENV, resolve};
+use bnood::backend::{Backend, resolve};
 use bnood::data::{Dataset, Locator, Survey, load_named, seeds, survey};
 use bnood::detect::{Detector, DetectorArgs, DetectorKind, LoadedDetector, ModelFile};
 use bnood::eval::{
@@ -33,8 +33,8 @@ use burn::tensor::Device;
     about = "Unsupervised out-of-distribution detection with generative models and batch normalization (Song, Song & Ermon)."
 )]
 struct Cli {
-    /// Compute backend: flex (default CPU), ndarray (CPU) or wgpu (GPU).
-    #[arg(long, global = true, env = DEVICE_ENV, value_enum, ignore_case = true)]
+    /// Compute backend: flex (CPU), ndarray (CPU) or wgpu (GPU) [default: $BNOOD_DEVICE, else flex].
+    #[arg(long, global = true, value_enum, ignore_case = true)]
     backend: Option<Backend>,
     /// Folder searched first for datasets (then $BNOOD_DATA_DIR, ./datasets, Debian's folder).
     #[arg(long, global = true)]
