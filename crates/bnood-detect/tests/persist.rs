@@ -98,7 +98,7 @@ fn a_detector_file_is_refused_for_a_model_it_was_not_fitted_with() {
     save_detector(detector.as_ref(), &files, &file).expect("saved");
 
     // Another model file given in its place.
-    let err = load_detector(&file, Some(&[b.clone()]), &device).expect_err("another model");
+    let err = load_detector(&file, Some(std::slice::from_ref(&b)), &device).expect_err("another model");
     let msg = err.to_string();
     assert!(
         matches!(err, DetectError::DetectorFile { .. })

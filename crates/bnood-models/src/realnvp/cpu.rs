@@ -40,10 +40,13 @@ pub(super) fn takes_rows_layout(x: &Tensor<4>) -> bool {
 }
 
 /// The devices of the CPU backends compiled in, listed once.
+#[allow(clippy::vec_init_then_push)] // the pushes are under `cfg`
 fn cpu_devices() -> &'static [Device] {
     static DEVICES: OnceLock<Vec<Device>> = OnceLock::new();
     DEVICES.get_or_init(|| {
-        #[allow(unused_mut)] // without a CPU backend feature nothing is pushed
+        // Each backend's variant exists only with its feature, hence pushes under `cfg`;
+        // without a CPU backend feature nothing is pushed.
+        #[allow(unused_mut)]
         let mut types: Vec<burn::tensor::DeviceType> = Vec::new();
         #[cfg(feature = "flex")]
         types.push(burn::tensor::DeviceType::Flex);

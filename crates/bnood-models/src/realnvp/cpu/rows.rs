@@ -287,7 +287,7 @@ mod tests {
 
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
-    use burn::tensor::{Device, Tensor};
+    use burn::tensor::Device;
 
     use super::RowGrid;
     use crate::realnvp::cpu::tests::{host, uniform};
