@@ -25,12 +25,7 @@ pub const NAMED_SETS: [(&str, &str); 6] = [
 /// # Errors
 /// [`DataError`] if the data cannot be found or read, or `n` exceeds the set;
 /// [`DataError::InvalidArgument`] for an unknown name that is not a path either.
-pub fn load_named(
-    name: &str,
-    locator: &Locator,
-    n: Option<usize>,
-    seed: u64,
-) -> Result<ImageSet> {
+pub fn load_named(name: &str, locator: &Locator, n: Option<usize>, seed: u64) -> Result<ImageSet> {
     let sub = |set: ImageSet, title: &str, seed: u64| -> Result<ImageSet> {
         let set = match n {
             Some(n) if n < set.len() => set.subset(n, seed)?,

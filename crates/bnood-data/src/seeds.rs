@@ -37,6 +37,9 @@ mod tests {
     fn splitmix64_gives_the_reference_values() {
         // Vigna's reference splitmix64 stream from state 0: its first outputs.
         assert_eq!(super::splitmix64(0), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(super::splitmix64(0x9E37_79B9_7F4A_7C15), 0x6E78_9E6A_A1B9_65F4);
+        assert_eq!(
+            super::splitmix64(0x9E37_79B9_7F4A_7C15),
+            0x6E78_9E6A_A1B9_65F4
+        );
     }
 }

@@ -598,7 +598,11 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
             return Err(DetectError::InvalidParameter(format!(
                 "the saved state of {} {} reference images for mixing, but its ratios {} them: the file is inconsistent, fit the detector again",
                 self.name,
-                if fitted.mixing.is_some() { "holds" } else { "holds no" },
+                if fitted.mixing.is_some() {
+                    "holds"
+                } else {
+                    "holds no"
+                },
                 if needs_mixing { "need" } else { "need none of" },
             )));
         }

@@ -196,8 +196,16 @@ impl Scores {
     /// empty p-value for detectors without p-values.
     pub fn to_csv(&self, threshold: f64) -> String {
         let mut s = String::from("index,score,p_value,ood\n");
-        for (i, (score, ood)) in self.scores.iter().zip(self.decisions(threshold)).enumerate() {
-            let p = self.p_values.as_ref().map_or(String::new(), |p| p[i].to_string());
+        for (i, (score, ood)) in self
+            .scores
+            .iter()
+            .zip(self.decisions(threshold))
+            .enumerate()
+        {
+            let p = self
+                .p_values
+                .as_ref()
+                .map_or(String::new(), |p| p[i].to_string());
             s.push_str(&format!("{i},{score},{p},{ood}\n"));
         }
         s

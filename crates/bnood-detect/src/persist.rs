@@ -197,7 +197,11 @@ fn checksum(path: &Path) -> Result<String> {
         })?;
         hasher.update(&bytes);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// The JSON layout of a detector file.
@@ -237,10 +241,12 @@ impl std::fmt::Debug for LoadedDetector {
 /// [`DetectError::NotFitted`] for a detector that was not fitted;
 /// [`DetectError::DetectorFile`] when the file cannot be written.
 pub fn save_detector(detector: &dyn Detector, models: &[ModelFile], path: &Path) -> Result<()> {
-    let state = detector.fitted_state().ok_or_else(|| DetectError::NotFitted {
-        detector: detector.name().to_string(),
-        action: "save",
-    })?;
+    let state = detector
+        .fitted_state()
+        .ok_or_else(|| DetectError::NotFitted {
+            detector: detector.name().to_string(),
+            action: "save",
+        })?;
     let file = DetectorFile {
         format: FORMAT.into(),
         version: VERSION,
@@ -274,8 +280,11 @@ pub fn load_detector(
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| bad(format!("it is not JSON ({e}): was it written by `bnood fit`?")))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        bad(format!(
+            "it is not JSON ({e}): was it written by `bnood fit`?"
+        ))
+    })?;
     if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
         return Err(bad(format!(
             "it is not a bnood detector file (no `\"format\": \"{FORMAT}\"`): write one with `bnood fit`"

@@ -28,7 +28,9 @@ fn model_file(dir: &Path, seed: u64, device: &Device) -> PathBuf {
 }
 
 fn images(name: &str, n: usize, salt: usize) -> ImageSet {
-    let pixels = (0..n * 16).map(|i| ((i * 37 + salt * 11) % 251) as u8).collect();
+    let pixels = (0..n * 16)
+        .map(|i| ((i * 37 + salt * 11) % 251) as u8)
+        .collect();
     ImageSet::new(name, pixels, [n, 1, 4, 4], None).expect("valid set")
 }
 
@@ -98,7 +100,8 @@ fn a_detector_file_is_refused_for_a_model_it_was_not_fitted_with() {
     save_detector(detector.as_ref(), &files, &file).expect("saved");
 
     // Another model file given in its place.
-    let err = load_detector(&file, Some(std::slice::from_ref(&b)), &device).expect_err("another model");
+    let err =
+        load_detector(&file, Some(std::slice::from_ref(&b)), &device).expect_err("another model");
     let msg = err.to_string();
     assert!(
         matches!(err, DetectError::DetectorFile { .. })
@@ -130,7 +133,10 @@ fn saving_an_unfitted_detector_or_loading_a_foreign_file_is_a_clear_error() {
 
     std::fs::write(&file, br#"{"rows": []}"#).expect("foreign JSON");
     let err = load_detector(&file, None, &device).expect_err("foreign");
-    assert!(err.to_string().contains("not a bnood detector file"), "{err}");
+    assert!(
+        err.to_string().contains("not a bnood detector file"),
+        "{err}"
+    );
     std::fs::write(&file, b"\x00garbage").expect("garbage");
     let err = load_detector(&file, None, &device).expect_err("garbage");
     assert!(err.to_string().contains("not JSON"), "{err}");

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use burn::module::Module;
 use burn::tensor::Device;
 

@@ -109,9 +109,12 @@ pub(crate) fn save_with_optimizer<M: Trainable>(
     path: &Path,
 ) -> Result<(), ModelError> {
     let optim_path = optimizer_path(path);
-    optim
-        .save(&optim_path)
-        .map_err(|e| err(&optim_path, format!("cannot write the optimiser state: {e}")))?;
+    optim.save(&optim_path).map_err(|e| {
+        err(
+            &optim_path,
+            format!("cannot write the optimiser state: {e}"),
+        )
+    })?;
     save(model.clone(), step, samples_seen, path)
 }
 
@@ -216,7 +219,11 @@ pub fn load(path: &Path, device: &Device) -> Result<AnyModel, ModelError> {
     read_parameters(meta.model.init(device)?, path)
 }
 
-fn check_config(meta: &CheckpointMeta, expected: &ModelConfig, path: &Path) -> Result<(), ModelError> {
+fn check_config(
+    meta: &CheckpointMeta,
+    expected: &ModelConfig,
+    path: &Path,
+) -> Result<(), ModelError> {
     if meta.model.kind() != expected.kind() {
         return Err(err(
             path,

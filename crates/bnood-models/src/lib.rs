@@ -32,8 +32,8 @@ pub mod vae;
 
 use burn::tensor::Tensor;
 
-pub use catalogue::{AnyModel, ModelConfig, ModelKind, ModelPreset};
 pub use bnood_norm::StatsMode;
+pub use catalogue::{AnyModel, ModelConfig, ModelKind, ModelPreset};
 pub use realnvp::{RealNvp, RealNvpConfig};
 pub use vae::{Vae, VaeConfig};
 

@@ -112,7 +112,8 @@ impl TrainBudget {
 
     /// The wall-clock limit as a duration.
     pub fn time_limit(&self) -> Option<Duration> {
-        self.minutes.map(|m| Duration::from_secs_f64(m.max(0.0) * 60.0))
+        self.minutes
+            .map(|m| Duration::from_secs_f64(m.max(0.0) * 60.0))
     }
 
     /// The budget in words, e.g. `"20 min"` or `"4 steps"`.

@@ -16,7 +16,10 @@ use common::host;
 fn model_kinds_parse_and_serialise_by_their_ids() {
     for kind in ModelKind::ALL {
         assert_eq!(kind.id().parse::<ModelKind>().ok(), Some(kind));
-        assert_eq!(kind.id().to_uppercase().parse::<ModelKind>().ok(), Some(kind));
+        assert_eq!(
+            kind.id().to_uppercase().parse::<ModelKind>().ok(),
+            Some(kind)
+        );
         let json = serde_json::to_string(&kind).expect("serialises");
         assert_eq!(json, format!("\"{}\"", kind.id()));
         let config = ModelConfig::preset(kind, "cpu").expect("every kind has a cpu preset");
@@ -66,7 +69,11 @@ fn a_sidecar_in_the_first_release_layout_still_loads() {
     let loaded = AnyModel::load(&path, &device).expect("old checkpoint loads");
     let x = burn::tensor::Tensor::<4>::ones([3, 1, 4, 4], &device).mul_scalar(100.5);
     assert_eq!(
-        host(loaded.log_prob(x.clone(), &StatsMode::Running).expect("scores")),
+        host(
+            loaded
+                .log_prob(x.clone(), &StatsMode::Running)
+                .expect("scores")
+        ),
         host(model.log_prob(x, &StatsMode::Running).expect("scores"))
     );
     std::fs::write(
