@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use burn::tensor::Device;
-use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
 use bnood_data::ImageSet;
@@ -172,36 +171,22 @@ impl ModelFile {
                 ),
             });
         }
-        let model = AnyModel::load(path, device)?;
-        let model = match &self.config {
-            ModelConfig::Vae(c) => model.with_iw_samples(c.iw_samples)?,
-            ModelConfig::RealNvp(_) => model,
-        };
-        if model.config() != self.config {
-            return Err(DetectError::DetectorFile {
-                path: path.display().to_string(),
-                reason: "the model's configuration differs from the one the detector was fitted with: fit the detector again".into(),
-            });
-        }
+        // The MD5 covers the sidecar, so only what scoring overrides (a VAE's K) is restored.
+        let model = AnyModel::load_for_scoring(path, device, self.config.iw_samples())?;
         Ok(model)
     }
 }
 
 /// MD5 (hex) of a checkpoint's parameter file followed by its sidecar.
 fn checksum(path: &Path) -> Result<String> {
-    let mut hasher = Md5::new();
+    let mut bytes = Vec::new();
     for file in [path.to_path_buf(), checkpoint::meta_path(path)] {
-        let bytes = std::fs::read(&file).map_err(|e| DetectError::DetectorFile {
+        bytes.extend(std::fs::read(&file).map_err(|e| DetectError::DetectorFile {
             path: file.display().to_string(),
             reason: format!("cannot read the model file: {e}"),
-        })?;
-        hasher.update(&bytes);
+        })?);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(bnood_data::idx::md5_hex(&bytes))
 }
 
 /// The JSON layout of a detector file.

@@ -126,6 +126,15 @@ impl ModelConfig {
         }
     }
 
+    /// Importance samples of scoring, for kinds scored by an importance-weighted bound
+    /// (VAE); `None` for the others.
+    pub fn iw_samples(&self) -> Option<usize> {
+        match self {
+            Self::RealNvp(_) => None,
+            Self::Vae(c) => Some(c.iw_samples),
+        }
+    }
+
     /// A fresh, untrained model on `device` (the parameters' device; `.autodiff()` devices
     /// build trainable models).
     ///
