@@ -8,10 +8,12 @@
 //! cargo run --release --example fmnist_vs_kmnist -- --help
 //! ```
 //!
-//! Checkpoints live in `--runs` (`realnvp-<preset>-seed<k>.bpk`). One that exists and was
-//! made with exactly this configuration is reused; one with another configuration is an
-//! error (move it or use another `--runs`); otherwise the model is trained for `--minutes`
-//! (the WAIC ensemble's extra members for `--waic-minutes`).
+//! By default the job trains nothing: it scores with the checkpoints shipped in `models/`
+//! (`bnood models list`; MD5-verified), and says so in its first line. `--train` trains
+//! instead, into `--runs` (`realnvp-<preset>-seed<k>.bpk`): a checkpoint there that was made
+//! with exactly this configuration is reused, one with another configuration is an error
+//! (move it or use another `--runs`), otherwise the model is trained for `--minutes` (the
+//! WAIC ensemble's extra members for `--waic-minutes`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,9 +23,10 @@ use clap::Parser;
 use bnood::backend::BackendArg;
 use bnood::data::Locator;
 use bnood::detect::BnTestParams;
-use bnood::experiment::{MainJob, main_job};
+use bnood::experiment::{Checkpoints, MainJob, main_job};
 use bnood::models::ModelPreset;
 use bnood::models::train::TrainBudget;
+use bnood::models::zoo::ModelsDir;
 
 #[derive(Parser)]
 #[command(
@@ -43,13 +46,19 @@ struct Options {
     /// Seed of model initialisation, subsets and batch composition.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Training budget of the main model, minutes.
+    /// Train the models (into --runs) instead of using the shipped checkpoints.
+    #[arg(long)]
+    train: bool,
+    /// Folder searched first for the shipped checkpoints (then $BNOOD_MODELS_DIR, ./models).
+    #[arg(long)]
+    models_dir: Option<std::path::PathBuf>,
+    /// Training budget of the main model, minutes (with --train).
     #[arg(long, default_value_t = 20.0)]
     minutes: f64,
     /// WAIC ensemble size (1 disables WAIC).
     #[arg(long, default_value_t = 3)]
     waic_models: usize,
-    /// Training budget of each extra WAIC member, minutes.
+    /// Training budget of each extra WAIC member, minutes (with --train).
     #[arg(long, default_value_t = 6.0)]
     waic_minutes: f64,
     /// Monte Carlo draws of the BN test's batch composition.
@@ -58,7 +67,7 @@ struct Options {
     /// OoD sets (catalogue names or paths), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "kmnist")]
     ood: Vec<String>,
-    /// Folder of checkpoints and reports.
+    /// Folder of reports (and of checkpoints, with --train).
     #[arg(long, default_value = "runs")]
     runs: PathBuf,
     /// No progress bars.
@@ -80,7 +89,23 @@ fn run(o: Options) -> Result<(), bnood::experiment::Error> {
     let started = Instant::now();
     let backend = o.backend.resolve()?;
     let device = backend.device()?;
+    let checkpoints = if o.train {
+        Checkpoints::Train
+    } else {
+        let dirs = ModelsDir::from_env();
+        Checkpoints::Shipped(match &o.models_dir {
+            Some(d) => dirs.with_dir(d),
+            None => dirs,
+        })
+    };
+    let source = match &checkpoints {
+        Checkpoints::Shipped(_) => {
+            "shipped checkpoints from models/ (no training; --train retrains)".to_string()
+        }
+        Checkpoints::Train => format!("training into {} (--train)", o.runs.display()),
+    };
     let job = MainJob {
+        checkpoints,
         model: o.model.config()?.with_seed(o.seed),
         preset: o.model.preset.clone(),
         oods: o.ood.clone(),
@@ -98,7 +123,7 @@ fn run(o: Options) -> Result<(), bnood::experiment::Error> {
         backend: backend.name().to_string(),
     };
     println!(
-        "bnood main job: {} ({} preset) on Fashion-MNIST, backend {}, {} test images per pool, seed {}",
+        "bnood main job: {} ({} preset) on Fashion-MNIST with {source}, backend {}, {} test images per pool, seed {}",
         o.model.model,
         o.model.preset,
         backend.name(),

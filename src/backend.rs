@@ -6,6 +6,12 @@
 //! `ndarray` (CPU, deprecated upstream, kept because users ask for it) and `wgpu` (GPU via
 //! Vulkan/Metal/DX12; on a machine without a GPU, Mesa's lavapipe CPU driver). The
 //! environment variable `BNOOD_DEVICE` chooses one for programs that read it.
+//!
+//! `wgpu` is checked when its device is made: on a machine where wgpu finds no adapter the
+//! caller gets [`BackendError::NoDevice`] (what was looked for, and how to pick another
+//! backend) instead of a panic at the first tensor. (A `cuda` backend is not offered: burn
+//! 0.22.1's needs an LLVM 23 bundle downloaded from GitHub at build time; see
+//! `docs/performance.md`, "GPU".)
 
 use std::fmt;
 use std::str::FromStr;
@@ -47,6 +53,18 @@ pub enum BackendError {
         /// Comma-separated list of the backends this build has.
         compiled: String,
     },
+    /// The backend is compiled in but this machine has no usable device for it.
+    #[error(
+        "backend `{backend}` found no device: {looked_for}; choose another backend with `--backend flex` or BNOOD_DEVICE=flex (compiled in: {compiled})"
+    )]
+    NoDevice {
+        /// The requested backend.
+        backend: Backend,
+        /// What was looked for and what was missing, in one clause.
+        looked_for: String,
+        /// Comma-separated list of the backends this build has.
+        compiled: String,
+    },
 }
 
 impl Backend {
@@ -84,7 +102,8 @@ impl Backend {
     /// A device of this backend (no autodiff; call `.autodiff()` on it for training).
     ///
     /// # Errors
-    /// [`BackendError::NotCompiled`] when the backend's cargo feature is off.
+    /// [`BackendError::NotCompiled`] when the backend's cargo feature is off;
+    /// [`BackendError::NoDevice`] when wgpu finds no adapter.
     pub fn device(self) -> Result<Device, BackendError> {
         match self {
             #[cfg(feature = "flex")]
@@ -94,13 +113,33 @@ impl Backend {
             // ndarray is deprecated upstream; users asked to keep it.
             Backend::NdArray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            Backend::Wgpu => {
+                if Device::enumerate(burn::tensor::DeviceType::Wgpu)
+                    .into_vec()
+                    .is_empty()
+                {
+                    return Err(no_device(
+                        self,
+                        "wgpu found no adapter (it looks for Vulkan, Metal, DX12 or GL drivers; an NVIDIA GPU needs the driver's Vulkan ICD; on Linux without a GPU, Mesa's `mesa-vulkan-drivers` gives a CPU one)",
+                    ));
+                }
+                Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+            }
             #[allow(unreachable_patterns)]
             other => Err(BackendError::NotCompiled {
                 backend: other,
                 compiled: compiled_list(),
             }),
         }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn no_device(backend: Backend, looked_for: &str) -> BackendError {
+    BackendError::NoDevice {
+        backend,
+        looked_for: looked_for.to_string(),
+        compiled: compiled_list(),
     }
 }
 

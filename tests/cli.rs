@@ -73,6 +73,7 @@ fn every_subcommand_has_help() {
         vec!["fit", "--help"],
         vec!["score", "--help"],
         vec!["eval", "--help"],
+        vec!["models", "--help"],
     ] {
         let out = bnood(&sub);
         assert!(out.status.success(), "{sub:?}: {}", text(&out.stderr));
@@ -290,4 +291,83 @@ fn a_bad_bnood_device_is_a_one_line_error_and_a_blank_one_means_the_default() {
     // Blank: the default backend is chosen, and the next check (no budget) speaks.
     let err = text(&run(" ").stderr);
     assert!(err.contains("--minutes, --epochs or --steps"), "{err}");
+}
+
+#[test]
+fn models_list_names_every_shipped_checkpoint_and_verifies_it() {
+    let out = bnood(&["models", "list"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{stdout}", text(&out.stderr));
+    for s in bnood::models::zoo::SHIPPED {
+        assert!(stdout.contains(s.name), "{} missing:\n{stdout}", s.name);
+        assert!(stdout.contains(s.command), "{} command missing", s.name);
+    }
+    assert_eq!(
+        stdout.matches("MD5 verified").count(),
+        bnood::models::zoo::SHIPPED.len(),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn score_takes_a_shipped_model_by_name() {
+    let out = bnood(&[
+        "-q",
+        "score",
+        "--model",
+        "realnvp-fmnist",
+        "--detector",
+        "logp",
+        "--reference-size",
+        "16",
+        "--test",
+        "kmnist",
+        "--test-size",
+        "8",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A header and one row per image.
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        9,
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_changed_shipped_checkpoint_is_refused_with_its_checksums() {
+    let dir = scratch("damaged-models");
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let entry = bnood::models::zoo::find("realnvp-fmnist").expect("shipped");
+    let mut weights = std::fs::read(shipped.join(entry.file)).expect("shipped file");
+    let last = weights.len() - 1;
+    weights[last] ^= 1;
+    std::fs::write(dir.join(entry.file), weights).expect("copy");
+    let sidecar = format!("{}.json", entry.file);
+    std::fs::copy(shipped.join(&sidecar), dir.join(&sidecar)).expect("copy");
+    let out = bnood(&[
+        "--models-dir",
+        dir.to_str().expect("utf-8"),
+        "score",
+        "--model",
+        "realnvp-fmnist",
+        "--test",
+        "kmnist",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(entry.md5), "{err}");
+    assert!(err.contains("git checkout models/"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unknown_model_name_lists_the_shipped_ones() {
+    let out = bnood(&["score", "--model", "realnvp-mnist", "--test", "kmnist"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("realnvp-fmnist"), "{err}");
+    assert!(err.contains("bnood models list"), "{err}");
 }

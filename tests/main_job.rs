@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use bnood::data::Locator;
 use bnood::detect::BnTestParams;
-use bnood::experiment::{MainJob, main_job};
+use bnood::experiment::{Checkpoints, MainJob, main_job};
 use bnood::models::train::TrainBudget;
 use bnood::models::{ModelConfig, RealNvpConfig};
 
@@ -38,6 +38,7 @@ fn tiny_job(runs: PathBuf) -> MainJob {
     };
     let steps = TrainBudget::steps;
     MainJob {
+        checkpoints: Checkpoints::Train,
         model: ModelConfig::RealNvp(tiny),
         preset: "tiny".into(),
         oods: vec!["kmnist".into()],
@@ -145,4 +146,57 @@ fn the_main_job_without_ood_sets_is_a_clear_error() {
     job.oods.clear();
     let err = main_job(&job, &burn::tensor::Device::flex()).expect_err("no OoD set");
     assert!(err.to_string().contains("no OoD set"), "{err}");
+}
+
+/// The default main job trains nothing: it loads the shipped `cpu` RealNVPs (seed 0 scored,
+/// seeds 0–1 as the WAIC ensemble) from the repository's `models/`, verified, and writes no
+/// checkpoint.
+#[test]
+fn the_main_job_uses_the_shipped_checkpoints_without_training() {
+    let runs = scratch("main-job-shipped");
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let job = MainJob {
+        checkpoints: Checkpoints::Shipped(bnood::models::zoo::ModelsDir::only(&models)),
+        model: ModelConfig::preset(bnood::models::ModelKind::RealNvp, "cpu")
+            .expect("cpu preset")
+            .with_seed(0),
+        preset: "cpu".into(),
+        subset: 32,
+        reference_size: 64,
+        ..tiny_job(runs.clone())
+    };
+    let written =
+        main_job(&job, &burn::tensor::Device::flex()).expect("main job with shipped models");
+    assert!(written.json.is_file());
+    let report = std::fs::read_to_string(&written.json).expect("report");
+    assert!(
+        report.contains("realnvp-fmnist-cpu-seed0.bpk"),
+        "report names the shipped file"
+    );
+    let bpk: Vec<_> = std::fs::read_dir(&runs)
+        .expect("runs")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "bpk"))
+        .collect();
+    assert!(bpk.is_empty(), "no checkpoint written: {bpk:?}");
+    let _ = std::fs::remove_dir_all(&runs);
+}
+
+#[test]
+fn the_main_job_asks_for_train_when_its_model_was_not_shipped() {
+    let runs = scratch("main-job-not-shipped");
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let job = MainJob {
+        checkpoints: Checkpoints::Shipped(bnood::models::zoo::ModelsDir::only(&models)),
+        ..tiny_job(runs.clone())
+    };
+    let err =
+        main_job(&job, &burn::tensor::Device::flex()).expect_err("tiny preset is not shipped");
+    let text = err.to_string();
+    assert!(text.contains("pass --train"), "{text}");
+    assert!(
+        text.contains("realnvp-fmnist"),
+        "lists the shipped names: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&runs);
 }

@@ -1,6 +1,6 @@
 //! Experiments end to end, shared by the `bnood` command and the examples: "train, or
-//! reuse a checkpoint that matches", and the main job (train on Fashion-MNIST, evaluate
-//! against OoD sets with the detectors of the paper's Table 2).
+//! reuse a checkpoint that matches", and the main job (the shipped Fashion-MNIST models, or
+//! ones trained now, evaluated against OoD sets with the detectors of the paper's Table 2).
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +9,7 @@ use burn::tensor::Device;
 
 use bnood_data::{Dataset, ImageSet, Locator, Split};
 use bnood_models::train::{TrainBudget, TrainConfig, TrainReport, train};
+use bnood_models::zoo::{self, ModelsDir};
 use bnood_models::{AnyModel, ModelConfig, checkpoint};
 
 use crate::{EvalError, EvalJob, EvalSets, ModelEntry, Protocol, Result, RunSettings, SetNames};
@@ -89,10 +90,24 @@ pub fn train_or_reuse(
     Ok((model, Some(report)))
 }
 
+/// Where the main job's models come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checkpoints {
+    /// The checkpoints shipped in `models/` ([`bnood_models::zoo`]), found in this folder
+    /// list and MD5-verified: no training. An error names `--train` when the job's model
+    /// (kind, preset, seed) was not shipped.
+    Shipped(ModelsDir),
+    /// Train into [`MainJob::runs`] within the job's budgets, reusing a checkpoint there
+    /// only when it was made with exactly the job's configuration.
+    Train,
+}
+
 /// Settings of the main job: a model trained on Fashion-MNIST scored on Fashion-MNIST test
 /// against OoD sets with the four detectors of the paper's Table 2.
 #[derive(Debug, Clone)]
 pub struct MainJob {
+    /// Shipped checkpoints or training.
+    pub checkpoints: Checkpoints,
     /// The model to train or reuse (seed of member `k` = `model`'s seed + `k`).
     pub model: ModelConfig,
     /// The preset's name, used in checkpoint file names ([`checkpoint::file_name`]).
@@ -113,7 +128,7 @@ pub struct MainJob {
     pub waic_budget: TrainBudget,
     /// The BN test's parameters.
     pub bn: bnood_detect::BnTestParams,
-    /// Folder of checkpoints and reports.
+    /// Folder of reports, and of checkpoints when training.
     pub runs: PathBuf,
     /// Report file stem.
     pub stem: String,
@@ -152,6 +167,28 @@ pub fn main_job(job: &MainJob, device: &Device) -> Result<crate::Written> {
     let mut files = Vec::new();
     for k in 0..job.waic_models.max(1) {
         let config = job.model.clone().with_seed(job.model.seed() + k as u64);
+        if let Checkpoints::Shipped(dirs) = &job.checkpoints {
+            let entry = zoo::find_for(config.kind(), &job.preset, config.seed()).ok_or_else(|| {
+                EvalError::InvalidSetting(format!(
+                    "no shipped {} checkpoint of the `{}` preset with seed {} (shipped: {}); pass --train to train it",
+                    config.kind().display_name(),
+                    job.preset,
+                    config.seed(),
+                    zoo::names().join(", ")
+                ))
+            })?;
+            let path = dirs.locate(entry)?;
+            let model = checkpoint::load_into(config.init(device)?, &path)?;
+            println!(
+                "using shipped {} ({}, {} steps, MD5 verified)",
+                entry.name,
+                path.display(),
+                entry.steps
+            );
+            files.push(path.display().to_string());
+            members.push(model);
+            continue;
+        }
         let path = job.runs.join(checkpoint::file_name(&config, &job.preset));
         let budget = if k == 0 { job.budget } else { job.waic_budget };
         if !path.is_file() {

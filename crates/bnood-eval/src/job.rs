@@ -28,22 +28,31 @@ pub struct ModelEntry<M> {
 impl ModelEntry<bnood_models::AnyModel> {
     /// Loads the entry `spec` names: `FILE[,FILE…]` (the first is scored; all form the WAIC
     /// ensemble), optionally named `NAME=FILE,…` (default name: the kind's, `RealNVP` or
-    /// `VAE`), scored with `iw_samples` importance samples when given (VAE).
+    /// `VAE`), scored with `iw_samples` importance samples when given (VAE). Each `FILE` is a
+    /// checkpoint path or the name of a shipped checkpoint (`realnvp-fmnist`, see
+    /// [`bnood_models::zoo`]), found in `models_dir` and verified.
     ///
     /// # Errors
-    /// [`EvalError::InvalidSetting`] for a spec without files; model loading errors.
-    pub fn load(spec: &str, device: &Device, iw_samples: Option<usize>) -> Result<Self> {
+    /// [`EvalError::InvalidSetting`] for a spec without files; model loading errors
+    /// (including unknown, missing or damaged shipped checkpoints).
+    pub fn load(
+        spec: &str,
+        models_dir: &bnood_models::zoo::ModelsDir,
+        device: &Device,
+        iw_samples: Option<usize>,
+    ) -> Result<Self> {
         let (name, list) = spec
             .split_once('=')
             .map_or((None, spec), |(n, l)| (Some(n), l));
-        let files: Vec<String> = list
+        let paths = list
             .split(',')
             .filter(|p| !p.is_empty())
-            .map(str::to_string)
-            .collect();
-        let members = files
+            .map(|p| models_dir.resolve(p))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let members = paths
             .iter()
-            .map(|p| bnood_models::AnyModel::load_for_scoring(Path::new(p), device, iw_samples))
+            .map(|p| bnood_models::AnyModel::load_for_scoring(p, device, iw_samples))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let Some(first) = members.first() else {
             return Err(EvalError::InvalidSetting(format!(

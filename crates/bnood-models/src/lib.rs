@@ -16,6 +16,8 @@
 //!   scores without the caller matching on the kind.
 //! - [`train`]: the training loop (Adam, batch 64, seeded, gradient clipping, progress bar,
 //!   checkpoints, resume) and [`checkpoint`]: save/load with architecture checks.
+//! - [`zoo`]: the trained checkpoints shipped in the repository's `models/` folder, by name
+//!   (`realnvp-fmnist`, `vae-fmnist`, …), MD5-verified, with how each was trained.
 //!
 //! Inputs are *dequantised* pixels, continuous values in `[0, 256)`: integer pixels plus
 //! uniform noise (`bnood_data::Dequantizer`) or plus 0.5. A density on that scale equals the
@@ -29,6 +31,7 @@ mod init;
 pub mod realnvp;
 pub mod train;
 pub mod vae;
+pub mod zoo;
 
 use burn::tensor::Tensor;
 
@@ -67,6 +70,14 @@ pub enum ModelError {
     /// Training diverged or was given unusable data.
     #[error("training failed: {0}")]
     Training(String),
+    /// A shipped checkpoint (see [`zoo`]) is unknown, missing or damaged.
+    #[error("model `{name}`: {reason}")]
+    Shipped {
+        /// The name or path the user gave.
+        name: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
     /// Data loading or preprocessing failed.
     #[error(transparent)]
     Data(#[from] bnood_data::DataError),

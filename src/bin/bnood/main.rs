@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! bnood datasets list|verify|download
+//! bnood models list
 //! bnood train --model realnvp --preset cpu --minutes 20 --out runs/realnvp-cpu-seed0.bpk
-//! bnood fit   --model runs/realnvp-cpu-seed0.bpk --detector bn --out detector.json
+//! bnood fit   --model realnvp-fmnist --detector bn --out detector.json
 //! bnood score --detector-file detector.json --test my_images/ --format csv --out scores.csv
 //! bnood eval  --model runs/realnvp-cpu-seed0.bpk,runs/realnvp-cpu-seed1.bpk --out runs/eval
 //! ```
@@ -23,6 +24,7 @@ use bnood::eval::{
 };
 use bnood::experiment::{Error, Result, train_model};
 use bnood::models::train::TrainBudget;
+use bnood::models::zoo::{self, Availability, ModelsDir};
 use bnood::models::{AnyModel, ModelPreset};
 use burn::tensor::Device;
 
@@ -39,6 +41,9 @@ struct Cli {
     /// Folder searched first for datasets (then $BNOOD_DATA_DIR, ./datasets, Debian's folder).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Folder searched first for shipped checkpoints (then $BNOOD_MODELS_DIR, ./models, the source tree's models/).
+    #[arg(long, global = true)]
+    models_dir: Option<PathBuf>,
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -55,6 +60,11 @@ enum Command {
         /// Only these datasets (e.g. fmnist,kmnist); default: all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+    },
+    /// The trained checkpoints shipped in models/: names for --model, how each was trained, whether it verifies here.
+    Models {
+        #[arg(value_enum, default_value_t = ModelsAction::List)]
+        action: ModelsAction,
     },
     /// Train a RealNVP or VAE with BatchNorm and save it (checkpoint + JSON sidecar).
     Train(TrainArgs),
@@ -84,6 +94,12 @@ enum DatasetsAction {
     Download,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelsAction {
+    /// Each shipped checkpoint: name, training (steps, epochs, final bits/dim), file and MD5 check.
+    List,
+}
+
 #[derive(Args)]
 struct TrainArgs {
     #[command(flatten)]
@@ -106,15 +122,15 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct FitArgs {
-    /// Trained model file (`.bpk` with its `.json` sidecar).
+    /// Trained model: a checkpoint file (`.bpk` with its `.json` sidecar) or a shipped model's name (`bnood models list`).
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<String>,
     /// Detector.
     #[arg(long, value_enum, default_value_t = DetectorKind::BnTest)]
     detector: DetectorKind,
-    /// More independently trained models of the same data for WAIC.
+    /// More independently trained models of the same data for WAIC (files or shipped names).
     #[arg(long, value_delimiter = ',')]
-    ensemble: Vec<PathBuf>,
+    ensemble: Vec<String>,
     /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / PNG folder.
     #[arg(long, default_value = "fmnist-train")]
     reference: String,
@@ -170,7 +186,8 @@ struct ScoreArgs {
 #[derive(Args)]
 struct EvalArgs {
     /// A model to evaluate, repeatable: `FILE[,FILE…]` (the first is scored; all form the
-    /// WAIC ensemble), optionally named `NAME=FILE,…` (default name: RealNVP or VAE).
+    /// WAIC ensemble), optionally named `NAME=FILE,…` (default name: RealNVP or VAE); a FILE
+    /// may be a shipped model's name (`bnood models list`).
     #[arg(long, required = true)]
     model: Vec<String>,
     #[command(flatten)]
@@ -229,14 +246,21 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(d) = &cli.data_dir {
         locator = locator.with_dir(d);
     }
+    let mut models_dir = ModelsDir::from_env();
+    if let Some(d) = &cli.models_dir {
+        models_dir = models_dir.with_dir(d);
+    }
     let backend = || resolve(cli.backend);
-    let (progress, l) = (!cli.quiet, &locator);
+    let (progress, l, m) = (!cli.quiet, &locator, &models_dir);
     match &cli.command {
         Command::Datasets { action, only } => datasets(*action, only, locator.clone()),
+        Command::Models {
+            action: ModelsAction::List,
+        } => models_list(m),
         Command::Train(a) => train_cmd(a, &backend()?.device()?, l, progress),
-        Command::Fit(a) => fit_cmd(a, &backend()?.device()?, l, progress),
-        Command::Score(a) => score_cmd(a, &backend()?.device()?, l, progress),
-        Command::Eval(a) => eval_cmd(a, backend()?, l, progress),
+        Command::Fit(a) => fit_cmd(a, &backend()?.device()?, l, m, progress),
+        Command::Score(a) => score_cmd(a, &backend()?.device()?, l, m, progress),
+        Command::Eval(a) => eval_cmd(a, backend()?, l, m, progress),
         Command::Report { json, out } => report_cmd(json, out.as_deref()),
     }
 }
@@ -260,6 +284,47 @@ fn datasets(action: DatasetsAction, only: &[String], locator: Locator) -> Result
         0 => Ok(()),
         n => Err(Error::Invalid(format!(
             "{n} dataset file(s) failed; see the lines marked FAILED above"
+        ))),
+    }
+}
+
+/// `bnood models list`: one block per shipped checkpoint; an error when any is missing or
+/// damaged (the lines say which).
+fn models_list(dirs: &ModelsDir) -> Result<()> {
+    let mut failures = 0;
+    for (s, status) in zoo::survey(dirs) {
+        let state = match status {
+            Availability::Verified(path) => format!("ok ({}, MD5 verified)", path.display()),
+            Availability::Unavailable(reason) => {
+                failures += 1;
+                format!("FAILED: {reason}")
+            }
+        };
+        println!(
+            "{:<22} {} `{}` preset, seed {}: {}
+{:<22} {} steps of 64 = {:.2} epochs in {:.0} min, final training loss {:.3} bits/dim; {}
+{:<22} made by: {}
+{:<22} {state}",
+            s.name,
+            s.kind.display_name(),
+            s.preset,
+            s.seed,
+            s.role,
+            "",
+            s.steps,
+            s.epochs,
+            s.train_seconds / 60.0,
+            s.final_bits_per_dim,
+            s.machine,
+            "",
+            s.command,
+            "",
+        );
+    }
+    match failures {
+        0 => Ok(()),
+        n => Err(Error::Invalid(format!(
+            "{n} shipped checkpoint(s) unavailable; see the lines marked FAILED above"
         ))),
     }
 }
@@ -306,15 +371,16 @@ fn fit_detector(
     a: &FitArgs,
     device: &Device,
     locator: &Locator,
+    models_dir: &ModelsDir,
     progress: bool,
 ) -> Result<LoadedDetector> {
-    let Some(first) = &a.model else {
+    if a.model.is_none() {
         return Err(Error::Invalid(
-            "give the model: --model FILE (or --detector-file to score with a saved detector)"
+            "give the model: --model FILE or a shipped name such as realnvp-fmnist (or --detector-file to score with a saved detector)"
                 .into(),
         ));
-    };
-    let paths: Vec<&PathBuf> = std::iter::once(first).chain(&a.ensemble).collect();
+    }
+    let paths = model_paths(a, models_dir)?;
     let models = paths
         .iter()
         .map(|p| AnyModel::load_for_scoring(p, device, a.vae_samples))
@@ -335,8 +401,23 @@ fn fit_detector(
     })
 }
 
-fn fit_cmd(a: &FitCmd, device: &Device, locator: &Locator, progress: bool) -> Result<()> {
-    let fitted = fit_detector(&a.fit, device, locator, progress)?;
+/// The files of `--model` and `--ensemble`, shipped names resolved (and verified).
+fn model_paths(a: &FitArgs, models_dir: &ModelsDir) -> Result<Vec<PathBuf>> {
+    Ok(a.model
+        .iter()
+        .chain(&a.ensemble)
+        .map(|spec| models_dir.resolve(spec))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+fn fit_cmd(
+    a: &FitCmd,
+    device: &Device,
+    locator: &Locator,
+    models_dir: &ModelsDir,
+    progress: bool,
+) -> Result<()> {
+    let fitted = fit_detector(&a.fit, device, locator, models_dir, progress)?;
     bnood::detect::save_detector(fitted.detector.as_ref(), &fitted.models, &a.out)?;
     println!(
         "fitted {} on `{}`; saved {}",
@@ -347,10 +428,16 @@ fn fit_cmd(a: &FitCmd, device: &Device, locator: &Locator, progress: bool) -> Re
     Ok(())
 }
 
-fn score_cmd(a: &ScoreArgs, device: &Device, locator: &Locator, progress: bool) -> Result<()> {
+fn score_cmd(
+    a: &ScoreArgs,
+    device: &Device,
+    locator: &Locator,
+    models_dir: &ModelsDir,
+    progress: bool,
+) -> Result<()> {
     let fitted = match &a.detector_file {
         Some(file) => {
-            let paths: Vec<PathBuf> = a.fit.model.iter().chain(&a.fit.ensemble).cloned().collect();
+            let paths = model_paths(&a.fit, models_dir)?;
             let mut loaded = bnood::detect::load_detector(
                 file,
                 (!paths.is_empty()).then_some(&paths[..]),
@@ -361,7 +448,7 @@ fn score_cmd(a: &ScoreArgs, device: &Device, locator: &Locator, progress: bool) 
                 .set_progress(bnood::eval::progress::BarProgress::hook(progress));
             loaded
         }
-        None => fit_detector(&a.fit, device, locator, progress)?,
+        None => fit_detector(&a.fit, device, locator, models_dir, progress)?,
     };
     let seed = seeds::derive(a.fit.detector_args.seed, seeds::TEST_SUBSET);
     let test = load_named(&a.test, locator, a.test_size, seed)?;
@@ -393,11 +480,17 @@ fn score_cmd(a: &ScoreArgs, device: &Device, locator: &Locator, progress: bool) 
     Ok(())
 }
 
-fn eval_cmd(a: &EvalArgs, backend: Backend, locator: &Locator, progress: bool) -> Result<()> {
+fn eval_cmd(
+    a: &EvalArgs,
+    backend: Backend,
+    locator: &Locator,
+    models_dir: &ModelsDir,
+    progress: bool,
+) -> Result<()> {
     let device = backend.device()?;
     let mut models = Vec::new();
     for spec in &a.model {
-        models.push(ModelEntry::load(spec, &device, a.vae_samples)?);
+        models.push(ModelEntry::load(spec, models_dir, &device, a.vae_samples)?);
     }
     let files = models.iter().flat_map(|m| m.files.clone()).collect();
     let d = &a.detector_args;

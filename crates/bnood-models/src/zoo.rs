@@ -1,0 +1,402 @@
+//! The model zoo: trained checkpoints shipped in the repository's `models/` folder, found by
+//! name (`realnvp-fmnist`, `vae-fmnist-seed1`, …) and verified by MD5 like the datasets.
+//!
+//! Each entry records how it was made (the `bnood train` command, steps, epochs, final
+//! training loss in bits/dim and the machine), so a user can tell what a name means and
+//! retrain it. The folder is searched, in order:
+//! 1. a directory the caller gives ([`ModelsDir::with_dir`]; it must exist);
+//! 2. the directory in the environment variable `BNOOD_MODELS_DIR`;
+//! 3. `models/` in the working directory;
+//! 4. the `models/` folder of the source tree this crate was built from, when it is still
+//!    there (a `cargo run` from a checkout finds the shipped models from any directory).
+//!
+//! A name that is also an existing file path is the file: `--model runs/x.bpk` never
+//! reaches the zoo.
+
+use std::path::{Path, PathBuf};
+
+use bnood_data::idx::md5_hex;
+
+use crate::ModelError;
+use crate::catalogue::ModelKind;
+use crate::checkpoint;
+
+/// Environment variable naming the folder of shipped checkpoints.
+pub const MODELS_DIR_ENV: &str = "BNOOD_MODELS_DIR";
+
+/// One shipped checkpoint: `<file>` (parameters) and `<file>.json` (its sidecar).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shipped {
+    /// The name users give (`--model realnvp-fmnist`).
+    pub name: &'static str,
+    /// Model family.
+    pub kind: ModelKind,
+    /// Preset the model was built from (`cpu` or `paper`).
+    pub preset: &'static str,
+    /// Initialisation (and training) seed.
+    pub seed: u64,
+    /// File name inside the models folder (the sidecar is `<file>.json`).
+    pub file: &'static str,
+    /// MD5 of the parameters file, lowercase hex.
+    pub md5: &'static str,
+    /// MD5 of the sidecar, lowercase hex.
+    pub md5_sidecar: &'static str,
+    /// Optimiser steps of 64 images.
+    pub steps: usize,
+    /// Passes over Fashion-MNIST train (60,000 images) those steps make.
+    pub epochs: f64,
+    /// Training loss of the last steps, bits/dim (dequantised training batches, Train-mode
+    /// BatchNorm), as `bnood train` printed it.
+    pub final_bits_per_dim: f64,
+    /// Wall time of the training run, seconds.
+    pub train_seconds: f64,
+    /// The command that made it (run from the repository root).
+    pub command: &'static str,
+    /// Where it was trained.
+    pub machine: &'static str,
+    /// What it is for, in a few words.
+    pub role: &'static str,
+}
+
+/// The project machine every shipped model was trained on.
+const CPU_MACHINE: &str =
+    "project CPU machine: 2-core Xeon, 24 GiB, flex backend, shared with builds";
+
+/// Every shipped checkpoint, the main model of each family first.
+pub const SHIPPED: &[Shipped] = &[
+    Shipped {
+        name: "realnvp-fmnist",
+        kind: ModelKind::RealNvp,
+        preset: "cpu",
+        seed: 0,
+        file: "realnvp-fmnist-cpu-seed0.bpk",
+        md5: "39340e88670cc39bcb6dc8fc1faf6b05",
+        md5_sidecar: "d4563b673b2d6af87507d49e3c4c858e",
+        steps: 937,
+        epochs: 937.0 * 64.0 / 60_000.0,
+        final_bits_per_dim: 3.936,
+        train_seconds: 2812.0,
+        command: "bnood train --model realnvp --preset cpu --epochs 1 --seed 0 --out models/realnvp-fmnist-cpu-seed0.bpk",
+        machine: CPU_MACHINE,
+        role: "main RealNVP: scored by every detector, the main job and the docs",
+    },
+    Shipped {
+        name: "realnvp-fmnist-seed1",
+        kind: ModelKind::RealNvp,
+        preset: "cpu",
+        seed: 1,
+        file: "realnvp-fmnist-cpu-seed1.bpk",
+        md5: "83f0d179b13f0361fe9b8a51bada6460",
+        md5_sidecar: "29479d129cf9e0544e6b78ab9c7a8eed",
+        steps: 200,
+        epochs: 200.0 * 64.0 / 60_000.0,
+        final_bits_per_dim: 4.757,
+        train_seconds: 396.0,
+        command: "bnood train --model realnvp --preset cpu --steps 200 --seed 1 --out models/realnvp-fmnist-cpu-seed1.bpk",
+        machine: CPU_MACHINE,
+        role: "RealNVP WAIC ensemble member",
+    },
+    Shipped {
+        name: "realnvp-fmnist-seed2",
+        kind: ModelKind::RealNvp,
+        preset: "cpu",
+        seed: 2,
+        file: "realnvp-fmnist-cpu-seed2.bpk",
+        md5: "0664ee5cf2ae6263853f8ff8b6e7bf6f",
+        md5_sidecar: "af59e23aeef88c7eeda50c9fc02ece4e",
+        steps: 200,
+        epochs: 200.0 * 64.0 / 60_000.0,
+        final_bits_per_dim: 4.831,
+        train_seconds: 376.0,
+        command: "bnood train --model realnvp --preset cpu --steps 200 --seed 2 --out models/realnvp-fmnist-cpu-seed2.bpk",
+        machine: CPU_MACHINE,
+        role: "RealNVP WAIC ensemble member",
+    },
+];
+
+/// Where shipped checkpoints are looked for (see the module docs for the order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelsDir {
+    dir: Option<PathBuf>,
+    env_dir: Option<PathBuf>,
+    local_dir: PathBuf,
+    source_dir: Option<PathBuf>,
+}
+
+impl Default for ModelsDir {
+    fn default() -> Self {
+        Self::from_env()
+    }
+}
+
+impl ModelsDir {
+    /// The default search order, reading `BNOOD_MODELS_DIR` now.
+    pub fn from_env() -> Self {
+        Self {
+            dir: None,
+            env_dir: std::env::var_os(MODELS_DIR_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            local_dir: PathBuf::from("models"),
+            source_dir: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join("..")
+                    .join("models"),
+            ),
+        }
+    }
+
+    /// Only `dir`: no environment, no working directory, no source tree.
+    pub fn only(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: Some(dir.into()),
+            env_dir: None,
+            local_dir: PathBuf::new(),
+            source_dir: None,
+        }
+    }
+
+    /// Searches `dir` first (it must exist when a model is looked up).
+    pub fn with_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// The folders searched, in order (those that do not exist included).
+    pub fn candidates(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.dir.iter().chain(&self.env_dir).cloned().collect();
+        if !self.local_dir.as_os_str().is_empty() {
+            out.push(self.local_dir.clone());
+        }
+        out.extend(self.source_dir.iter().cloned());
+        out.dedup();
+        out
+    }
+
+    /// Finds `entry`'s files and checks both MD5s.
+    ///
+    /// # Errors
+    /// [`ModelError::Shipped`] when a directory given explicitly does not exist, when no
+    /// folder holds the file (naming the folders searched), or when a checksum differs
+    /// (naming both: the file was changed or damaged; restore it with `git checkout models/`).
+    pub fn locate(&self, entry: &Shipped) -> Result<PathBuf, ModelError> {
+        let fail = |reason: String| ModelError::Shipped {
+            name: entry.name.to_string(),
+            reason,
+        };
+        if let Some(dir) = &self.dir
+            && !dir.is_dir()
+        {
+            return Err(fail(format!(
+                "the models folder {} does not exist",
+                dir.display()
+            )));
+        }
+        let searched = self.candidates();
+        let Some(path) = searched
+            .iter()
+            .map(|d| d.join(entry.file))
+            .find(|p| p.is_file())
+        else {
+            let list: Vec<_> = searched.iter().map(|d| d.display().to_string()).collect();
+            return Err(fail(format!(
+                "{} is in none of the folders searched ({}); point {MODELS_DIR_ENV} at the repository's models/ folder",
+                entry.file,
+                list.join(", ")
+            )));
+        };
+        verify(entry, &path).map_err(fail)?;
+        Ok(path)
+    }
+
+    /// The file a `--model` value names: an existing path as given, else the shipped
+    /// checkpoint of that name (found and verified). A value that looks like a path (a `/`
+    /// or an extension) and does not exist is "no such file".
+    ///
+    /// # Errors
+    /// [`ModelError::Shipped`] when the value is neither an existing file nor a shipped
+    /// name (listing the names), or when the shipped files are missing or damaged.
+    pub fn resolve(&self, spec: &str) -> Result<PathBuf, ModelError> {
+        let as_path = Path::new(spec);
+        if as_path.exists() {
+            return Ok(as_path.to_path_buf());
+        }
+        let looks_like_a_path = spec.contains(std::path::MAIN_SEPARATOR)
+            || spec.contains('/')
+            || as_path.extension().is_some();
+        match find(spec) {
+            Some(entry) => self.locate(entry),
+            None if looks_like_a_path => Err(ModelError::Shipped {
+                name: spec.to_string(),
+                reason: "no such file".into(),
+            }),
+            None => Err(ModelError::Shipped {
+                name: spec.to_string(),
+                reason: format!(
+                    "no such file, and no shipped model has that name (shipped: {}; `bnood models list` describes them)",
+                    names().join(", ")
+                ),
+            }),
+        }
+    }
+}
+
+/// Checks `path` and its sidecar against `entry`'s MD5s; `Err` says which differs.
+fn verify(entry: &Shipped, path: &Path) -> Result<(), String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let model = md5_hex(&read(path)?);
+    if model != entry.md5 {
+        return Err(format!(
+            "{} has MD5 {model}, expected {}: the file was changed or damaged (restore it with `git checkout models/`)",
+            path.display(),
+            entry.md5
+        ));
+    }
+    let sidecar_path = checkpoint::meta_path(path);
+    let sidecar = md5_hex(&read(&sidecar_path)?);
+    if sidecar != entry.md5_sidecar {
+        return Err(format!(
+            "{} has MD5 {sidecar}, expected {}: the file was changed or damaged (restore it with `git checkout models/`)",
+            sidecar_path.display(),
+            entry.md5_sidecar
+        ));
+    }
+    Ok(())
+}
+
+/// The names of every shipped checkpoint, in [`SHIPPED`] order.
+pub fn names() -> Vec<&'static str> {
+    SHIPPED.iter().map(|s| s.name).collect()
+}
+
+/// The shipped checkpoint called `name` (case-insensitive).
+pub fn find(name: &str) -> Option<&'static Shipped> {
+    SHIPPED
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(name.trim()))
+}
+
+/// The shipped checkpoint of `kind` built from `preset` with `seed`, if there is one.
+pub fn find_for(kind: ModelKind, preset: &str, seed: u64) -> Option<&'static Shipped> {
+    SHIPPED
+        .iter()
+        .find(|s| s.kind == kind && s.preset == preset && s.seed == seed)
+}
+
+/// Whether a shipped checkpoint is usable here, for `bnood models list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// Found and both checksums match.
+    Verified(PathBuf),
+    /// Missing or damaged, with the reason.
+    Unavailable(String),
+}
+
+/// Every shipped checkpoint with its availability in `dirs`.
+pub fn survey(dirs: &ModelsDir) -> Vec<(&'static Shipped, Availability)> {
+    SHIPPED
+        .iter()
+        .map(|s| {
+            let status = match dirs.locate(s) {
+                Ok(path) => Availability::Verified(path),
+                Err(e) => Availability::Unavailable(e.to_string()),
+            };
+            (s, status)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_names_are_unique_and_files_follow_the_checkpoint_naming() {
+        let mut names = names();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "duplicate shipped names");
+        for s in SHIPPED {
+            assert_eq!(
+                s.file,
+                format!("{}-fmnist-{}-seed{}.bpk", s.kind.id(), s.preset, s.seed),
+                "{}",
+                s.name
+            );
+            assert_eq!(s.md5.len(), 32, "{}", s.name);
+            assert_eq!(s.md5_sidecar.len(), 32, "{}", s.name);
+            assert!(s.command.contains(s.file), "{}: {}", s.name, s.command);
+            assert!(s.final_bits_per_dim.is_finite(), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_is_an_error_listing_the_shipped_ones() {
+        let err = ModelsDir::only("/nonexistent")
+            .resolve("no-such-model")
+            .expect_err("unknown");
+        let text = err.to_string();
+        assert!(text.contains("realnvp-fmnist"), "{text}");
+        assert!(text.contains("bnood models list"), "{text}");
+    }
+
+    #[test]
+    fn an_existing_path_is_used_as_given_without_a_lookup() {
+        let dir = std::env::temp_dir().join(format!("bnood-zoo-path-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("realnvp-fmnist");
+        std::fs::write(&file, b"x").expect("write");
+        let got = ModelsDir::only("/nonexistent")
+            .resolve(file.to_str().expect("utf-8"))
+            .expect("a path");
+        assert_eq!(got, file);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_missing_explicit_folder_is_an_error_naming_it() {
+        let err = ModelsDir::only("/no/such/models/dir")
+            .resolve("realnvp-fmnist")
+            .expect_err("missing folder");
+        assert!(err.to_string().contains("/no/such/models/dir"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_shipped_file_is_refused_with_both_checksums() {
+        let entry = &SHIPPED[0];
+        let dir = std::env::temp_dir().join(format!("bnood-zoo-damaged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join(entry.file), b"not the shipped weights").expect("write");
+        std::fs::write(dir.join(format!("{}.json", entry.file)), b"{}").expect("write");
+        let err = ModelsDir::only(&dir).locate(entry).expect_err("damaged");
+        let text = err.to_string();
+        assert!(text.contains(entry.md5), "{text}");
+        assert!(
+            text.contains(&md5_hex(b"not the shipped weights")),
+            "{text}"
+        );
+        assert!(text.contains("git checkout models/"), "{text}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The shipped files in the repository's `models/` folder match their checksums and
+    /// load as the configuration their entry names.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn every_shipped_checkpoint_in_the_repository_verifies_and_loads() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+        let dirs = ModelsDir::only(&repo);
+        let device = burn::tensor::Device::flex();
+        for s in SHIPPED {
+            let path = dirs.locate(s).expect("shipped checkpoint verifies");
+            let model = checkpoint::load(&path, &device).expect("loads");
+            let config = crate::Trainable::model_config(&model);
+            assert_eq!(config.kind(), s.kind, "{}", s.name);
+            assert_eq!(config.seed(), s.seed, "{}", s.name);
+            let meta = checkpoint::read_meta(&path).expect("sidecar");
+            assert_eq!(meta.step, s.steps, "{}", s.name);
+        }
+    }
+}
