@@ -275,7 +275,40 @@ pub(crate) fn complete_or_discard(path: &Path) -> Result<bool, ModelError> {
         }
     }
     remove_if_present(&with_suffix(&marker, ".tmp"), path)?;
+    // burn's own temporary files (`<pending>.<pid>-<n>.tmp`) of a write that was killed.
+    for file in unit_files(path) {
+        for stray in burn_temporaries(&pending_path(&file)) {
+            remove_if_present(&stray, path)?;
+            found = true;
+        }
+    }
     Ok(found)
+}
+
+/// The temporary files burn's atomic writer leaves for `file` when killed mid-write:
+/// `<file>.<pid>-<n>.tmp` beside it.
+fn burn_temporaries(file: &Path) -> Vec<PathBuf> {
+    let Some(name) = file.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!("{name}.");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tmp"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Moves `<file>.pending` into place if it is there; a file that does not belong to the
@@ -341,12 +374,12 @@ impl Drop for CheckpointLock {
     }
 }
 
-/// Takes the lock of the checkpoint `path` for a training run, creating its folder: fails
-/// at once, before any training, when the folder cannot be written or another run holds it.
+/// Creates the folder of the checkpoint `path` if needed, so that a training run can learn
+/// before any work that it could not save there.
 ///
 /// # Errors
-/// [`ModelError::Checkpoint`] naming the folder or the other run.
-pub fn lock_for_writing(path: &Path) -> Result<CheckpointLock, ModelError> {
+/// [`ModelError::Checkpoint`] naming the folder.
+pub fn prepare_folder(path: &Path) -> Result<(), ModelError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             err(
@@ -358,6 +391,16 @@ pub fn lock_for_writing(path: &Path) -> Result<CheckpointLock, ModelError> {
             )
         })?;
     }
+    Ok(())
+}
+
+/// Takes the lock of the checkpoint `path` for a training run, creating its folder: fails
+/// at once, before any training, when the folder cannot be written or another run holds it.
+///
+/// # Errors
+/// [`ModelError::Checkpoint`] naming the folder or the other run.
+pub fn lock_for_writing(path: &Path) -> Result<CheckpointLock, ModelError> {
+    prepare_folder(path)?;
     let lock = lock_path(path);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -719,6 +762,8 @@ mod tests {
         let dir = scratch("first-save");
         let path = dir.join("m.bpk");
         save_unit(tiny(1), None, 1, 64, &path, 3).expect("partial save");
+        // What burn's atomic writer leaves when killed mid-write.
+        std::fs::write(dir.join("m.bpk.pending.4242-0.tmp"), b"half").expect("stray");
         assert!(finish_interrupted_save(&path).expect("cleaned"));
         assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
         let _ = std::fs::remove_dir_all(&dir);

@@ -125,7 +125,7 @@ impl TrainBudget {
             && !(m > 0.0 && m <= Self::MAX_MINUTES)
         {
             return bad(format!(
-                "--minutes {m} is not a usable budget: give a number of minutes above 0 and at most {} (one year)",
+                "--minutes {m:?} is not a usable budget: give a number of minutes above 0 and at most {} (one year)",
                 Self::MAX_MINUTES
             ));
         }
