@@ -283,6 +283,7 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
     a.budget.validate()?;
     // A save that was interrupted (killed between its renames) is completed or discarded
     // first, so "exists" below means a whole checkpoint.
+    checkpoint::prepare_folder(&a.out)?;
     checkpoint::finish_interrupted_save(&a.out)?;
     if a.out.exists() && !a.resume {
         return Err(Error::Invalid(format!(
@@ -358,6 +359,9 @@ fn fit_detector(
         .zip(&models)
         .map(|(p, m)| ModelFile::new(p, m))
         .collect::<std::result::Result<_, _>>()?;
+    let shape = bnood::models::LikelihoodModel::image_shape(&models[0]);
+    // Built (its parameters checked) before the reference set is read.
+    let mut detector = bnood::detect::build(a.detector, models, device, &a.detector_args.params())?;
     let seed = seeds::derive(a.detector_args.seed, seeds::REFERENCE_SUBSET);
     note_catalogue_name(&a.reference);
     let reference = bnood::data::load_named_expecting(
@@ -365,9 +369,8 @@ fn fit_detector(
         locator,
         Some(a.reference_size),
         seed,
-        Some(bnood::models::LikelihoodModel::image_shape(&models[0])),
+        Some(shape),
     )?;
-    let mut detector = bnood::detect::build(a.detector, models, device, &a.detector_args.params())?;
     detector.set_progress(bnood::eval::progress::BarProgress::hook(progress));
     detector.fit(&reference)?;
     Ok(LoadedDetector {
@@ -407,7 +410,9 @@ fn score_cmd(a: &ScoreArgs, device: &Device, locator: &Locator, progress: bool) 
         ));
     }
     note_catalogue_name(&a.test);
-    let fitted = match &a.detector_file {
+    // A saved detector is loaded first (cheap); otherwise the model's sidecar gives the
+    // image shape, so the test set is read (headers first) before any fitting.
+    let saved = match &a.detector_file {
         Some(file) => {
             let paths: Vec<PathBuf> = a.fit.model.iter().chain(&a.fit.ensemble).cloned().collect();
             let mut loaded = bnood::detect::load_detector(
@@ -418,13 +423,21 @@ fn score_cmd(a: &ScoreArgs, device: &Device, locator: &Locator, progress: bool) 
             loaded
                 .detector
                 .set_progress(bnood::eval::progress::BarProgress::hook(progress));
-            loaded
+            Some(loaded)
         }
-        None => fit_detector(&a.fit, device, locator, progress)?,
+        None => None,
+    };
+    let shape = match (&saved, &a.fit.model) {
+        (Some(loaded), _) => loaded.models.first().map(|m| m.config.image_shape()),
+        (None, Some(model)) => Some(checkpoint::read_meta(model)?.model.image_shape()),
+        (None, None) => None,
     };
     let seed = seeds::derive(a.fit.detector_args.seed, seeds::TEST_SUBSET);
-    let shape = fitted.models.first().map(|m| m.config.image_shape());
     let (test, indices) = load_named_indexed(&a.test, locator, a.test_size, seed, shape)?;
+    let fitted = match saved {
+        Some(loaded) => loaded,
+        None => fit_detector(&a.fit, device, locator, progress)?,
+    };
     let origins = image_origins(&a.test, &indices)?;
     let detector: &dyn Detector = fitted.detector.as_ref();
     let threshold = detector.threshold_for_fpr(a.fpr)?;
