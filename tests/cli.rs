@@ -454,6 +454,8 @@ fn bad_inputs_to_score_and_fit_are_refused_before_any_work() {
     assert_refused(&out, "limit of 256");
     // Item 3: a device, a FIFO and huge images are refused without reading them.
     assert_refused(&score(&["--test", "/dev/zero"]), "neither a regular file");
+    let out = bnood(&["score", "--detector-file", "/dev/zero", "--test", t]);
+    assert_refused(&out, "not a regular file");
     let fifo = dir.join("pipe");
     assert!(
         Command::new("mkfifo")

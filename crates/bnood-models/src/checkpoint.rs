@@ -473,6 +473,19 @@ fn find_written(stem: &Path) -> Option<PathBuf> {
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta, ModelError> {
     finish_interrupted_save(path)?;
     let meta_file = meta_path(path);
+    // Sidecars are a few hundred bytes; never read a device or FIFO in their place.
+    const MAX_SIDECAR_BYTES: u64 = 1 << 20;
+    if let Ok(m) = std::fs::metadata(&meta_file)
+        && (!m.is_file() || m.len() > MAX_SIDECAR_BYTES)
+    {
+        return Err(err(
+            path,
+            format!(
+                "its sidecar {} is not a regular file of at most {MAX_SIDECAR_BYTES} bytes; restore the .json that bnood wrote",
+                meta_file.display()
+            ),
+        ));
+    }
     let bytes = std::fs::read(&meta_file).map_err(|e| {
         err(
             path,
