@@ -293,6 +293,306 @@ fn a_bad_bnood_device_is_a_one_line_error_and_a_blank_one_means_the_default() {
     assert!(err.contains("--minutes, --epochs or --steps"), "{err}");
 }
 
+/// Exit status 1, one `error:` line, and no panic (issue 12: no input makes bnood panic).
+fn assert_refused(out: &Output, needle: &str) -> String {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains(needle), "wanted `{needle}` in: {err}");
+    err
+}
+
+#[test]
+fn train_refuses_a_negative_nan_infinite_huge_or_zero_budget() {
+    let dir = scratch("bad-budget");
+    let m = dir.join("m.bpk");
+    let m = m.to_str().expect("utf8");
+    for minutes in ["-1", "NaN", "inf", "1e300", "0"] {
+        let out = bnood(&["train", "--minutes", minutes, "--out", m]);
+        assert_refused(&out, "--minutes");
+        let flag = format!("--minutes={minutes}");
+        assert_refused(&bnood(&["train", &flag, "--out", m]), "--minutes");
+    }
+    assert_refused(&bnood(&["train", "--steps", "0", "--out", m]), "--steps 0");
+    assert!(!Path::new(m).exists(), "no untrained model saved");
+}
+
+#[test]
+fn train_refuses_an_output_folder_it_cannot_create_before_training() {
+    let dir = scratch("bad-out");
+    std::fs::write(dir.join("a-file"), b"x").expect("file");
+    let out_file = dir.join("a-file/m.bpk");
+    let started = std::time::Instant::now();
+    let out = bnood(&[
+        "train",
+        "--minutes",
+        "2",
+        "--out",
+        out_file.to_str().expect("utf8"),
+    ]);
+    assert_refused(&out, "cannot create its folder");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "refused before the 2-minute budget ran"
+    );
+}
+
+#[test]
+fn a_data_dir_that_does_not_exist_is_an_error_not_a_fall_back() {
+    let out = bnood(&["--data-dir", "/nonexistent/typo", "datasets", "list"]);
+    assert_refused(&out, "--data-dir /nonexistent/typo is not a folder");
+}
+
+#[test]
+fn a_catalogue_name_that_is_also_a_local_folder_is_announced() {
+    let dir = scratch("shadow");
+    std::fs::create_dir_all(dir.join("kmnist")).expect("folder");
+    let out = Command::new(env!("CARGO_BIN_EXE_bnood"))
+        .args(["score", "--model", "/nonexistent/m.bpk", "--test", "kmnist"])
+        .current_dir(&dir)
+        .env("BNOOD_DATA_DIR", data_dir())
+        .output()
+        .expect("bnood runs");
+    let err = text(&out.stderr);
+    assert!(
+        err.lines()
+            .next()
+            .is_some_and(|l| l.contains("catalogue set") && l.contains("./kmnist")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_json_file_that_is_not_a_report_is_called_that() {
+    let dir = scratch("not-report");
+    let bad = dir.join("x.json");
+    std::fs::write(&bad, b"{\"hello\": 1}").expect("file");
+    let err = assert_refused(
+        &bnood(&["report", bad.to_str().expect("utf8")]),
+        "is not a report of `bnood eval`",
+    );
+    assert!(!err.contains("serialise"), "{err}");
+    assert_refused(&bnood(&["report", "/dev/zero"]), "not a regular file");
+}
+
+#[test]
+fn bad_inputs_to_score_and_fit_are_refused_before_any_work() {
+    let dir = scratch("bad-score");
+    let model = dir.join("m.bpk");
+    let m = model.to_str().expect("utf8");
+    let out = bnood(&["train", "--steps", "1", "--out", m, "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let idx = dir.join("mine-idx3-ubyte");
+    write_idx(&idx, &images(20, 784, 3), 28, 28);
+    let t = idx.to_str().expect("utf8");
+    // `--detector logp --test t` unless the arguments name others.
+    let score = |extra: &[&str]| {
+        let mut args = vec!["score", "--model", m, "-q"];
+        if !extra.contains(&"--detector") {
+            args.extend(["--detector", "logp"]);
+        }
+        if !extra.contains(&"--test") {
+            args.extend(["--test", t]);
+        }
+        args.extend(extra);
+        bnood(&args)
+    };
+    // Item 11: values that look negative are values, refused as out of range.
+    let out = bnood(&[
+        "score",
+        "--model",
+        m,
+        "--detector",
+        "bn",
+        "--test",
+        t,
+        "--r1",
+        "-0.1",
+    ]);
+    assert_refused(&out, "-0.1");
+    assert_refused(&score(&["--fpr", "-0.5"]), "--fpr -0.5");
+    assert_refused(&score(&["--fpr", "1.5"]), "--fpr 1.5");
+    // Item 6: no input is overwritten (the model, its sidecar, the test file).
+    let sidecar = format!("{m}.json");
+    for victim in [m, sidecar.as_str(), t] {
+        let before = std::fs::read(victim).expect("input");
+        assert_refused(&score(&["--out", victim]), "would overwrite the input");
+        assert_eq!(std::fs::read(victim).expect("input"), before, "{victim}");
+    }
+    assert_refused(
+        &score(&["--out", "/nonexistent/dir/s.csv"]),
+        "does not exist",
+    );
+    // Item 9: options that do not apply, and one-model "ensembles".
+    assert_refused(&score(&["--ensemble", m]), "--ensemble is used by the WAIC");
+    let same = format!("{}/./m.bpk", dir.display());
+    assert_refused(
+        &score(&["--detector", "waic", "--ensemble", &same]),
+        "given twice",
+    );
+    let vae = dir.join("vae.bpk");
+    let v = vae.to_str().expect("utf8");
+    let out = bnood(&["train", "--model", "vae", "--steps", "1", "--out", v, "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_refused(
+        &score(&["--detector", "waic", "--ensemble", v]),
+        "another architecture",
+    );
+    let out = score(&["--vae-samples", "4"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("warning: --vae-samples has no effect"));
+    let out = bnood(&[
+        "score",
+        "--model",
+        v,
+        "--detector",
+        "logp",
+        "--test",
+        t,
+        "--vae-samples",
+        "100000",
+    ]);
+    assert_refused(&out, "limit of 256");
+    // Item 3: a device, a FIFO and huge images are refused without reading them.
+    assert_refused(&score(&["--test", "/dev/zero"]), "neither a regular file");
+    let out = bnood(&["score", "--detector-file", "/dev/zero", "--test", t]);
+    assert_refused(&out, "not a regular file");
+    let fifo = dir.join("pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    assert_refused(&score(&["--test", fifo.to_str().expect("utf8")]), "a FIFO");
+    let big = dir.join("big");
+    std::fs::create_dir_all(&big).expect("dir");
+    write_png(&big.join("a.png"), &vec![0; 300 * 200], 200, 300);
+    assert_refused(
+        &score(&["--test", big.to_str().expect("utf8")]),
+        "[1, 200, 300]",
+    );
+    // Item 2: a sidecar whose configuration does not fit the weights, or cannot be built.
+    let meta = dir.join("m.bpk.json");
+    let original = std::fs::read_to_string(&meta).expect("sidecar");
+    let mut json: serde_json::Value = serde_json::from_str(&original).expect("json");
+    json["config"]["mid_channels"] = 100_000.into();
+    std::fs::write(&meta, json.to_string()).expect("edited");
+    assert_refused(&score(&[]), "limit of 250000000");
+    json["config"]["mid_channels"] = 33.into();
+    std::fs::write(&meta, json.to_string()).expect("edited");
+    let err = assert_refused(&score(&[]), "do not belong together");
+    assert!(err.len() < 500, "{err}");
+    std::fs::write(&meta, original).expect("restored");
+}
+
+#[test]
+fn score_rows_carry_the_index_in_the_file_and_png_file_names() {
+    let dir = scratch("origins");
+    let model = dir.join("m.bpk");
+    let m = model.to_str().expect("utf8");
+    let out = bnood(&["train", "--steps", "1", "--out", m, "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let idx = dir.join("mine-idx3-ubyte");
+    write_idx(&idx, &images(30, 784, 3), 28, 28);
+    let t = idx.to_str().expect("utf8");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "score",
+            "--model",
+            m,
+            "--detector",
+            "logp",
+            "--test",
+            t,
+            "--reference-size",
+            "100",
+            "-q",
+        ];
+        args.extend(extra);
+        let out = bnood(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let all = run(&[]);
+    let score_of = |csv: &str| -> Vec<(usize, String)> {
+        csv.lines()
+            .skip(1)
+            .map(|l| {
+                let cols: Vec<&str> = l.split(',').collect();
+                (cols[0].parse().expect("index"), cols[1].to_string())
+            })
+            .collect()
+    };
+    let full = score_of(&all);
+    let subset = score_of(&run(&["--test-size", "6"]));
+    assert_eq!(subset.len(), 6);
+    assert_ne!(
+        subset.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5]
+    );
+    for (index, score) in &subset {
+        assert_eq!(
+            &full[*index].1, score,
+            "row {index} traces back to its image"
+        );
+    }
+    // PNG folders: a file column.
+    let pngs = dir.join("pngs");
+    std::fs::create_dir_all(&pngs).expect("dir");
+    for (i, im) in images(3, 784, 5).iter().enumerate() {
+        write_png(&pngs.join(format!("img{i}.png")), im, 28, 28);
+    }
+    let out = bnood(&[
+        "score",
+        "--model",
+        m,
+        "--detector",
+        "logp",
+        "--test",
+        pngs.to_str().expect("utf8"),
+        "--reference-size",
+        "100",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = text(&out.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "index,file,score,p_value,ood");
+    assert!(lines[2].starts_with("1,img1.png,"), "{csv}");
+}
+
+#[test]
+fn resume_without_a_checkpoint_warns_and_an_interrupted_save_is_finished() {
+    let dir = scratch("resume");
+    let model = dir.join("m.bpk");
+    let m = model.to_str().expect("utf8");
+    let out = bnood(&["train", "--steps", "1", "--resume", "--out", m, "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("warning: --resume"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A save killed after its commit point: the sidecar is still pending.
+    let sidecar = dir.join("m.bpk.json");
+    std::fs::rename(&sidecar, dir.join("m.bpk.json.pending")).expect("pending");
+    std::fs::write(
+        dir.join("m.bpk.commit"),
+        br#"{"step":1,"with_optimizer":true}"#,
+    )
+    .expect("marker");
+    let out = bnood(&["train", "--steps", "2", "--resume", "--out", m, "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 steps"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!dir.join("m.bpk.commit").exists());
+}
+
 #[test]
 fn models_list_names_every_shipped_checkpoint_and_verifies_it() {
     let out = bnood(&["models", "list"]);
@@ -319,7 +619,7 @@ fn score_takes_a_shipped_model_by_name() {
         "--detector",
         "logp",
         "--reference-size",
-        "16",
+        "32",
         "--test",
         "kmnist",
         "--test-size",

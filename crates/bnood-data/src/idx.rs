@@ -34,16 +34,21 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
         let mut raw = Vec::with_capacity(bytes.len() * 4);
         GzDecoder::new(bytes.as_slice())
             .read_to_end(&mut raw)
-            .map_err(|e| {
-                DataError::corrupt(
-                    path,
-                    "gzip",
-                    format!("decompression failed ({e}); the file is probably truncated"),
-                )
-            })?;
+            .map_err(|e| DataError::corrupt(path, "gzip", gzip_failure(&e)))?;
         Ok(raw)
     } else {
         Ok(bytes)
+    }
+}
+
+/// Why a gzip stream could not be decompressed, and what to do.
+pub(crate) fn gzip_failure(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        format!("gzip decompression failed ({e}): the file is truncated; copy or download it again")
+    } else {
+        format!(
+            "gzip decompression failed ({e}): the file is damaged (it fails gzip's own checks); copy or download it again"
+        )
     }
 }
 

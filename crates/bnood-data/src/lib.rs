@@ -52,5 +52,7 @@ pub use catalogue::{Dataset, Entry, FileSpec, Format, Split};
 pub use error::{DataError, Result};
 pub use image_set::ImageSet;
 pub use locate::{DATA_DIR_ENV, Locator, Survey, survey};
-pub use named::{NAMED_SETS, load_named};
+pub use named::{
+    NAMED_SETS, is_catalogue_name, load_named, load_named_expecting, load_named_indexed,
+};
 pub use transform::{Dequantizer, LogitTransform, bits_per_dim, rotate_randomly};

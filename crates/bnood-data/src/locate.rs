@@ -171,6 +171,10 @@ impl Locator {
                 Err(e) => tried.push(format!("  - download {url}: {e}")),
             }
         }
+        // Leave no empty dataset folder behind (remove_dir removes empty folders only).
+        if let Some(dir) = dest.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
         Err(not_found(dataset, file, tried))
     }
 
@@ -201,12 +205,20 @@ fn candidates(root: &Path, dataset: Dataset, name: &str) -> Vec<PathBuf> {
 }
 
 pub(crate) fn not_found(dataset: Dataset, file: &FileSpec, tried: Vec<String>) -> DataError {
+    // Advice to enable downloading only where no download was tried.
+    // (attempts read "  - download <url>: <error>", notes "  - download: <why not>").
+    let downloaded = tried.iter().any(|t| t.starts_with("  - download "));
+    let tail = if downloaded {
+        "; the download failed (see above): check the network connection, or fetch the file by hand"
+    } else {
+        ", or enable downloading"
+    };
     DataError::NotFound {
         dataset: dataset.to_string(),
         file: file.name.to_string(),
         tried: tried.join("\n"),
         hint: format!(
-            "put {} in <dir>/{}/ and set {DATA_DIR_ENV}=<dir> (or pass the directory), or enable downloading",
+            "put {} in <dir>/{}/ and set {DATA_DIR_ENV}=<dir> (or pass the directory){tail}",
             file.name,
             dataset.id()
         ),

@@ -26,12 +26,68 @@ pub const NAMED_SETS: [(&str, &str); 6] = [
 /// [`DataError`] if the data cannot be found or read, or `n` exceeds the set;
 /// [`DataError::InvalidArgument`] for an unknown name that is not a path either.
 pub fn load_named(name: &str, locator: &Locator, n: Option<usize>, seed: u64) -> Result<ImageSet> {
-    let sub = |set: ImageSet, title: &str, seed: u64| -> Result<ImageSet> {
-        let set = match n {
-            Some(n) if n < set.len() => set.subset(n, seed)?,
-            _ => set,
-        };
-        Ok(set.with_name(title))
+    load_named_expecting(name, locator, n, seed, None)
+}
+
+/// Whether `name` is one of the catalogue's set names (or an alias), which
+/// [`load_named`] loads from the catalogue even when a file or folder of that name exists.
+pub fn is_catalogue_name(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "fmnist"
+            | "fashion-mnist"
+            | "fashion_mnist"
+            | "fmnist-train"
+            | "mnist"
+            | "kmnist"
+            | "omniglot"
+            | "rotation"
+    )
+}
+
+/// [`load_named`] for a model of images `[C, H, W]` = `expected`: a user's file or folder
+/// whose header promises another image shape is refused before its pixels are read.
+///
+/// # Errors
+/// As [`load_named`], and [`DataError::UserImages`] for a shape other than `expected`.
+pub fn load_named_expecting(
+    name: &str,
+    locator: &Locator,
+    n: Option<usize>,
+    seed: u64,
+    expected: Option<[usize; 3]>,
+) -> Result<ImageSet> {
+    Ok(load_named_indexed(name, locator, n, seed, expected)?.0)
+}
+
+/// [`load_named_expecting`], also returning for each image of the set its index in the
+/// file, folder or catalogue split it was read from (for `rotation`, in Fashion-MNIST test),
+/// so that results on a random subset can be traced back.
+///
+/// # Errors
+/// As [`load_named_expecting`].
+pub fn load_named_indexed(
+    name: &str,
+    locator: &Locator,
+    n: Option<usize>,
+    seed: u64,
+    expected: Option<[usize; 3]>,
+) -> Result<(ImageSet, Vec<usize>)> {
+    // The same draw as `ImageSet::subset`, keeping the indices.
+    let sub = |set: ImageSet, title: &str, seed: u64| -> Result<(ImageSet, Vec<usize>)> {
+        match n {
+            // `subset` words the refusal.
+            Some(0) => set.subset(0, seed).map(|s| (s, Vec::new())),
+            Some(n) if n < set.len() => {
+                let order = set.permutation(seed);
+                let picked = order[..n].to_vec();
+                Ok((set.select(&picked)?.with_name(title), picked))
+            }
+            _ => {
+                let all = (0..set.len()).collect();
+                Ok((set.with_name(title), all))
+            }
+        }
     };
     let (dataset, split, title) = match name.to_ascii_lowercase().as_str() {
         "fmnist" | "fashion-mnist" | "fashion_mnist" => {
@@ -43,10 +99,10 @@ pub fn load_named(name: &str, locator: &Locator, n: Option<usize>, seed: u64) ->
         "omniglot" => (Dataset::Omniglot, Split::Test, "Omniglot"),
         "rotation" => {
             let base = Dataset::FashionMnist.load(Split::Test, locator)?;
-            let base = sub(base, "FMNIST", seeds::derive(seed, seeds::ROTATION_BASE))?;
+            let (base, picked) = sub(base, "FMNIST", seeds::derive(seed, seeds::ROTATION_BASE))?;
             let rotated =
                 transform::rotate_randomly(&base, transform::PAPER_ROTATION_DEGREES, seed)?;
-            return Ok(rotated.with_name("Rotation"));
+            return Ok((rotated.with_name("Rotation"), picked));
         }
         _ => {
             let path = Path::new(name);
@@ -54,7 +110,7 @@ pub fn load_named(name: &str, locator: &Locator, n: Option<usize>, seed: u64) ->
                 let title = path
                     .file_name()
                     .map_or_else(|| name.to_string(), |f| f.to_string_lossy().into_owned());
-                let set = ImageSet::from_path(path, title.clone())?;
+                let set = ImageSet::from_path_expecting(path, title.clone(), expected)?;
                 return sub(set, &title, seed);
             }
             return Err(DataError::InvalidArgument(format!(

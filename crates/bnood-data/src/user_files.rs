@@ -16,13 +16,13 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use png::{BitDepth, ColorType, Transformations};
 
 use crate::error::{DataError, Result};
-use crate::idx::{decode_idx, read_maybe_gzip};
+use crate::idx::{decode_idx, gzip_failure};
 use crate::image_set::ImageSet;
 
 /// The IDX element type code for unsigned bytes, the only one images can use.
@@ -37,11 +37,29 @@ impl ImageSet {
     /// [`DataError::Io`] if `path` does not exist or cannot be read, and every error of the
     /// two readers.
     pub fn from_path(path: &Path, name: impl Into<String>) -> Result<Self> {
+        Self::from_path_expecting(path, name, None)
+    }
+
+    /// [`from_path`](Self::from_path) for a model of images `[C, H, W]` = `expected` (when
+    /// given): the shape in each file's header is checked before its pixels are read, so a
+    /// file of huge images is refused without decoding it.
+    ///
+    /// # Errors
+    /// As [`from_path`](Self::from_path); [`DataError::UserImages`] for a path that is
+    /// neither a folder nor a regular file (a FIFO, a device such as `/dev/zero`, a socket),
+    /// and for images whose header promises another shape than `expected`.
+    pub fn from_path_expecting(
+        path: &Path,
+        name: impl Into<String>,
+        expected: Option<[usize; 3]>,
+    ) -> Result<Self> {
         let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
         if meta.is_dir() {
-            Self::from_png_dir(path, name)
+            Self::read_png_dir(path, name.into(), expected)
+        } else if meta.is_file() {
+            Self::read_idx_file(path, name.into(), expected)
         } else {
-            Self::from_idx_file(path, name)
+            Err(not_a_regular_file(path))
         }
     }
 
@@ -57,7 +75,20 @@ impl ImageSet {
     /// unsigned byte, holds no images, has 2 or more than 4 dimensions, or looks
     /// channels-last `[N, H, W, C]`.
     pub fn from_idx_file(path: &Path, name: impl Into<String>) -> Result<Self> {
-        let bytes = read_maybe_gzip(path).map_err(|e| as_user_error(e, path))?;
+        Self::read_idx_file(path, name.into(), None)
+    }
+
+    /// Reads the header first, checks it (and the image shape against `expected`), then at
+    /// most the payload the header promises plus one byte: memory never exceeds what a
+    /// valid file of that header needs.
+    fn read_idx_file(path: &Path, name: String, expected: Option<[usize; 3]>) -> Result<Self> {
+        if !std::fs::metadata(path)
+            .map_err(|e| DataError::io(path, e))?
+            .is_file()
+        {
+            return Err(not_a_regular_file(path));
+        }
+        let bytes = read_idx_bounded(path, expected)?;
         check_idx_header(&bytes, path)?;
         let array = decode_idx(&bytes, path).map_err(|e| as_user_error(e, path))?;
         let shape = idx_image_shape(&array.dims, path)?;
@@ -82,6 +113,12 @@ impl ImageSet {
     /// [`DataError::ImageShapeMismatch`] naming the first image whose `[C, H, W]` differs
     /// from the first image's.
     pub fn from_png_dir(dir: &Path, name: impl Into<String>) -> Result<Self> {
+        Self::read_png_dir(dir, name.into(), None)
+    }
+
+    /// [`from_png_dir`](Self::from_png_dir); every image's header is checked (against
+    /// `expected`, else against the first image) before its pixels are decoded.
+    fn read_png_dir(dir: &Path, name: String, expected: Option<[usize; 3]>) -> Result<Self> {
         let files = png_files(dir)?;
         let Some(first) = files.first() else {
             return Err(DataError::user_images(
@@ -89,25 +126,122 @@ impl ImageSet {
                 "the folder holds no .png files; put the images there as PNG files, or pass an IDX file instead",
             ));
         };
-        let first_image = read_png(first)?;
+        let first_image = read_png(first, |shape| match expected {
+            Some(model) if shape != model => Err(model_shape_mismatch(first, shape, model)),
+            _ => Ok(()),
+        })?;
         let expected = first_image.shape;
-        let mut pixels = Vec::with_capacity(files.len() * first_image.pixels.len());
+        let mut pixels = Vec::with_capacity(files.len().saturating_mul(first_image.pixels.len()));
         pixels.extend_from_slice(&first_image.pixels);
         for file in &files[1..] {
-            let image = read_png(file)?;
-            if image.shape != expected {
-                return Err(DataError::ImageShapeMismatch {
-                    path: file.clone(),
-                    shape: image.shape,
-                    expected,
-                    first: first.clone(),
-                });
-            }
+            let image = read_png(file, |shape| {
+                if shape != expected {
+                    return Err(DataError::ImageShapeMismatch {
+                        path: file.clone(),
+                        shape,
+                        expected,
+                        first: first.clone(),
+                    });
+                }
+                Ok(())
+            })?;
             pixels.extend_from_slice(&image.pixels);
         }
         let [c, h, w] = expected;
         Self::new(name, pixels, [files.len(), c, h, w], None)
     }
+}
+
+/// The largest image accepted, in pixels (4096 × 4096): bnood's models take small images
+/// (28×28, 32×32), and a larger PNG is refused from its header, before it is decoded.
+pub const MAX_IMAGE_PIXELS: usize = 4096 * 4096;
+
+fn not_a_regular_file(path: &Path) -> DataError {
+    DataError::user_images(
+        path,
+        "it is neither a regular file nor a folder (a FIFO, a device such as /dev/zero, or a socket); pass an IDX file or a folder of PNG images",
+    )
+}
+
+fn model_shape_mismatch(path: &Path, shape: [usize; 3], model: [usize; 3]) -> DataError {
+    DataError::user_images(
+        path,
+        format!(
+            "its images are {shape:?} ([C, H, W], from the file's header) but the model expects {model:?}: resize or convert the images, or pick a model trained on images of this shape"
+        ),
+    )
+}
+
+/// Reads an IDX file (raw or gzip) header first: a bad magic number, an element type other
+/// than unsigned bytes, a shape other than `expected` or a raw file shorter than its header
+/// promises is refused before the payload is read; then at most the promised payload plus
+/// one byte (to detect trailing bytes) is read. The bytes returned are checked by
+/// [`decode_idx`].
+fn read_idx_bounded(path: &Path, expected: Option<[usize; 3]>) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
+    let mut input = BufReader::new(file);
+    let gzip = input
+        .fill_buf()
+        .map_err(|e| DataError::io(path, e))?
+        .starts_with(&[0x1f, 0x8b]);
+    let mut reader: Box<dyn Read> = if gzip {
+        Box::new(flate2::bufread::GzDecoder::new(input))
+    } else {
+        Box::new(input)
+    };
+    let read_err = |e: std::io::Error| {
+        if gzip {
+            DataError::user_images(path, gzip_failure(&e))
+        } else {
+            DataError::io(path, e)
+        }
+    };
+    let mut bytes = Vec::with_capacity(4);
+    (&mut reader)
+        .take(4)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    let [0, 0, _, ndim] = bytes[..] else {
+        // Too short or no IDX magic: decode_idx words it.
+        return Ok(bytes);
+    };
+    check_idx_header(&bytes, path)?;
+    let header_len = 4 + 4 * usize::from(ndim);
+    (&mut reader)
+        .take(4 * u64::from(ndim))
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() < header_len || ndim == 0 {
+        return Ok(bytes);
+    }
+    let dims: Vec<usize> = bytes[4..header_len]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    if let (Some(model), Ok([_, c, h, w])) = (expected, idx_image_shape(&dims, path))
+        && [c, h, w] != model
+    {
+        return Err(model_shape_mismatch(path, [c, h, w], model));
+    }
+    let Some(payload) = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+    else {
+        return Ok(bytes);
+    };
+    if !gzip && file_len < header_len as u64 + payload {
+        // decode_idx reports the truncation from what is there, without reading a promise.
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).map_err(read_err)?;
+        bytes.extend(rest);
+        return Ok(bytes);
+    }
+    reader
+        .take(payload.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    Ok(bytes)
 }
 
 /// Re-words a [`DataError::Corrupt`] from the catalogue readers, whose advice is to fetch
@@ -199,13 +333,35 @@ fn looks_channels_last(c: usize, w: usize) -> bool {
     is_channels(w) && !is_channels(c)
 }
 
+/// The file names of the images [`ImageSet::from_png_dir`] reads from `dir`, in its order
+/// (image `i` of the set is file `i`).
+///
+/// # Errors
+/// [`DataError::Io`] if the folder cannot be read.
+pub fn png_file_names(dir: &Path) -> Result<Vec<String>> {
+    Ok(png_files(dir)?
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        })
+        .collect())
+}
+
 /// The `*.png` files directly inside `dir`, sorted by file name (byte order).
 fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
     let mut files: Vec<(OsString, PathBuf)> = Vec::new();
     for entry in entries {
-        let path = entry.map_err(|e| DataError::io(dir, e))?.path();
-        if has_extension(&path, "png") && path.is_file() {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let path = entry.path();
+        // A symlink counts as a file whatever its target (dangling, looping): reading it then
+        // fails with an error naming it, as an unreadable real file does.
+        let is_file = entry
+            .file_type()
+            .is_ok_and(|t| t.is_file() || t.is_symlink())
+            && !path.is_dir();
+        if has_extension(&path, "png") && is_file {
             let file_name = path.file_name().unwrap_or_default().to_owned();
             files.push((file_name, path));
         }
@@ -220,24 +376,47 @@ fn has_extension(path: &Path, ext: &str) -> bool {
 }
 
 /// One decoded PNG: `pixels` row-major `[C, H, W]`.
-struct PngImage {
+pub(crate) struct PngImage {
     shape: [usize; 3],
     pixels: Vec<u8>,
 }
 
-/// Decodes one PNG file into 8-bit `[C, H, W]` pixels.
-fn read_png(path: &Path) -> Result<PngImage> {
+/// Decodes one PNG file into 8-bit `[C, H, W]` pixels, after `check` accepted the shape
+/// `[C, H, W]` its header promises (and the image is at most [`MAX_IMAGE_PIXELS`]).
+fn read_png(path: &Path, check: impl Fn([usize; 3]) -> Result<()>) -> Result<PngImage> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    decode_png(BufReader::new(file), path, check)
+}
+
+/// [`read_png`] on any reader (`path` names it in errors).
+pub(crate) fn decode_png<R: std::io::BufRead + std::io::Seek>(
+    input: R,
+    path: &Path,
+    check: impl Fn([usize; 3]) -> Result<()>,
+) -> Result<PngImage> {
     let corrupt = |e: png::DecodingError| {
         DataError::user_images(
             path,
             format!("not a readable PNG file ({e}); re-export it or remove it from the folder"),
         )
     };
-    let mut decoder = png::Decoder::new(BufReader::new(file));
+    // Ancillary chunks (text, ICC profiles) may not claim more memory than the largest image.
+    let limits = png::Limits {
+        bytes: 4 * MAX_IMAGE_PIXELS,
+    };
+    let mut decoder = png::Decoder::new_with_limits(input, limits);
     decoder.set_transformations(Transformations::EXPAND);
     let mut reader = decoder.read_info().map_err(corrupt)?;
     let (color_type, bit_depth) = reader.output_color_type();
+    let (header_w, header_h) = (reader.info().width as usize, reader.info().height as usize);
+    if header_w.saturating_mul(header_h) > MAX_IMAGE_PIXELS {
+        return Err(DataError::user_images(
+            path,
+            format!(
+                "its header says {header_w}×{header_h} pixels, more than bnood reads ({MAX_IMAGE_PIXELS} pixels, 4096×4096); its models take small images such as 28×28: resize it"
+            ),
+        ));
+    }
     if bit_depth != BitDepth::Eight {
         return Err(DataError::user_images(
             path,
@@ -252,6 +431,12 @@ fn read_png(path: &Path) -> Result<PngImage> {
             p.chunks_exact(3)
                 .all(|rgb| rgb[0] == rgb[1] && rgb[1] == rgb[2])
         });
+    let header_channels = match color_type {
+        _ if gray_palette => 1,
+        ColorType::Grayscale | ColorType::GrayscaleAlpha => 1,
+        _ => 3,
+    };
+    check([header_channels, header_h, header_w])?;
     let size = reader.output_buffer_size().ok_or_else(|| {
         DataError::user_images(path, "the image is too large to decode in memory")
     })?;

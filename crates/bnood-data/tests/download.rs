@@ -231,3 +231,29 @@ fn the_locator_reports_every_failed_url_when_no_download_works() {
     assert!(msg.contains("404"), "{msg}");
     assert!(dir_entries(empty.path()).is_empty());
 }
+
+#[test]
+fn a_failed_download_does_not_advise_enabling_downloads() {
+    let base = serve(vec![], 1);
+    let empty = tempfile::tempdir().expect("temp dir");
+    let locator = Locator::only(empty.path())
+        .with_local_dir(empty.path())
+        .with_mirror(&base)
+        .with_download(true);
+    let msg = Dataset::Omniglot
+        .load(Split::Test, &locator)
+        .expect_err("the mirror 404s")
+        .to_string();
+    assert!(!msg.contains("enable downloading"), "{msg}");
+    assert!(msg.contains("the download failed"), "{msg}");
+    assert!(
+        dir_entries(empty.path()).is_empty(),
+        "no empty dataset folder"
+    );
+    // Without a download tried, the advice stays.
+    let msg = Dataset::Omniglot
+        .load(Split::Test, &Locator::only(empty.path()))
+        .expect_err("nothing there")
+        .to_string();
+    assert!(msg.contains("enable downloading"), "{msg}");
+}

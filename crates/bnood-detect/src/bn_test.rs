@@ -536,7 +536,7 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
             let mixing_len = mixing.as_ref().map_or(0, ImageSet::len);
             if ratio.reference > mixing_len {
                 return Err(DetectError::ReferenceTooSmall(format!(
-                    "r = {} with b = {} needs {} reference images per mixed batch but only {mixing_len} of the {n} reference images are left for mixing after holding out {}: pass more reference images, lower held_out_fraction, or lower b",
+                    "r = {} with b = {} needs {} reference images per mixed batch but only {mixing_len} of the {n} reference images are left for mixing after holding out {}: pass more reference images, lower held_out_fraction (`--held-out-fraction`), or lower b (`--batch-size`)",
                     ratio.r,
                     self.params.batch_size,
                     ratio.reference,
@@ -545,7 +545,7 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
             }
             if ratio.test > held_out.len() {
                 return Err(DetectError::ReferenceTooSmall(format!(
-                    "r = {} with b = {} puts {} test images in every mixed batch but only {} reference images are held out to calibrate Δ: pass more reference images, raise held_out_fraction, or lower b",
+                    "r = {} with b = {} puts {} test images in every mixed batch but only {} reference images are held out to calibrate Δ: pass more reference images, raise held_out_fraction (`--held-out-fraction`), or lower b (`--batch-size`)",
                     ratio.r,
                     self.params.batch_size,
                     ratio.test,

@@ -149,11 +149,15 @@ pub struct DetectorArgs {
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// BN test ratio r1 (share of test images in a batch; 0 = running statistics).
-    #[arg(long, default_value_t = 0.1)]
+    // Negative-looking values are taken as values (and refused as out of range), not flags.
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub r1: f64,
     /// BN test ratio r2.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     pub r2: f64,
+    /// Share of the BN test's reference images held out to calibrate Δ (the rest is mixed into batches).
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    pub held_out_fraction: f64,
     /// Monte Carlo draws of the batch composition.
     #[arg(long, default_value_t = 1)]
     pub draws: usize,
@@ -169,6 +173,7 @@ impl DetectorArgs {
             bn: BnTestParams::new()
                 .batch_size(self.batch_size)
                 .ratios(self.r1, self.r2)
+                .held_out_fraction(self.held_out_fraction)
                 .draws(self.draws)
                 .seed(self.seed),
             ..DetectorParams::default()

@@ -264,6 +264,14 @@ pub fn load_detector(
         path: path.display().to_string(),
         reason,
     };
+    // A regular file of bounded size: never read a device or FIFO until memory runs out.
+    const MAX_DETECTOR_BYTES: u64 = 1 << 30;
+    let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if !meta.is_file() || meta.len() > MAX_DETECTOR_BYTES {
+        return Err(bad(format!(
+            "it is not a regular file of at most {MAX_DETECTOR_BYTES} bytes: pass the JSON file `bnood fit` wrote"
+        )));
+    }
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         bad(format!(

@@ -48,7 +48,14 @@ impl ReferenceScores {
                 "the detector was fitted on an empty reference set: fit it on held-out in-distribution images".into(),
             ));
         }
-        let pos = (1.0 - target_fpr) * (sorted.len() - 1) as f64;
+        let n = sorted.len();
+        if ((n + 1) as f64) * target_fpr < 1.0 - 1e-9 {
+            return Err(DetectError::ReferenceTooSmall(format!(
+                "with {n} reference value(s) a threshold at false-positive rate {target_fpr} cannot be estimated (it needs at least {}, as a rank test would): fit on more reference images or raise the target",
+                (1.0 / target_fpr - 1.0 - 1e-9).ceil() as usize
+            )));
+        }
+        let pos = (1.0 - target_fpr) * (n - 1) as f64;
         let lo = pos.floor() as usize;
         let hi = pos.ceil() as usize;
         let frac = pos - lo as f64;

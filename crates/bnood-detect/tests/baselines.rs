@@ -233,3 +233,24 @@ fn a_ratio_of_one_with_b_equal_to_the_pool_scores_the_pool_as_one_batch() {
         "the kept images' scores moved by only {moved} nats on average"
     );
 }
+
+#[test]
+fn a_log_likelihood_threshold_needs_as_many_reference_images_as_a_rank_test() {
+    let device = Device::flex();
+    for n in [1, 2, 18] {
+        let mut ll = LogLikelihood::new(AppendixDFlow::on_pixels(&device, SIGMA, 4), &device);
+        ll.fit(&q_set("few", n, 4, 5)).expect("fit");
+        let err = ll
+            .threshold_for_fpr(0.05)
+            .expect_err("too few to resolve 5 %");
+        assert!(
+            matches!(err, DetectError::ReferenceTooSmall(_)),
+            "{n}: {err}"
+        );
+        assert!(err.to_string().contains("at least 19"), "{err}");
+    }
+    let mut ll = LogLikelihood::new(AppendixDFlow::on_pixels(&device, SIGMA, 4), &device);
+    ll.fit(&q_set("enough", 19, 4, 5)).expect("fit");
+    ll.threshold_for_fpr(0.05)
+        .expect("19 reference images resolve 5 %");
+}

@@ -28,6 +28,16 @@ pub enum EvalError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A file given as a report is not one.
+    #[error(
+        "{path} is not a report of `bnood eval` ({reason}): pass the .json file that `bnood eval` wrote"
+    )]
+    NotAReport {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A report could not be serialised.
     #[error("cannot serialise the report: {0}")]
     Json(#[from] serde_json::Error),

@@ -217,13 +217,31 @@ pub fn markdown_contamination(model: &str, rows: &[ContaminationRow]) -> String 
 /// Reads a report written by [`write_json`].
 ///
 /// # Errors
-/// [`EvalError::Io`] if the file cannot be read, [`EvalError::Json`] if it is not a report.
+/// [`EvalError::Io`] if the file cannot be read, [`EvalError::NotAReport`] if it is not a
+/// report (not a regular file, far too large, or not a report's JSON).
 pub fn read_json(path: &Path) -> Result<Report> {
-    let bytes = std::fs::read(path).map_err(|source| EvalError::Io {
+    /// Far above any report (they are kilobytes), far below what would exhaust memory.
+    const MAX_REPORT_BYTES: u64 = 256 << 20;
+    let io = |source| EvalError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    Ok(serde_json::from_slice(&bytes)?)
+    };
+    let not_a_report = |reason: String| EvalError::NotAReport {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_a_report("it is not a regular file".into()));
+    }
+    if meta.len() > MAX_REPORT_BYTES {
+        return Err(not_a_report(format!(
+            "it has {} bytes, more than a report ever has",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    serde_json::from_slice(&bytes).map_err(|e| not_a_report(e.to_string()))
 }
 
 /// Writes `report` as pretty JSON to `path` (atomically: a temporary file, then a rename).

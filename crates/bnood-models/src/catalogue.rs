@@ -126,6 +126,28 @@ impl ModelConfig {
         }
     }
 
+    /// Whether `other` has the same kind and sizes, so that both models can be members of
+    /// one ensemble: only the seeds and a VAE's scoring K may differ.
+    pub fn same_architecture(&self, other: &ModelConfig) -> bool {
+        let normalised = |c: &ModelConfig| match c.clone().with_seed(0) {
+            Self::Vae(v) => Self::Vae(VaeConfig {
+                eval_seed: 0,
+                iw_samples: 1,
+                ..v
+            }),
+            other => other,
+        };
+        normalised(self) == normalised(other)
+    }
+
+    /// Shape `[C, H, W]` of the images the model takes.
+    pub fn image_shape(&self) -> [usize; 3] {
+        match self {
+            Self::RealNvp(c) => c.image_shape,
+            Self::Vae(c) => c.image_shape,
+        }
+    }
+
     /// Importance samples of scoring, for kinds scored by an importance-weighted bound
     /// (VAE); `None` for the others.
     pub fn iw_samples(&self) -> Option<usize> {
@@ -135,12 +157,49 @@ impl ModelConfig {
         }
     }
 
+    /// The largest model bnood builds, in parameter values (weights, biases and BatchNorm's
+    /// γ, β and running statistics): 250 million, 1 GB of `f32`. The paper's models have
+    /// well under a million.
+    pub const MAX_PARAMETERS: u128 = 250_000_000;
+
+    /// The number of parameter values of a model of this configuration (what its checkpoint
+    /// stores), computed from the configuration alone, without building the model. Exact for
+    /// valid configurations; saturating, so absurd sizes give a huge number, not an overflow.
+    pub fn parameter_count(&self) -> u128 {
+        match self {
+            Self::RealNvp(c) => c.parameter_count(),
+            Self::Vae(c) => c.parameter_count(),
+        }
+    }
+
+    /// Refuses a configuration too large to build ([`MAX_PARAMETERS`](Self::MAX_PARAMETERS)),
+    /// before anything is allocated.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] stating the size and the limit.
+    pub fn check_size(&self) -> Result<(), ModelError> {
+        let count = self.parameter_count();
+        if count > Self::MAX_PARAMETERS {
+            return Err(ModelError::InvalidConfig(format!(
+                "this {} would have {} parameter values ({:.1} GB), above bnood's limit of {} ({:.1} GB): reduce its sizes (channels, blocks, latent dimension) or check that the configuration (the checkpoint's .json sidecar) is not damaged",
+                self.kind(),
+                count,
+                count as f64 * 4e-9,
+                Self::MAX_PARAMETERS,
+                Self::MAX_PARAMETERS as f64 * 4e-9
+            )));
+        }
+        Ok(())
+    }
+
     /// A fresh, untrained model on `device` (the parameters' device; `.autodiff()` devices
     /// build trainable models).
     ///
     /// # Errors
-    /// [`ModelError::InvalidConfig`] for an invalid configuration.
+    /// [`ModelError::InvalidConfig`] for an invalid configuration, or one too large to build
+    /// ([`check_size`](Self::check_size)).
     pub fn init(&self, device: &Device) -> Result<AnyModel, ModelError> {
+        self.check_size()?;
         Ok(match self {
             Self::RealNvp(c) => AnyModel::RealNvp(c.init(device)?),
             Self::Vae(c) => AnyModel::Vae(c.init(device)?),
@@ -286,5 +345,91 @@ impl Trainable for AnyModel {
             Self::RealNvp(m) => Self::RealNvp(m.load_parameters(path)?),
             Self::Vae(m) => Self::Vae(m.load_parameters(path)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RealNvpConfig, VaeConfig};
+
+    #[test]
+    fn parameter_count_is_what_the_built_model_holds() {
+        let device = Device::flex();
+        let mut configs = vec![
+            ModelConfig::preset(ModelKind::RealNvp, "cpu").expect("preset"),
+            ModelConfig::preset(ModelKind::RealNvp, "paper").expect("preset"),
+            ModelConfig::preset(ModelKind::Vae, "cpu").expect("preset"),
+            ModelConfig::RealNvp(RealNvpConfig {
+                image_shape: [3, 8, 8],
+                mid_channels: 5,
+                num_blocks: 2,
+                downscales: 2,
+                ..RealNvpConfig::paper_fmnist()
+            }),
+            ModelConfig::RealNvp(RealNvpConfig {
+                downscales: 0,
+                ..RealNvpConfig::paper_fmnist()
+            }),
+        ];
+        if let Ok(c) = ModelConfig::preset(ModelKind::Vae, "paper") {
+            configs.push(c);
+        }
+        configs.push(ModelConfig::Vae(VaeConfig {
+            latent_dim: 7,
+            ..VaeConfig::preset("cpu").expect("preset")
+        }));
+        for config in configs {
+            let model = config.init(&device).expect("valid");
+            assert_eq!(
+                config.parameter_count(),
+                model.num_params() as u128,
+                "{config:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_configuration_too_large_to_build_is_refused_with_the_limit() {
+        let huge = ModelConfig::RealNvp(RealNvpConfig {
+            mid_channels: 100_000,
+            ..RealNvpConfig::paper_fmnist()
+        });
+        let e = huge.init(&Device::flex()).expect_err("refused");
+        assert!(e.to_string().contains("limit of 250000000"), "{e}");
+        let latent = ModelConfig::Vae(VaeConfig {
+            latent_dim: 100_000_000,
+            ..VaeConfig::preset("cpu").expect("preset")
+        });
+        assert!(latent.check_size().is_err());
+        let blocks = ModelConfig::RealNvp(RealNvpConfig {
+            num_blocks: usize::MAX,
+            mid_channels: usize::MAX,
+            ..RealNvpConfig::paper_fmnist()
+        });
+        assert!(blocks.check_size().is_err(), "saturates, no overflow");
+    }
+
+    #[test]
+    fn a_vae_refuses_more_importance_samples_than_fit_in_memory() {
+        let model = ModelConfig::preset(ModelKind::Vae, "cpu")
+            .expect("preset")
+            .init(&Device::flex())
+            .expect("valid");
+        let e = model.with_iw_samples(100_000).expect_err("refused");
+        assert!(e.to_string().contains("limit of 256"), "{e}");
+    }
+
+    #[test]
+    fn too_many_realnvp_downscales_are_an_error_not_a_panic() {
+        for downscales in [5, 64, 200, usize::MAX] {
+            let config = RealNvpConfig {
+                downscales,
+                mid_channels: 1,
+                num_blocks: 0,
+                ..RealNvpConfig::paper_fmnist()
+            };
+            assert!(config.init(&Device::flex()).is_err(), "{downscales}");
+        }
     }
 }

@@ -120,6 +120,41 @@ impl RealNvpConfig {
         self
     }
 
+    /// Parameter values of a model of this configuration (see
+    /// [`ModelConfig::parameter_count`](crate::ModelConfig::parameter_count)), without
+    /// building it; saturating.
+    pub fn parameter_count(&self) -> u128 {
+        let mid = self.mid_channels as u128;
+        let blocks = self.num_blocks as u128;
+        let bn = |f: u128| f.saturating_mul(4);
+        let conv = |cin: u128, cout: u128, k: u128| {
+            cin.saturating_mul(cout)
+                .saturating_mul(k * k)
+                .saturating_add(cout)
+        };
+        let coupling = |cond: u128, out: u128| {
+            let block = bn(mid).saturating_add(conv(mid, mid, 3)).saturating_mul(2);
+            bn(cond)
+                .saturating_add(conv(cond.saturating_mul(2), mid, 3))
+                .saturating_add(blocks.saturating_mul(block))
+                .saturating_add(bn(mid))
+                .saturating_add(conv(mid, out, 1))
+                .saturating_add(out / 2)
+        };
+        let mut c = self.image_shape[0] as u128;
+        let mut total: u128 = 0;
+        // More stages than bits of a size cannot be valid; stop before the channels overflow.
+        for _ in 0..self.downscales.min(64) {
+            total = total
+                .saturating_add(coupling(c, c.saturating_mul(2)).saturating_mul(3))
+                .saturating_add(
+                    coupling(c.saturating_mul(2), c.saturating_mul(4)).saturating_mul(3),
+                );
+            c = c.saturating_mul(2);
+        }
+        total.saturating_add(coupling(c, c.saturating_mul(2)).saturating_mul(4))
+    }
+
     fn validate(&self) -> Result<(), ModelError> {
         let [c, h, w] = self.image_shape;
         let bad = |m: String| Err(ModelError::InvalidConfig(m));
@@ -129,7 +164,16 @@ impl RealNvpConfig {
                 self.image_shape
             ));
         }
-        let factor = 1usize << self.downscales;
+        let Some(factor) = 1usize
+            .checked_shl(self.downscales.try_into().unwrap_or(u32::MAX))
+            .filter(|f| *f <= h.min(w))
+        else {
+            return bad(format!(
+                "{} downscales halve the {h}×{w} image below one pixel: use at most {}",
+                self.downscales,
+                h.min(w).ilog2()
+            ));
+        };
         if h % factor != 0 || w % factor != 0 {
             return bad(format!(
                 "image {h}×{w} is not divisible by 2^{} = {factor}, as {} downscale(s) need",

@@ -69,7 +69,7 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, clap::Args)]
 pub struct TrainBudget {
     /// Wall-clock budget in minutes.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub minutes: Option<f64>,
     /// Passes over the training set (counted from step 0, so a resumed run finishes the
     /// same epochs).
@@ -110,10 +110,48 @@ impl TrainBudget {
         self.minutes.is_none() && self.epochs.is_none() && self.max_steps.is_none()
     }
 
-    /// The wall-clock limit as a duration.
+    /// Checks that every limit given is usable: minutes finite, above 0 and at most
+    /// [`MAX_MINUTES`](Self::MAX_MINUTES); epochs and steps at least 1; and that at least
+    /// one limit is given. A budget of zero would save an untrained model.
+    ///
+    /// # Errors
+    /// [`ModelError::Training`] naming the flag and the valid range.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::Training(m));
+        if self.is_unlimited() {
+            return bad("no training budget: give --minutes, --epochs or --steps".into());
+        }
+        if let Some(m) = self.minutes
+            && !(m > 0.0 && m <= Self::MAX_MINUTES)
+        {
+            return bad(format!(
+                "--minutes {m:?} is not a usable budget: give a number of minutes above 0 and at most {} (one year)",
+                Self::MAX_MINUTES
+            ));
+        }
+        if self.epochs == Some(0) {
+            return bad("--epochs 0 would save an untrained model: give at least 1".into());
+        }
+        if self.max_steps == Some(0) {
+            return bad("--steps 0 would save an untrained model: give at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The largest wall-clock budget accepted, in minutes (one year).
+    pub const MAX_MINUTES: f64 = 365.0 * 24.0 * 60.0;
+
+    /// The wall-clock limit as a duration (a budget outside what
+    /// [`validate`](Self::validate) accepts is clamped to `0..=MAX_MINUTES`, never a panic).
     pub fn time_limit(&self) -> Option<Duration> {
-        self.minutes
-            .map(|m| Duration::from_secs_f64(m.max(0.0) * 60.0))
+        self.minutes.map(|m| {
+            let m = if m.is_nan() {
+                0.0
+            } else {
+                m.clamp(0.0, Self::MAX_MINUTES)
+            };
+            Duration::from_secs_f64(m * 60.0)
+        })
     }
 
     /// The budget in words, e.g. `"20 min"` or `"4 steps"`.
@@ -182,11 +220,19 @@ pub fn train<M: Trainable>(
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<(M, TrainReport), ModelError> {
-    if cfg.batch_size < 2 || cfg.batch_size > data.len() {
+    if cfg.batch_size < 2 {
         return Err(ModelError::Training(format!(
-            "batch size {} must be between 2 (BatchNorm needs batch statistics) and the data size {}",
+            "batch size {} is below 2, but BatchNorm needs batch statistics: set TrainConfig::batch_size to 2 or more (64 is the paper's)",
+            cfg.batch_size
+        )));
+    }
+    if cfg.batch_size > data.len() {
+        return Err(ModelError::Training(format!(
+            "the training set `{}` has {} image(s), fewer than one batch of {}: train on at least {} images",
+            data.name(),
+            data.len(),
             cfg.batch_size,
-            data.len()
+            cfg.batch_size
         )));
     }
     if !device.is_autodiff() {
@@ -201,11 +247,7 @@ pub fn train<M: Trainable>(
         });
     }
     let steps_per_epoch = data.len() / cfg.batch_size;
-    if cfg.budget.is_unlimited() {
-        return Err(ModelError::Training(
-            "no training budget: give minutes, epochs or steps".into(),
-        ));
-    }
+    cfg.budget.validate()?;
     let mut end = cfg.budget.max_steps.unwrap_or(usize::MAX);
     if let Some(epochs) = cfg.budget.epochs {
         end = end.min(epochs.saturating_mul(steps_per_epoch));
@@ -218,6 +260,15 @@ pub fn train<M: Trainable>(
         adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(norm)));
     }
     let mut optim = adam.init();
+    // Before any work: the output folder must be writable, and no other run may write here.
+    let _lock = match &cfg.checkpoint {
+        Some(path) => {
+            let lock = checkpoint::lock_for_writing(path)?;
+            checkpoint::complete_or_discard(path)?;
+            Some(lock)
+        }
+        None => None,
+    };
     let mut model = model.fork(device).train();
     let mut start_step = 0;
     if let Some(path) = cfg
@@ -306,4 +357,92 @@ pub fn train<M: Trainable>(
         history,
     };
     Ok((model, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RealNvpConfig;
+
+    fn tiny_data() -> ImageSet {
+        let pixels = (0..8 * 16).map(|i| (i * 37 % 251) as u8).collect();
+        ImageSet::new("tiny", pixels, [8, 1, 4, 4], None).expect("valid set")
+    }
+
+    fn tiny_model() -> crate::RealNvp {
+        RealNvpConfig {
+            image_shape: [1, 4, 4],
+            mid_channels: 4,
+            num_blocks: 1,
+            ..RealNvpConfig::paper_fmnist()
+        }
+        .init(&Device::flex())
+        .expect("valid")
+    }
+
+    fn train_with(
+        budget: TrainBudget,
+        checkpoint: Option<PathBuf>,
+    ) -> Result<TrainReport, ModelError> {
+        let cfg = TrainConfig {
+            batch_size: 4,
+            budget,
+            checkpoint,
+            progress: false,
+            ..TrainConfig::default()
+        };
+        train(tiny_model(), &tiny_data(), &cfg, &Device::flex().autodiff()).map(|(_, r)| r)
+    }
+
+    #[test]
+    fn train_refuses_a_negative_nan_infinite_huge_or_zero_budget() {
+        for minutes in [-1.0, f64::NAN, f64::INFINITY, 1e300, 0.0, -0.0] {
+            let e = train_with(TrainBudget::minutes(minutes), None).expect_err("refused");
+            assert!(e.to_string().contains("--minutes"), "{minutes}: {e}");
+        }
+        let e = train_with(TrainBudget::steps(0), None).expect_err("refused");
+        assert!(e.to_string().contains("--steps 0"), "{e}");
+        let e = train_with(TrainBudget::epochs(0), None).expect_err("refused");
+        assert!(e.to_string().contains("--epochs 0"), "{e}");
+    }
+
+    #[test]
+    fn time_limit_never_panics_on_a_bad_number() {
+        for minutes in [-1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300] {
+            let _ = TrainBudget::minutes(minutes).time_limit();
+        }
+        assert_eq!(
+            TrainBudget::minutes(0.5).time_limit(),
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn train_refuses_a_checkpoint_another_run_is_writing() {
+        let dir = std::env::temp_dir().join(format!("bnood-train-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("m.bpk");
+        let _held = checkpoint::lock_for_writing(&path).expect("lock");
+        let e = train_with(TrainBudget::steps(1), Some(path.clone())).expect_err("refused");
+        assert!(e.to_string().contains("another bnood process"), "{e}");
+        assert!(!path.exists(), "nothing saved");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn training_on_fewer_images_than_a_batch_names_the_data_not_a_setting() {
+        let cfg = TrainConfig {
+            batch_size: 64,
+            budget: TrainBudget::steps(1),
+            progress: false,
+            ..TrainConfig::default()
+        };
+        let e = train(tiny_model(), &tiny_data(), &cfg, &Device::flex().autodiff())
+            .expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("has 8 image(s), fewer than one batch of 64"),
+            "{e}"
+        );
+    }
 }

@@ -282,6 +282,45 @@ impl VaeConfig {
             .collect()
     }
 
+    /// The largest K accepted: the generator decodes `batch × K` images at once, so memory
+    /// grows with K (the default is 16; Burda et al. report up to 50 for training).
+    pub const MAX_IW_SAMPLES: usize = 256;
+
+    /// Parameter values of a model of this configuration (see
+    /// [`ModelConfig::parameter_count`](crate::ModelConfig::parameter_count)), without
+    /// building it; saturating.
+    pub fn parameter_count(&self) -> u128 {
+        let layer = |s: &LayerSpec| {
+            let [kh, kw] = s.kernel;
+            let out = s.out_channels as u128;
+            let conv = (s.in_channels as u128)
+                .saturating_mul(out)
+                .saturating_mul(kh as u128 * kw as u128)
+                .saturating_add(out);
+            conv.saturating_add(if s.batch_norm {
+                out.saturating_mul(4)
+            } else {
+                0
+            })
+        };
+        let linear = |i: u128, o: u128| i.saturating_mul(o).saturating_add(o);
+        let [_, h, w] = self.image_shape;
+        let latent = self.latent_dim as u128;
+        let d0 = self.decoder_channels[0] as u128;
+        let maps = d0.saturating_mul((h / 4) as u128 * (w / 4) as u128);
+        self.encoder_layers()
+            .iter()
+            .chain(&self.decoder_layers())
+            .map(layer)
+            .fold(0u128, u128::saturating_add)
+            .saturating_add(linear(
+                self.encoder_channels[5] as u128,
+                latent.saturating_mul(2),
+            ))
+            .saturating_add(linear(latent, maps))
+            .saturating_add(d0.saturating_mul(4))
+    }
+
     fn validate(&self) -> Result<(), ModelError> {
         let [c, h, w] = self.image_shape;
         let bad = |m: String| Err(ModelError::InvalidConfig(m));
@@ -310,6 +349,14 @@ impl VaeConfig {
                 "iw_samples (K) is 0: the importance-weighted estimate needs at least 1 sample"
                     .into(),
             );
+        }
+        if self.iw_samples > Self::MAX_IW_SAMPLES {
+            return bad(format!(
+                "{} importance samples (K) are more than the limit of {}: scoring decodes batch × K images at once, which would not fit in memory; use 16 (the default) to {}",
+                self.iw_samples,
+                Self::MAX_IW_SAMPLES,
+                Self::MAX_IW_SAMPLES
+            ));
         }
         if !(self.bn_epsilon.is_finite() && self.bn_epsilon > 0.0) {
             return bad(format!(

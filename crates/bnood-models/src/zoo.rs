@@ -112,6 +112,22 @@ pub const SHIPPED: &[Shipped] = &[
         machine: CPU_MACHINE,
         role: "RealNVP WAIC ensemble member",
     },
+    Shipped {
+        name: "vae-fmnist",
+        kind: ModelKind::Vae,
+        preset: "cpu",
+        seed: 0,
+        file: "vae-fmnist-cpu-seed0.bpk",
+        md5: "099e38fbc4eaab11366d24cafa48f8bb",
+        md5_sidecar: "2e0a8b9fc0700cd9bb59acf82636a268",
+        steps: 937,
+        epochs: 937.0 * 64.0 / 60_000.0,
+        final_bits_per_dim: 3.792,
+        train_seconds: 2931.0,
+        command: "bnood train --model vae --preset cpu --epochs 1 --seed 0 --out models/vae-fmnist-cpu-seed0.bpk",
+        machine: CPU_MACHINE,
+        role: "main VAE: scored by log p, T_perm and the BN test in the docs",
+    },
 ];
 
 /// Where shipped checkpoints are looked for (see the module docs for the order).

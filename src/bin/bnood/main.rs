@@ -17,15 +17,17 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use bnood::backend::{Backend, resolve};
-use bnood::data::{Dataset, Locator, Survey, load_named, seeds, survey};
-use bnood::detect::{Detector, DetectorArgs, DetectorKind, LoadedDetector, ModelFile};
+use bnood::data::{
+    Dataset, Locator, Survey, is_catalogue_name, load_named, load_named_indexed, seeds, survey,
+};
+use bnood::detect::{Detector, DetectorArgs, DetectorKind, ImageOrigin, LoadedDetector, ModelFile};
 use bnood::eval::{
     ContaminationSpec, EvalJob, EvalSets, ModelEntry, Protocol, RunSettings, SetNames,
 };
 use bnood::experiment::{Error, Result, train_model};
 use bnood::models::train::TrainBudget;
 use bnood::models::zoo::{self, Availability, ModelsDir};
-use bnood::models::{AnyModel, ModelPreset};
+use bnood::models::{AnyModel, ModelPreset, checkpoint};
 use burn::tensor::Device;
 
 #[derive(Parser)]
@@ -120,17 +122,17 @@ struct TrainArgs {
     resume: bool,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct FitArgs {
     /// Trained model: a checkpoint file (`.bpk` with its `.json` sidecar) or a shipped model's name (`bnood models list`).
     #[arg(long)]
-    model: Option<String>,
+    model: Option<PathBuf>,
     /// Detector.
     #[arg(long, value_enum, default_value_t = DetectorKind::BnTest)]
     detector: DetectorKind,
     /// More independently trained models of the same data for WAIC (files or shipped names).
     #[arg(long, value_delimiter = ',')]
-    ensemble: Vec<String>,
+    ensemble: Vec<PathBuf>,
     /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / PNG folder.
     #[arg(long, default_value = "fmnist-train")]
     reference: String,
@@ -144,7 +146,7 @@ struct FitArgs {
     detector_args: DetectorArgs,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct FitCmd {
     #[command(flatten)]
     fit: FitArgs,
@@ -159,7 +161,7 @@ enum Format {
     Json,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ScoreArgs {
     #[command(flatten)]
     fit: FitArgs,
@@ -173,7 +175,7 @@ struct ScoreArgs {
     #[arg(long)]
     test_size: Option<usize>,
     /// Target false-positive rate of the decision column.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     fpr: f64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Csv)]
@@ -201,10 +203,10 @@ struct EvalArgs {
     )]
     detectors: Vec<DetectorKind>,
     /// Also run Table 5: the BN test with r1 = 0 and these r2 (e.g. 0.15,0.3,0.5,0.9).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     table5: Vec<f64>,
     /// Also run Figure 3: mean bits/dim at these ratios r (e.g. 0,0.1,…,1).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     sweep: Vec<f64>,
     /// Images per pool in the sweep.
     #[arg(long, default_value_t = 200)]
@@ -213,7 +215,12 @@ struct EvalArgs {
     #[arg(long)]
     contamination: Option<String>,
     /// OoD shares of the contamination pools.
-    #[arg(long, value_delimiter = ',', default_value = "0.01,0.1,0.5,1")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.01,0.1,0.5,1",
+        allow_negative_numbers = true
+    )]
     fractions: Vec<f64>,
     /// Images per contamination pool.
     #[arg(long, default_value_t = 1000)]
@@ -244,6 +251,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let mut locator = Locator::from_env();
     if let Some(d) = &cli.data_dir {
+        // A folder the user names must exist: no silent fall-back to the other places.
+        if !d.is_dir() {
+            return Err(Error::Invalid(format!(
+                "--data-dir {} is not a folder: give the folder that holds the datasets (e.g. fashion_mnist/ inside it)",
+                d.display()
+            )));
+        }
         locator = locator.with_dir(d);
     }
     let mut models_dir = ModelsDir::from_env();
@@ -251,17 +265,67 @@ fn run(cli: Cli) -> Result<()> {
         models_dir = models_dir.with_dir(d);
     }
     let backend = || resolve(cli.backend);
-    let (progress, l, m) = (!cli.quiet, &locator, &models_dir);
+    let (progress, l) = (!cli.quiet, &locator);
     match &cli.command {
         Command::Datasets { action, only } => datasets(*action, only, locator.clone()),
         Command::Models {
             action: ModelsAction::List,
-        } => models_list(m),
+        } => models_list(&models_dir),
         Command::Train(a) => train_cmd(a, &backend()?.device()?, l, progress),
-        Command::Fit(a) => fit_cmd(a, &backend()?.device()?, l, m, progress),
-        Command::Score(a) => score_cmd(a, &backend()?.device()?, l, m, progress),
-        Command::Eval(a) => eval_cmd(a, backend()?, l, m, progress),
+        Command::Fit(a) => fit_cmd(a, &backend()?.device()?, l, &models_dir, progress),
+        Command::Score(a) => score_cmd(a, &backend()?.device()?, l, &models_dir, progress),
+        Command::Eval(a) => eval_cmd(a, backend()?, l, &models_dir, progress),
         Command::Report { json, out } => report_cmd(json, out.as_deref()),
+    }
+}
+
+/// Replaces shipped model names in `--model` and `--ensemble` by their files, found in
+/// `dirs` and MD5-verified; existing paths stay as given.
+fn resolve_models(a: &mut FitArgs, dirs: &ModelsDir) -> Result<()> {
+    if let Some(model) = &a.model {
+        a.model = Some(dirs.resolve(&model.to_string_lossy())?);
+    }
+    for member in &mut a.ensemble {
+        *member = dirs.resolve(&member.to_string_lossy())?;
+    }
+    Ok(())
+}
+
+/// `bnood models list`: one block per shipped checkpoint; an error when any is missing or
+/// damaged (the lines say which).
+fn models_list(dirs: &ModelsDir) -> Result<()> {
+    let mut failures = 0;
+    for (s, status) in zoo::survey(dirs) {
+        let state = match status {
+            Availability::Verified(path) => format!("ok ({}, MD5 verified)", path.display()),
+            Availability::Unavailable(reason) => {
+                failures += 1;
+                format!("FAILED: {reason}")
+            }
+        };
+        println!(
+            "{:<22} {} `{}` preset, seed {}: {}\n{:<22} {} steps of 64 = {:.2} epochs in {:.0} min, final training loss {:.3} bits/dim; {}\n{:<22} made by: {}\n{:<22} {state}",
+            s.name,
+            s.kind.display_name(),
+            s.preset,
+            s.seed,
+            s.role,
+            "",
+            s.steps,
+            s.epochs,
+            s.train_seconds / 60.0,
+            s.final_bits_per_dim,
+            s.machine,
+            "",
+            s.command,
+            "",
+        );
+    }
+    match failures {
+        0 => Ok(()),
+        n => Err(Error::Invalid(format!(
+            "{n} shipped checkpoint(s) unavailable; see the lines marked FAILED above"
+        ))),
     }
 }
 
@@ -288,60 +352,26 @@ fn datasets(action: DatasetsAction, only: &[String], locator: Locator) -> Result
     }
 }
 
-/// `bnood models list`: one block per shipped checkpoint; an error when any is missing or
-/// damaged (the lines say which).
-fn models_list(dirs: &ModelsDir) -> Result<()> {
-    let mut failures = 0;
-    for (s, status) in zoo::survey(dirs) {
-        let state = match status {
-            Availability::Verified(path) => format!("ok ({}, MD5 verified)", path.display()),
-            Availability::Unavailable(reason) => {
-                failures += 1;
-                format!("FAILED: {reason}")
-            }
-        };
-        println!(
-            "{:<22} {} `{}` preset, seed {}: {}
-{:<22} {} steps of 64 = {:.2} epochs in {:.0} min, final training loss {:.3} bits/dim; {}
-{:<22} made by: {}
-{:<22} {state}",
-            s.name,
-            s.kind.display_name(),
-            s.preset,
-            s.seed,
-            s.role,
-            "",
-            s.steps,
-            s.epochs,
-            s.train_seconds / 60.0,
-            s.final_bits_per_dim,
-            s.machine,
-            "",
-            s.command,
-            "",
-        );
-    }
-    match failures {
-        0 => Ok(()),
-        n => Err(Error::Invalid(format!(
-            "{n} shipped checkpoint(s) unavailable; see the lines marked FAILED above"
-        ))),
-    }
-}
-
 fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) -> Result<()> {
     let config = a.model.config()?.with_seed(a.seed);
-    if a.budget.is_unlimited() {
-        return Err(Error::Invalid(
-            "give a training budget: --minutes, --epochs or --steps".into(),
-        ));
-    }
+    a.budget.validate()?;
+    // A save that was interrupted (killed between its renames) is completed or discarded
+    // first, so "exists" below means a whole checkpoint.
+    checkpoint::prepare_folder(&a.out)?;
+    checkpoint::finish_interrupted_save(&a.out)?;
     if a.out.exists() && !a.resume {
         return Err(Error::Invalid(format!(
             "{} exists: pass --resume to continue it, or choose another --out",
             a.out.display()
         )));
     }
+    if a.resume && !a.out.exists() {
+        eprintln!(
+            "warning: --resume: {} does not exist yet, so training starts from scratch",
+            a.out.display()
+        );
+    }
+    note_catalogue_name(&a.dataset);
     let data = load_named(&a.dataset, locator, None, a.seed)?;
     let (_, r) = train_model(
         &config,
@@ -371,43 +401,56 @@ fn fit_detector(
     a: &FitArgs,
     device: &Device,
     locator: &Locator,
-    models_dir: &ModelsDir,
     progress: bool,
 ) -> Result<LoadedDetector> {
-    if a.model.is_none() {
+    let Some(first) = &a.model else {
         return Err(Error::Invalid(
             "give the model: --model FILE or a shipped name such as realnvp-fmnist (or --detector-file to score with a saved detector)"
                 .into(),
         ));
+    };
+    if !a.ensemble.is_empty() && a.detector != DetectorKind::Waic {
+        return Err(Error::Invalid(format!(
+            "--ensemble is used by the WAIC detector only, not by --detector {}: drop it, or pass --detector waic",
+            a.detector.title()
+        )));
     }
-    let paths = model_paths(a, models_dir)?;
+    let paths: Vec<&PathBuf> = std::iter::once(first).chain(&a.ensemble).collect();
+    refuse_repeated_files(&paths)?;
     let models = paths
         .iter()
         .map(|p| AnyModel::load_for_scoring(p, device, a.vae_samples))
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    refuse_mixed_architectures(&paths, &models)?;
+    if a.vae_samples.is_some() && models.iter().all(|m| m.config().iw_samples().is_none()) {
+        eprintln!(
+            "warning: --vae-samples has no effect: the model is a {}, not a VAE",
+            models[0].display_name()
+        );
+    }
     let files = paths
         .iter()
         .zip(&models)
         .map(|(p, m)| ModelFile::new(p, m))
         .collect::<std::result::Result<_, _>>()?;
-    let seed = seeds::derive(a.detector_args.seed, seeds::REFERENCE_SUBSET);
-    let reference = load_named(&a.reference, locator, Some(a.reference_size), seed)?;
+    let shape = bnood::models::LikelihoodModel::image_shape(&models[0]);
+    // Built (its parameters checked) before the reference set is read.
     let mut detector = bnood::detect::build(a.detector, models, device, &a.detector_args.params())?;
+    let seed = seeds::derive(a.detector_args.seed, seeds::REFERENCE_SUBSET);
+    note_catalogue_name(&a.reference);
+    let reference = bnood::data::load_named_expecting(
+        &a.reference,
+        locator,
+        Some(a.reference_size),
+        seed,
+        Some(shape),
+    )?;
     detector.set_progress(bnood::eval::progress::BarProgress::hook(progress));
     detector.fit(&reference)?;
     Ok(LoadedDetector {
         detector,
         models: files,
     })
-}
-
-/// The files of `--model` and `--ensemble`, shipped names resolved (and verified).
-fn model_paths(a: &FitArgs, models_dir: &ModelsDir) -> Result<Vec<PathBuf>> {
-    Ok(a.model
-        .iter()
-        .chain(&a.ensemble)
-        .map(|spec| models_dir.resolve(spec))
-        .collect::<std::result::Result<_, _>>()?)
 }
 
 fn fit_cmd(
@@ -417,7 +460,11 @@ fn fit_cmd(
     models_dir: &ModelsDir,
     progress: bool,
 ) -> Result<()> {
-    let fitted = fit_detector(&a.fit, device, locator, models_dir, progress)?;
+    let mut resolved = a.clone();
+    resolve_models(&mut resolved.fit, models_dir)?;
+    let a = &resolved;
+    check_output(&a.out, &fit_inputs(&a.fit, None, None))?;
+    let fitted = fit_detector(&a.fit, device, locator, progress)?;
     bnood::detect::save_detector(fitted.detector.as_ref(), &fitted.models, &a.out)?;
     println!(
         "fitted {} on `{}`; saved {}",
@@ -435,9 +482,31 @@ fn score_cmd(
     models_dir: &ModelsDir,
     progress: bool,
 ) -> Result<()> {
-    let fitted = match &a.detector_file {
+    // Every argument is checked before any model is loaded or image scored.
+    if !(a.fpr > 0.0 && a.fpr < 1.0) {
+        return Err(Error::Invalid(format!(
+            "--fpr {} must lie strictly between 0 and 1 (e.g. 0.05)",
+            a.fpr
+        )));
+    }
+    note_catalogue_name(&a.test);
+    let mut resolved = a.clone();
+    resolve_models(&mut resolved.fit, models_dir)?;
+    let a = &resolved;
+    if let Some(out) = &a.out {
+        let inputs = fit_inputs(&a.fit, a.detector_file.as_deref(), Some(&a.test));
+        check_output(out, &inputs)?;
+    }
+    if a.detector_file.is_some() && a.fit.vae_samples.is_some() {
+        return Err(Error::Invalid(
+            "--vae-samples cannot change a saved detector (its K was fixed by `bnood fit`): drop it, or fit the detector again with it".into(),
+        ));
+    }
+    // A saved detector is loaded first (cheap); otherwise the model's sidecar gives the
+    // image shape, so the test set is read (headers first) before any fitting.
+    let saved = match &a.detector_file {
         Some(file) => {
-            let paths = model_paths(&a.fit, models_dir)?;
+            let paths: Vec<PathBuf> = a.fit.model.iter().chain(&a.fit.ensemble).cloned().collect();
             let mut loaded = bnood::detect::load_detector(
                 file,
                 (!paths.is_empty()).then_some(&paths[..]),
@@ -446,20 +515,30 @@ fn score_cmd(
             loaded
                 .detector
                 .set_progress(bnood::eval::progress::BarProgress::hook(progress));
-            loaded
+            Some(loaded)
         }
-        None => fit_detector(&a.fit, device, locator, models_dir, progress)?,
+        None => None,
+    };
+    let shape = match (&saved, &a.fit.model) {
+        (Some(loaded), _) => loaded.models.first().map(|m| m.config.image_shape()),
+        (None, Some(model)) => Some(checkpoint::read_meta(model)?.model.image_shape()),
+        (None, None) => None,
     };
     let seed = seeds::derive(a.fit.detector_args.seed, seeds::TEST_SUBSET);
-    let test = load_named(&a.test, locator, a.test_size, seed)?;
+    let (test, indices) = load_named_indexed(&a.test, locator, a.test_size, seed, shape)?;
+    let fitted = match saved {
+        Some(loaded) => loaded,
+        None => fit_detector(&a.fit, device, locator, progress)?,
+    };
+    let origins = image_origins(&a.test, &indices)?;
     let detector: &dyn Detector = fitted.detector.as_ref();
-    let scores = detector.score(&test)?;
     let threshold = detector.threshold_for_fpr(a.fpr)?;
+    let scores = detector.score(&test)?;
     let text = match a.format {
-        Format::Csv => scores.to_csv(threshold),
+        Format::Csv => scores.to_csv_traced(threshold, Some(&origins)),
         Format::Json => format!(
             "{:#}\n",
-            scores.to_json(detector.name(), test.name(), threshold)
+            scores.to_json_traced(detector.name(), test.name(), threshold, Some(&origins))
         ),
     };
     let Some(path) = &a.out else {
@@ -478,6 +557,133 @@ fn score_cmd(
         path.display()
     );
     Ok(())
+}
+
+/// Says on stderr which set is used when `name` is a catalogue name and also a file or
+/// folder in the working directory (the catalogue wins; `./name` picks the folder).
+fn note_catalogue_name(name: &str) {
+    if is_catalogue_name(name) && Path::new(name).exists() {
+        eprintln!(
+            "note: `{name}` is read as the catalogue set of that name, not as the file or folder ./{name}; pass ./{name} to use that"
+        );
+    }
+}
+
+/// For each scored image, its index in the source and, for a PNG folder, its file name.
+fn image_origins(test: &str, indices: &[usize]) -> Result<Vec<ImageOrigin>> {
+    let path = Path::new(test);
+    let names = if !is_catalogue_name(test) && path.is_dir() {
+        Some(bnood::data::user_files::png_file_names(path)?)
+    } else {
+        None
+    };
+    Ok(indices
+        .iter()
+        .map(|&index| ImageOrigin {
+            index,
+            file: names.as_ref().and_then(|n| n.get(index).cloned()),
+        })
+        .collect())
+}
+
+/// Model files named twice (directly or through another path) would make an "ensemble" of
+/// one model: WAIC's variance term would be zero and its score plain log p.
+fn refuse_repeated_files(paths: &[&PathBuf]) -> Result<()> {
+    for (i, a) in paths.iter().enumerate() {
+        for b in &paths[..i] {
+            let same = match (a.canonicalize(), b.canonicalize()) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => a == b,
+            };
+            if same {
+                return Err(Error::Invalid(format!(
+                    "{} is given twice as a model (as {} and {}): ensemble members must be independently trained models",
+                    a.display(),
+                    b.display(),
+                    a.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An ensemble mixes the likelihoods of its members: they must share the architecture
+/// (kind and sizes; only the seeds differ).
+fn refuse_mixed_architectures(paths: &[&PathBuf], models: &[AnyModel]) -> Result<()> {
+    for (p, m) in paths.iter().zip(models).skip(1) {
+        if !m.config().same_architecture(&models[0].config()) {
+            return Err(Error::Invalid(format!(
+                "{} is a {} of another architecture than {} ({}): ensemble members must be the same model trained with different seeds",
+                p.display(),
+                m.display_name(),
+                paths[0].display(),
+                models[0].display_name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The files a `fit` or `score` run reads: its models with their sidecars and optimiser
+/// state, a saved detector, and a test set given as a path.
+fn fit_inputs(a: &FitArgs, detector_file: Option<&Path>, test: Option<&str>) -> Vec<PathBuf> {
+    let mut inputs = Vec::new();
+    for m in a.model.iter().chain(&a.ensemble) {
+        inputs.push(m.clone());
+        inputs.push(checkpoint::meta_path(m));
+        inputs.push(checkpoint::optimizer_path(m));
+    }
+    inputs.extend(detector_file.map(Path::to_path_buf));
+    inputs.extend(test.map(PathBuf::from));
+    inputs.push(PathBuf::from(&a.reference));
+    inputs
+}
+
+/// Refuses an output path that is one of the inputs (or inside an input folder), and one
+/// whose folder does not exist, before any work is done.
+fn check_output(out: &Path, inputs: &[PathBuf]) -> Result<()> {
+    let canonical_out = out.canonicalize().ok();
+    let out_parent = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for input in inputs {
+        let Ok(canonical_in) = input.canonicalize() else {
+            continue;
+        };
+        let same = canonical_out.as_ref() == Some(&canonical_in);
+        let inside = canonical_in.is_dir()
+            && out_parent
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(&canonical_in));
+        if same || (inside && canonical_out.is_none() && input.is_dir() && has_png_name(out)) {
+            return Err(Error::Invalid(format!(
+                "--out {} would overwrite the input {}: choose another output file",
+                out.display(),
+                input.display()
+            )));
+        }
+    }
+    if out.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--out {} is a folder: give a file name",
+            out.display()
+        )));
+    }
+    if !out_parent.is_dir() {
+        return Err(Error::Invalid(format!(
+            "--out {}: its folder {} does not exist; create it first",
+            out.display(),
+            out_parent.display()
+        )));
+    }
+    Ok(())
+}
+
+fn has_png_name(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
 }
 
 fn eval_cmd(
