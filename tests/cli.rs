@@ -54,6 +54,24 @@ fn write_png(path: &Path, pixels: &[u8], h: u32, w: u32) {
         .expect("pixels");
 }
 
+/// A RealNVP trained for one step (`dir/m.bpk`) and an IDX file of `n` user images
+/// (`dir/mine-idx3-ubyte`), the fixture of the `score` tests.
+fn one_step_model_and_idx(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
+    let model = dir.join("m.bpk");
+    let out = bnood(&[
+        "train",
+        "--steps",
+        "1",
+        "--out",
+        model.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let idx = dir.join("mine-idx3-ubyte");
+    write_idx(&idx, &images(n, 784, 3), 28, 28);
+    (model, idx)
+}
+
 fn images(n: usize, len: usize, seed: u8) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
@@ -378,12 +396,8 @@ fn a_json_file_that_is_not_a_report_is_called_that() {
 #[test]
 fn bad_inputs_to_score_and_fit_are_refused_before_any_work() {
     let dir = scratch("bad-score");
-    let model = dir.join("m.bpk");
+    let (model, idx) = one_step_model_and_idx(&dir, 20);
     let m = model.to_str().expect("utf8");
-    let out = bnood(&["train", "--steps", "1", "--out", m, "-q"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let idx = dir.join("mine-idx3-ubyte");
-    write_idx(&idx, &images(20, 784, 3), 28, 28);
     let t = idx.to_str().expect("utf8");
     // `--detector logp --test t` unless the arguments name others.
     let score = |extra: &[&str]| {
@@ -490,12 +504,8 @@ fn bad_inputs_to_score_and_fit_are_refused_before_any_work() {
 #[test]
 fn score_rows_carry_the_index_in_the_file_and_png_file_names() {
     let dir = scratch("origins");
-    let model = dir.join("m.bpk");
+    let (model, idx) = one_step_model_and_idx(&dir, 30);
     let m = model.to_str().expect("utf8");
-    let out = bnood(&["train", "--steps", "1", "--out", m, "-q"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let idx = dir.join("mine-idx3-ubyte");
-    write_idx(&idx, &images(30, 784, 3), 28, 28);
     let t = idx.to_str().expect("utf8");
     let run = |extra: &[&str]| {
         let mut args = vec![

@@ -154,9 +154,8 @@ fn the_main_job_without_ood_sets_is_a_clear_error() {
 #[test]
 fn the_main_job_uses_the_shipped_checkpoints_without_training() {
     let runs = scratch("main-job-shipped");
-    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
     let job = MainJob {
-        checkpoints: Checkpoints::Shipped(bnood::models::zoo::ModelsDir::only(&models)),
+        checkpoints: shipped(),
         model: ModelConfig::preset(bnood::models::ModelKind::RealNvp, "cpu")
             .expect("cpu preset")
             .with_seed(0),
@@ -185,9 +184,8 @@ fn the_main_job_uses_the_shipped_checkpoints_without_training() {
 #[test]
 fn the_main_job_asks_for_train_when_its_model_was_not_shipped() {
     let runs = scratch("main-job-not-shipped");
-    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
     let job = MainJob {
-        checkpoints: Checkpoints::Shipped(bnood::models::zoo::ModelsDir::only(&models)),
+        checkpoints: shipped(),
         ..tiny_job(runs.clone())
     };
     let err =
@@ -199,4 +197,10 @@ fn the_main_job_asks_for_train_when_its_model_was_not_shipped() {
         "lists the shipped names: {text}"
     );
     let _ = std::fs::remove_dir_all(&runs);
+}
+
+/// The checkpoints shipped in the repository's `models/`, and only those.
+fn shipped() -> Checkpoints {
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    Checkpoints::Shipped(bnood::models::zoo::ModelsDir::only(models))
 }

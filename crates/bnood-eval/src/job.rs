@@ -59,28 +59,8 @@ impl ModelEntry<bnood_models::AnyModel> {
                 "model `{spec}` names no file: give FILE[,FILE…] or NAME=FILE[,FILE…]"
             )));
         };
-        // An ensemble of one file twice is log p in disguise; of other architectures, not
-        // an ensemble of one model at all.
-        for (i, file) in files.iter().enumerate() {
-            let same = |other: &String| match (
-                Path::new(file).canonicalize(),
-                Path::new(other).canonicalize(),
-            ) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => file == other,
-            };
-            if let Some(other) = files[..i].iter().find(|o| same(o)) {
-                return Err(EvalError::InvalidSetting(format!(
-                    "model `{spec}` names {file} twice (also as {other}): WAIC ensemble members must be independently trained models"
-                )));
-            }
-            if !members[i].config().same_architecture(&first.config()) {
-                return Err(EvalError::InvalidSetting(format!(
-                    "model `{spec}`: {file} has another architecture than {}: ensemble members must be the same model trained with different seeds",
-                    files[0]
-                )));
-            }
-        }
+        let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        bnood_models::AnyModel::check_ensemble(&paths, &members)?;
         if iw_samples.is_some() && members.iter().all(|m| m.config().iw_samples().is_none()) {
             eprintln!(
                 "warning: --vae-samples has no effect on model `{spec}`: it is a {}, not a VAE",

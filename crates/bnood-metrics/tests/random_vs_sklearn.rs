@@ -9,55 +9,27 @@
 
 use bnood_metrics::{aupr_in, auroc, average_precision, fpr_at_tpr};
 
-/// SplitMix64: a small, well-mixed generator for test inputs.
-struct Rng(u64);
+mod common;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+use common::{Rng, pairwise_auroc};
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// A score: from a grid of 5 values (many ties), a wide range, or an infinity.
-    fn score(&mut self, style: u64) -> f64 {
-        match style {
-            0 => self.below(5) as f64,
-            1 => (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 200.0 - 100.0,
-            _ => match self.below(10) {
-                0 => f64::INFINITY,
-                1 => f64::NEG_INFINITY,
-                _ => self.below(3) as f64,
-            },
-        }
-    }
-
-    fn scores(&mut self, style: u64) -> Vec<f64> {
-        let n = 1 + self.below(40) as usize;
-        (0..n).map(|_| self.score(style)).collect()
+/// A score: from a grid of 5 values (many ties), a wide range, or an infinity.
+fn score(rng: &mut Rng, style: u64) -> f64 {
+    match style {
+        0 => rng.below(5) as f64,
+        1 => (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 200.0 - 100.0,
+        _ => match rng.below(10) {
+            0 => f64::INFINITY,
+            1 => f64::NEG_INFINITY,
+            _ => rng.below(3) as f64,
+        },
     }
 }
 
-fn auroc_naive(inn: &[f64], ood: &[f64]) -> f64 {
-    let mut wins = 0.0;
-    for &o in ood {
-        for &i in inn {
-            wins += if o > i {
-                1.0
-            } else if o == i {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    wins / (inn.len() * ood.len()) as f64
+/// 1 to 40 scores of one style.
+fn scores(rng: &mut Rng, style: u64) -> Vec<f64> {
+    let n = 1 + rng.below(40) as usize;
+    (0..n).map(|_| score(rng, style)).collect()
 }
 
 /// Distinct thresholds, decreasing, with the positives and negatives scoring at least each.
@@ -105,11 +77,14 @@ fn metrics_equal_the_sklearn_formulas_on_random_scores() {
     let mut rng = Rng(12);
     for case in 0..3000 {
         let style = rng.below(3);
-        let (inn, ood) = (rng.scores(style), rng.scores(style));
+        let (inn, ood) = (scores(&mut rng, style), scores(&mut rng, style));
         let what = format!("case {case}: in {inn:?}, ood {ood:?}");
         let negated = |v: &[f64]| v.iter().map(|s| -s).collect::<Vec<_>>();
         assert!(
-            close(auroc(&inn, &ood).expect("auroc"), auroc_naive(&inn, &ood)),
+            close(
+                auroc(&inn, &ood).expect("auroc"),
+                pairwise_auroc(&inn, &ood)
+            ),
             "{what}"
         );
         assert!(
@@ -142,8 +117,8 @@ fn metrics_equal_the_sklearn_formulas_on_random_scores() {
 fn metrics_refuse_nan_and_empty_sets_on_random_inputs_without_panicking() {
     let mut rng = Rng(13);
     for _ in 0..500 {
-        let mut inn = rng.scores(1);
-        let ood = rng.scores(1);
+        let mut inn = scores(&mut rng, 1);
+        let ood = scores(&mut rng, 1);
         let at = rng.below(inn.len() as u64) as usize;
         inn[at] = f64::NAN;
         assert!(auroc(&inn, &ood).is_err());

@@ -290,6 +290,39 @@ impl AnyModel {
         }
     }
 
+    /// Checks that `members`, loaded from `files` (same order), form an ensemble: no file
+    /// twice (an ensemble of one model is log p in disguise) and one architecture (only the
+    /// seeds may differ).
+    ///
+    /// # Errors
+    /// [`ModelError::Ensemble`] naming the repeated file or the odd member.
+    pub fn check_ensemble(files: &[&Path], members: &[AnyModel]) -> Result<(), ModelError> {
+        let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => a == b,
+        };
+        for (i, (file, member)) in files.iter().zip(members).enumerate() {
+            if let Some(other) = files[..i].iter().find(|o| same_file(file, o)) {
+                return Err(ModelError::Ensemble(format!(
+                    "{} is given twice as a model (as {} and {}): ensemble members must be independently trained models",
+                    file.display(),
+                    other.display(),
+                    file.display()
+                )));
+            }
+            if !member.config().same_architecture(&members[0].config()) {
+                return Err(ModelError::Ensemble(format!(
+                    "{} is a {} of another architecture than {} ({}): ensemble members must be the same model trained with different seeds",
+                    file.display(),
+                    member.display_name(),
+                    files[0].display(),
+                    members[0].display_name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The same trained model with `k` importance samples when scoring, for kinds scored
     /// by an importance-weighted bound (VAE); other kinds are returned unchanged.
     ///

@@ -70,6 +70,9 @@ pub enum ModelError {
     /// Training diverged or was given unusable data.
     #[error("training failed: {0}")]
     Training(String),
+    /// Models given as an ensemble do not form one (a file twice, mixed architectures).
+    #[error("{0}")]
+    Ensemble(String),
     /// A shipped checkpoint (see [`zoo`]) is unknown, missing or damaged.
     #[error("model `{name}`: {reason}")]
     Shipped {

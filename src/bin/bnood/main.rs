@@ -312,7 +312,7 @@ fn models_list(dirs: &ModelsDir) -> Result<()> {
             s.role,
             "",
             s.steps,
-            s.epochs,
+            s.epochs(),
             s.train_seconds / 60.0,
             s.final_bits_per_dim,
             s.machine,
@@ -415,13 +415,15 @@ fn fit_detector(
             a.detector.title()
         )));
     }
-    let paths: Vec<&PathBuf> = std::iter::once(first).chain(&a.ensemble).collect();
-    refuse_repeated_files(&paths)?;
+    let paths: Vec<&Path> = std::iter::once(first)
+        .chain(&a.ensemble)
+        .map(PathBuf::as_path)
+        .collect();
     let models = paths
         .iter()
         .map(|p| AnyModel::load_for_scoring(p, device, a.vae_samples))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    refuse_mixed_architectures(&paths, &models)?;
+    AnyModel::check_ensemble(&paths, &models)?;
     if a.vae_samples.is_some() && models.iter().all(|m| m.config().iw_samples().is_none()) {
         eprintln!(
             "warning: --vae-samples has no effect: the model is a {}, not a VAE",
@@ -584,45 +586,6 @@ fn image_origins(test: &str, indices: &[usize]) -> Result<Vec<ImageOrigin>> {
             file: names.as_ref().and_then(|n| n.get(index).cloned()),
         })
         .collect())
-}
-
-/// Model files named twice (directly or through another path) would make an "ensemble" of
-/// one model: WAIC's variance term would be zero and its score plain log p.
-fn refuse_repeated_files(paths: &[&PathBuf]) -> Result<()> {
-    for (i, a) in paths.iter().enumerate() {
-        for b in &paths[..i] {
-            let same = match (a.canonicalize(), b.canonicalize()) {
-                (Ok(x), Ok(y)) => x == y,
-                _ => a == b,
-            };
-            if same {
-                return Err(Error::Invalid(format!(
-                    "{} is given twice as a model (as {} and {}): ensemble members must be independently trained models",
-                    a.display(),
-                    b.display(),
-                    a.display()
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// An ensemble mixes the likelihoods of its members: they must share the architecture
-/// (kind and sizes; only the seeds differ).
-fn refuse_mixed_architectures(paths: &[&PathBuf], models: &[AnyModel]) -> Result<()> {
-    for (p, m) in paths.iter().zip(models).skip(1) {
-        if !m.config().same_architecture(&models[0].config()) {
-            return Err(Error::Invalid(format!(
-                "{} is a {} of another architecture than {} ({}): ensemble members must be the same model trained with different seeds",
-                p.display(),
-                m.display_name(),
-                paths[0].display(),
-                models[0].display_name()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// The files a `fit` or `score` run reads: its models with their sidecars and optimiser
