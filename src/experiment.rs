@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-pub use bnood_eval::experiment::{Checkpoints, MainJob, main_job, train_model, train_or_reuse};
+pub use bnood_eval::experiment::{
+    Checkpoints, MainJob, main_job, train_fresh, train_model, train_or_reuse,
+};
 use bnood_models::ModelError;
 
 /// Errors of the command-line tools and examples, each saying what to do.

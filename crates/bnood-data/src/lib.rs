@@ -18,7 +18,8 @@
 //! - [`named`]: sets by the names of the command line and the paper's tables (`kmnist`,
 //!   `rotation`, …) or by path; [`seeds`]: every derived random stream, named.
 //! - [`idx`]: a strict IDX reader (raw or gzip); [`cifar`] and [`svhn`] readers.
-//! - [`transform`]: the paper's random rotation by (90°, 270°), uniform dequantisation,
+//! - [`transform`]: the paper's random rotation by (90°, 270°), Ren et al.'s pixel mutation
+//!   for background models, uniform dequantisation,
 //!   the logit transform (α = 0.05) with its log-determinant, nats ↔ bits/dim.
 //!
 //! Every error is a [`DataError`] that names the file and says what to do; nothing here
@@ -55,4 +56,6 @@ pub use locate::{DATA_DIR_ENV, Locator, Survey, survey};
 pub use named::{
     NAMED_SETS, is_catalogue_name, load_named, load_named_expecting, load_named_indexed,
 };
-pub use transform::{Dequantizer, LogitTransform, bits_per_dim, rotate_randomly};
+pub use transform::{
+    Dequantizer, LogitTransform, bits_per_dim, check_mutation_rate, mutate_pixels, rotate_randomly,
+};

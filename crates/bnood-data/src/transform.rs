@@ -82,6 +82,48 @@ pub fn rotate_image(image: &[u8], [c, h, w]: [usize; 3], degrees: f64) -> Vec<u8
     out
 }
 
+/// Ren et al.'s (NeurIPS 2019) input perturbation for training a *background* model of a
+/// likelihood-ratio detector: every pixel of `set` is, independently with probability
+/// `rate`, replaced by a value drawn uniformly from `0..=255` (ChaCha8, `seed`). The other
+/// pixels are kept. Labels are kept; the name gets a `+mutated(rate)` suffix.
+///
+/// # Errors
+/// [`DataError::InvalidArgument`] unless `0 ≤ rate ≤ 1` (Ren et al. use 0.1–0.3).
+pub fn mutate_pixels(set: &ImageSet, rate: f64, seed: u64) -> Result<ImageSet> {
+    check_mutation_rate(rate)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let pixels: Vec<u8> = set
+        .pixels()
+        .iter()
+        .map(|&p| {
+            if rng.random::<f64>() < rate {
+                rng.random::<u8>()
+            } else {
+                p
+            }
+        })
+        .collect();
+    ImageSet::new(
+        format!("{}+mutated({rate})", set.name()),
+        pixels,
+        set.shape(),
+        set.labels().map(<[u32]>::to_vec),
+    )
+}
+
+/// Checks a mutation rate of [`mutate_pixels`]: finite, in `[0, 1]`.
+///
+/// # Errors
+/// [`DataError::InvalidArgument`] naming the valid range.
+pub fn check_mutation_rate(rate: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(DataError::InvalidArgument(format!(
+            "mutation rate {rate} must lie in [0, 1]: it is the probability that a pixel is replaced by a random value (Ren et al. use 0.1 to 0.3)"
+        )));
+    }
+    Ok(())
+}
+
 /// Uniform dequantisation: adds independent noise `u ~ U[0, 1)` to every pixel of a batch
 /// on the 0–255 scale, giving continuous values in `[0, 256)`. The noise stream is ChaCha8
 /// seeded once, so a sequence of calls is reproducible; noise is drawn on the host and

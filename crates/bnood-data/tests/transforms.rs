@@ -119,3 +119,55 @@ fn bits_per_dim_converts_nats_on_the_pixel_scale() {
         .expect("f32");
     assert!((bpd[0] - 8.0).abs() < 1e-5);
 }
+
+#[test]
+fn mutation_replaces_about_rate_of_the_pixels_with_uniform_values_and_is_seeded() {
+    use bnood_data::mutate_pixels;
+    let n = 200;
+    let set = ImageSet::new("grey", vec![7u8; n * 28 * 28], [n, 1, 28, 28], None).expect("set");
+    let mutated = mutate_pixels(&set, 0.2, 11).expect("valid rate");
+    assert_eq!(mutated.shape(), set.shape());
+    assert!(mutated.name().contains("mutated(0.2)"));
+    // A replaced pixel equals 7 with probability 1/256, so the changed share is 0.2·255/256.
+    let total = (n * 28 * 28) as f64;
+    let changed = mutated.pixels().iter().filter(|&&p| p != 7).count() as f64 / total;
+    let expected = 0.2 * 255.0 / 256.0;
+    let sd = (expected * (1.0 - expected) / total).sqrt();
+    assert!(
+        (changed - expected).abs() < 5.0 * sd,
+        "changed {changed}, expected {expected}"
+    );
+    // The replacements are uniform on 0..=255: their mean is about 127.5.
+    let replaced: Vec<f64> = mutated
+        .pixels()
+        .iter()
+        .filter(|&&p| p != 7)
+        .map(|&p| f64::from(p))
+        .collect();
+    let mean = replaced.iter().sum::<f64>() / replaced.len() as f64;
+    assert!((mean - 127.5).abs() < 2.0, "mean of replaced pixels {mean}");
+    assert_eq!(
+        mutate_pixels(&set, 0.2, 11).expect("valid").pixels(),
+        mutated.pixels()
+    );
+    assert_ne!(
+        mutate_pixels(&set, 0.2, 12).expect("valid").pixels(),
+        mutated.pixels()
+    );
+    assert_eq!(
+        mutate_pixels(&set, 0.0, 11).expect("valid").pixels(),
+        set.pixels()
+    );
+}
+
+#[test]
+fn mutation_rate_outside_zero_one_or_nan_is_an_error() {
+    use bnood_data::mutate_pixels;
+    let set = ImageSet::new("grey", vec![7u8; 16], [1, 1, 4, 4], None).expect("set");
+    for rate in [-0.1, 1.5, f64::NAN, f64::INFINITY] {
+        let err = mutate_pixels(&set, rate, 0)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("[0, 1]"), "{err}");
+    }
+}

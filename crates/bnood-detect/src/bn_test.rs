@@ -23,6 +23,15 @@ use crate::{DetectError, Detector, ProgressHook, Result, Scores};
 const TAG_SPLIT: u64 = 1;
 const TAG_HELD_OUT: u64 = 2;
 const TAG_TEST: u64 = 3;
+/// Per-input mode: every image's reference rows come from a stream of its own pixels.
+const TAG_PER_INPUT: u64 = 4;
+
+/// FNV-1a hash of an image's pixels: keys the per-input mode's stream to the image itself.
+fn pixel_hash(pixels: &[u8]) -> u64 {
+    pixels.iter().fold(0xcbf2_9ce4_8422_2325, |h, &p| {
+        (h ^ u64::from(p)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 /// Checked [`BnTestParams`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +42,14 @@ pub struct BnTestValidParams {
     draws: usize,
     seed: u64,
     held_out_fraction: f64,
+    /// Absent in files written before it existed: they were calibrated with one draw.
+    #[serde(default = "one")]
+    calibration_draws: usize,
     scoring: ValidScoringParams,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl BnTestValidParams {
@@ -65,6 +81,19 @@ impl BnTestValidParams {
     /// Fraction of the reference set held out to calibrate Δ.
     pub fn held_out_fraction(&self) -> f64 {
         self.held_out_fraction
+    }
+
+    /// How many independent batch compositions of the held-out images calibrate Δ.
+    pub fn calibration_draws(&self) -> usize {
+        self.calibration_draws
+    }
+
+    /// Whether a test image's score depends on that image and the reference set only: one
+    /// ratio is `0` (running statistics) and the other puts exactly one test image in each
+    /// mixed batch (`round(r·b) = 1`), so no two test images share a batch.
+    pub fn is_per_input(&self) -> bool {
+        let rows = [self.test_rows(self.r1), self.test_rows(self.r2)];
+        rows.contains(&0) && rows.contains(&1)
     }
 
     /// Scoring parameters (dequantisation; batch size for `r = 0`).
@@ -114,15 +143,57 @@ impl Default for BnTestParams {
             draws: 1,
             seed: 0,
             held_out_fraction: 0.5,
+            calibration_draws: DEFAULT_CALIBRATION_DRAWS,
             scoring: ValidScoringParams::default(),
         })
     }
 }
 
+/// Default [`BnTestParams::calibration_draws`]: see `docs/results.md`, "Calibration".
+pub const DEFAULT_CALIBRATION_DRAWS: usize = 10;
+
 impl BnTestParams {
     /// The paper's defaults (see the type).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The **per-input** mode: `r1 = 0` (running statistics) and `r2 = 1/b`, one test image
+    /// per mixed batch of `b = 64` with `b − 1` reference images, so an image's score depends
+    /// on that image and the reference set only, never on the other images scored with it.
+    /// Its reference rows are drawn from a stream keyed by the seed and the image's pixels,
+    /// so the same image gets the same score in any test set. Change `b` with
+    /// [`per_input_batch_size`](Self::per_input_batch_size).
+    pub fn per_input() -> Self {
+        Self::new().per_input_batch_size(64)
+    }
+
+    /// Turns these parameters into the per-input mode ([`per_input`](Self::per_input)) with
+    /// batch size `b`: `r1 = 0`, `r2 = 1/b`, and one calibration draw (the held-out
+    /// images' Δs are already independent of each other in this mode; set more with
+    /// [`calibration_draws`](Self::calibration_draws) afterwards).
+    pub fn per_input_batch_size(mut self, b: usize) -> Self {
+        self.0.batch_size = b;
+        self.0.r1 = 0.0;
+        self.0.r2 = 1.0 / b.max(1) as f64;
+        self.0.calibration_draws = 1;
+        self
+    }
+
+    /// Whether these parameters select the per-input mode (see
+    /// [`BnTestValidParams::is_per_input`]).
+    pub fn is_per_input(&self) -> bool {
+        self.0.is_per_input()
+    }
+
+    /// Independent batch compositions of the held-out images used to calibrate Δ (at least
+    /// 1; default [`DEFAULT_CALIBRATION_DRAWS`]). In the pool mode every image of a mixed
+    /// batch shares the batch's statistics, so Δs carry a per-batch effect; calibrating
+    /// against many compositions makes the p-value of a new pool's image valid on average
+    /// over pools. In the per-input mode each draw adds `n_ref` independent reference Δs.
+    pub fn calibration_draws(mut self, draws: usize) -> Self {
+        self.0.calibration_draws = draws;
+        self
     }
 
     /// Batch size `b` (at least 2).
@@ -193,6 +264,12 @@ impl ParamGuard for BnTestParams {
                 "draws = 0: the Monte Carlo estimate of S_{b,r} needs at least 1 draw".into(),
             );
         }
+        if p.calibration_draws == 0 || p.calibration_draws > 1000 {
+            return bad(format!(
+                "calibration_draws = {} must lie in 1..=1000: it is how many batch compositions of the held-out images calibrate Δ (10 is the default)",
+                p.calibration_draws
+            ));
+        }
         if !(p.held_out_fraction > 0.0 && p.held_out_fraction < 1.0) {
             return bad(format!(
                 "held_out_fraction = {} must lie strictly between 0 and 1: part of the reference set is mixed into batches, the rest calibrates Δ (0.5 is a good default)",
@@ -256,7 +333,8 @@ impl From<BnTestScores> for Scores {
 pub(crate) struct Fitted {
     /// Reference images mixed into batches (`None` when no ratio needs them).
     pub(crate) mixing: Option<ImageSet>,
-    /// Δ of the held-out reference images, in held-out order.
+    /// Δ of the held-out reference images, in held-out order, once per calibration draw
+    /// (draw 0's first).
     pub(crate) deltas: Vec<f64>,
     /// The same, for ranks and p-values.
     pub(crate) reference: ReferenceScores,
@@ -283,7 +361,11 @@ pub(crate) struct Fitted {
 ///
 /// **Calibration (eq. 8).** [`fit`](Detector::fit) shuffles the reference set (seeded)
 /// and holds out `round(held_out_fraction · N)` images; the rest is the mixing part. The
-/// held-out images are scored exactly like a test pool, giving `n_ref` reference Δ values.
+/// held-out images are scored exactly like a test pool, `calibration_draws` times with
+/// independent batch compositions, giving `n_ref = n_held_out × calibration_draws`
+/// reference Δ values. (Images sharing a mixed batch share its statistics, so one
+/// composition holds only a handful of batch effects and its Δs undercover new pools:
+/// with one draw, in-distribution pools were flagged at 9–14 % for a 5 % target.)
 /// A test image's rank is `T(x) = #{i : Δ(xᵢ) ≤ Δ(x)}` and its p-value
 /// `(1 + #{i : Δ(xᵢ) ≥ Δ(x)}) / (1 + n_ref)`. If neither ratio needs reference rows
 /// (`r ∈ {0, 1}`), nothing is mixed and the whole reference set is held out.
@@ -309,10 +391,14 @@ impl<M: LikelihoodModel> BnTest<M> {
     /// [`DetectError::InvalidParameter`] naming the first invalid parameter.
     pub fn new(model: M, device: &Device, params: BnTestParams) -> Result<Self> {
         let params = params.check()?;
-        let name = format!(
-            "BN test (b = {}, r1 = {}, r2 = {})",
-            params.batch_size, params.r1, params.r2
-        );
+        let name = if params.is_per_input() {
+            format!("BN test per-input (b = {})", params.batch_size)
+        } else {
+            format!(
+                "BN test (b = {}, r1 = {}, r2 = {})",
+                params.batch_size, params.r1, params.r2
+            )
+        };
         Ok(Self {
             model,
             device: device.clone(),
@@ -333,7 +419,8 @@ impl<M: LikelihoodModel> BnTest<M> {
         &self.params
     }
 
-    /// Δ of the held-out reference images (in the order of the seeded split), once fitted.
+    /// Δ of the held-out reference images (in the order of the seeded split), once per
+    /// calibration draw (`n_held_out × calibration_draws` values, draw 0's first), once fitted.
     pub fn reference_deltas(&self) -> Option<&[f64]> {
         self.fitted.as_ref().map(|f| f.deltas.as_slice())
     }
@@ -367,7 +454,7 @@ impl<M: LikelihoodModel> BnTest<M> {
                 ))
             })?),
         };
-        self.statistic_at(pool, mixing, &ratio, TAG_TEST)
+        self.statistic_at(pool, mixing, &ratio, TAG_TEST, 0)
     }
 
     /// Scores the test pool `test` with every intermediate quantity of the test.
@@ -381,7 +468,7 @@ impl<M: LikelihoodModel> BnTest<M> {
         for ratio in self.params.ratios() {
             self.check_pool(test, &ratio)?;
         }
-        let (s_r1, s_r2) = self.statistics(test, fitted.mixing.as_ref(), TAG_TEST)?;
+        let (s_r1, s_r2) = self.statistics(test, fitted.mixing.as_ref(), TAG_TEST, 0)?;
         let delta: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
         let n_ref = fitted.reference.len() as f64;
         let (rank, p_values) = delta
@@ -412,28 +499,32 @@ impl<M: LikelihoodModel> BnTest<M> {
         Ok(())
     }
 
-    /// `(S_{b,r1}, S_{b,r2})` of every image of `pool`.
+    /// `(S_{b,r1}, S_{b,r2})` of every image of `pool`; `pass` numbers the calibration
+    /// draws (0 for test pools).
     fn statistics(
         &self,
         pool: &ImageSet,
         mixing: Option<&ImageSet>,
         tag: u64,
+        pass: u64,
     ) -> Result<(Vec<f64>, Vec<f64>)> {
         let [r1, r2] = self.params.ratios();
         Ok((
-            self.statistic_at(pool, mixing, &r1, tag)?,
-            self.statistic_at(pool, mixing, &r2, tag)?,
+            self.statistic_at(pool, mixing, &r1, tag, pass)?,
+            self.statistic_at(pool, mixing, &r2, tag, pass)?,
         ))
     }
 
-    /// `S_{b,r}` (eq. 6) of every image of `pool`; the pool's `tag`, the ratio and the draw
-    /// select the random stream.
+    /// `S_{b,r}` (eq. 6) of every image of `pool`; the pool's `tag`, the ratio, the draw and
+    /// the calibration `pass` select the random stream (in the per-input mode: the ratio,
+    /// the draw, the pass and the image's pixels).
     fn statistic_at(
         &self,
         pool: &ImageSet,
         mixing: Option<&ImageSet>,
         ratio: &Ratio,
         tag: u64,
+        pass: u64,
     ) -> Result<Vec<f64>> {
         if ratio.test == 0 {
             return running_log_likelihoods(
@@ -453,10 +544,20 @@ impl<M: LikelihoodModel> BnTest<M> {
             &format!("BN test r={:.2} on {}", ratio.r, pool.name()),
             (self.params.draws * n.div_ceil(m)) as u64,
         );
+        let per_input = m == 1 && self.params.is_per_input();
         for draw in 0..self.params.draws {
-            let mut rng = stream(self.params.seed, &[tag, ratio.r.to_bits(), draw as u64]);
+            let mut rng = if pass == 0 {
+                stream(self.params.seed, &[tag, ratio.r.to_bits(), draw as u64])
+            } else {
+                stream(
+                    self.params.seed,
+                    &[tag, ratio.r.to_bits(), draw as u64, pass],
+                )
+            };
             let mut order: Vec<usize> = (0..n).collect();
-            order.shuffle(&mut rng);
+            if !per_input {
+                order.shuffle(&mut rng);
+            }
             for start in (0..n).step_by(m) {
                 let scored = (n - start).min(m);
                 let mut rows = order[start..start + scored].to_vec();
@@ -469,7 +570,19 @@ impl<M: LikelihoodModel> BnTest<M> {
                 let reference_rows = match (ratio.reference, mixing) {
                     (0, _) => None,
                     (k, Some(mixing)) => {
-                        let picked = sample(&mut rng, mixing.len(), k).into_vec();
+                        let picked = if per_input {
+                            let pixels = pool.image(rows[0]).unwrap_or_default();
+                            let key = [
+                                TAG_PER_INPUT,
+                                ratio.r.to_bits(),
+                                draw as u64,
+                                pass,
+                                pixel_hash(pixels),
+                            ];
+                            sample(&mut stream(self.params.seed, &key), mixing.len(), k).into_vec()
+                        } else {
+                            sample(&mut rng, mixing.len(), k).into_vec()
+                        };
                         Some(images_tensor(
                             mixing,
                             &picked,
@@ -553,8 +666,11 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
                 )));
             }
         }
-        let (s_r1, s_r2) = self.statistics(&held_out, mixing.as_ref(), TAG_HELD_OUT)?;
-        let deltas: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
+        let mut deltas = Vec::with_capacity(held_out.len() * self.params.calibration_draws);
+        for pass in 0..self.params.calibration_draws as u64 {
+            let (s_r1, s_r2) = self.statistics(&held_out, mixing.as_ref(), TAG_HELD_OUT, pass)?;
+            deltas.extend(s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()));
+        }
         self.fitted = Some(Fitted {
             mixing,
             reference: ReferenceScores::new(&deltas),
@@ -578,6 +694,10 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
 
     fn kind(&self) -> DetectorKind {
         DetectorKind::BnTest
+    }
+
+    fn is_per_input(&self) -> bool {
+        self.params.is_per_input()
     }
 
     fn params(&self) -> DetectorParams {

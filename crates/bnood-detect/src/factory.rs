@@ -14,11 +14,15 @@ use serde::{Deserialize, Serialize};
 
 use bnood_models::LikelihoodModel;
 
-use crate::params::{ScoringParams, ValidScoringParams};
-use crate::{BnTest, BnTestParams, DetectError, Detector, LogLikelihood, Result, TPerm, Waic};
+use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
+use crate::{
+    BnTest, BnTestParams, DetectError, Detector, InputComplexity, LikelihoodRatio, LogLikelihood,
+    Result, TPerm, Typicality, Waic,
+};
 
-/// The detectors of the paper's Table 2. Serialised and parsed by [`id`](Self::id)
-/// (`logp`, `tperm`, `waic`, `bn`); the table titles are accepted too.
+/// Every detector of bnood: the four of the paper's Table 2 and three per-input detectors
+/// from the literature. Serialised and parsed by [`id`](Self::id) (`logp`, `tperm`, `waic`,
+/// `bn`, `input-complexity`, `likelihood-ratio`, `typicality`); the titles are accepted too.
 #[derive(
     Debug,
     Clone,
@@ -49,42 +53,83 @@ pub enum DetectorKind {
     #[serde(rename = "bn", alias = "BN test")]
     #[value(name = "bn")]
     BnTest,
+    /// Serrà et al.'s input complexity, `−log₂ p(x) − L(x)` (`InputComplexity`).
+    #[serde(rename = "input-complexity", alias = "input complexity")]
+    #[value(name = "input-complexity")]
+    InputComplexity,
+    /// Ren et al.'s likelihood ratio against a background model (`LikelihoodRatio`).
+    #[serde(rename = "likelihood-ratio", alias = "likelihood ratio")]
+    #[value(name = "likelihood-ratio")]
+    LikelihoodRatio,
+    /// Nalisnick et al.'s typicality test, per input (`Typicality`).
+    #[serde(rename = "typicality")]
+    #[value(name = "typicality")]
+    Typicality,
 }
 
 impl DetectorKind {
-    /// All four, in the paper's column order.
-    pub const ALL: [DetectorKind; 4] = [
+    /// All of them: the paper's Table 2 in its column order, then the per-input detectors.
+    pub const ALL: [DetectorKind; 7] = [
+        DetectorKind::LogLikelihood,
+        DetectorKind::TPerm,
+        DetectorKind::Waic,
+        DetectorKind::BnTest,
+        DetectorKind::InputComplexity,
+        DetectorKind::LikelihoodRatio,
+        DetectorKind::Typicality,
+    ];
+
+    /// The paper's Table 2 detectors, in its column order.
+    pub const PAPER: [DetectorKind; 4] = [
         DetectorKind::LogLikelihood,
         DetectorKind::TPerm,
         DetectorKind::Waic,
         DetectorKind::BnTest,
     ];
 
-    /// The short name used on the command line and in files: `logp`, `tperm`, `waic`, `bn`.
+    /// The short name used on the command line and in files: `logp`, `tperm`, `waic`, `bn`,
+    /// `input-complexity`, `likelihood-ratio`, `typicality`.
     pub fn id(self) -> &'static str {
         match self {
             DetectorKind::LogLikelihood => "logp",
             DetectorKind::TPerm => "tperm",
             DetectorKind::Waic => "waic",
             DetectorKind::BnTest => "bn",
+            DetectorKind::InputComplexity => "input-complexity",
+            DetectorKind::LikelihoodRatio => "likelihood-ratio",
+            DetectorKind::Typicality => "typicality",
         }
     }
 
-    /// The column title of the paper's Table 2.
+    /// The column title in tables (the paper's Table 2 for its four).
     pub fn title(self) -> &'static str {
         match self {
             DetectorKind::LogLikelihood => "log p(x)",
             DetectorKind::TPerm => "T_perm",
             DetectorKind::Waic => "WAIC",
             DetectorKind::BnTest => "BN test",
+            DetectorKind::InputComplexity => "input complexity",
+            DetectorKind::LikelihoodRatio => "likelihood ratio",
+            DetectorKind::Typicality => "typicality",
         }
     }
 
-    /// Models the detector needs: WAIC an ensemble of at least two, the others one.
+    /// Models the detector needs: WAIC an ensemble of at least two, the likelihood ratio a
+    /// model and its background model, the others one.
     pub fn min_models(self) -> usize {
         match self {
-            DetectorKind::Waic => 2,
+            DetectorKind::Waic | DetectorKind::LikelihoodRatio => 2,
             _ => 1,
+        }
+    }
+
+    /// Whether an image's score depends on that image and the reference set only (not on
+    /// the other images scored with it). Only the BN test's pool mode is not per-input;
+    /// `params` says which mode a BN test runs in.
+    pub fn is_per_input(self, params: &DetectorParams) -> bool {
+        match self {
+            DetectorKind::BnTest => params.bn.is_per_input(),
+            _ => true,
         }
     }
 
@@ -141,20 +186,40 @@ impl DetectorParams {
     }
 }
 
+/// How the BN test composes its mixed batches (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BnMode {
+    /// The paper's test on a *pool*: `--r1`/`--r2` shares of the scored images per batch,
+    /// so an image's score depends on the other images scored with it.
+    #[default]
+    Pool,
+    /// One scored image per batch of `--batch-size` with reference images, against running
+    /// statistics (`r1 = 0`, `r2 = 1/b`): an image's score depends on it and the reference
+    /// set only (`BnTestParams::per_input`).
+    PerInput,
+}
+
 /// [`DetectorParams`] as command-line flags (a clap `Args` group, flattened into every
-/// front end that builds detectors): `--batch-size`, `--r1`, `--r2`, `--draws`, `--seed`.
+/// front end that builds detectors): `--mode`, `--batch-size`, `--r1`, `--r2`, `--draws`,
+/// `--calibration-draws`, `--held-out-fraction`, `--seed`.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct DetectorArgs {
+    /// BN test mode: `pool` (the paper's, ratios --r1/--r2) or `per-input` (one scored image per batch).
+    #[arg(long, value_enum, default_value_t = BnMode::Pool)]
+    pub mode: BnMode,
     /// Images per mixed batch b of the BN test.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// BN test ratio r1 (share of test images in a batch; 0 = running statistics).
+    /// BN test ratio r1 (share of test images in a batch; 0 = running statistics) [default: 0.1]. Not with --mode per-input.
     // Negative-looking values are taken as values (and refused as out of range), not flags.
-    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
-    pub r1: f64,
-    /// BN test ratio r2.
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    pub r2: f64,
+    #[arg(long, allow_negative_numbers = true)]
+    pub r1: Option<f64>,
+    /// BN test ratio r2 [default: 0.9]. Not with --mode per-input.
+    #[arg(long, allow_negative_numbers = true)]
+    pub r2: Option<f64>,
+    /// Batch compositions of the held-out images that calibrate the BN test's p-values [default: 10 in pool mode, 1 per-input].
+    #[arg(long)]
+    pub calibration_draws: Option<usize>,
     /// Share of the BN test's reference images held out to calibrate Δ (the rest is mixed into batches).
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub held_out_fraction: f64,
@@ -168,21 +233,43 @@ pub struct DetectorArgs {
 
 impl DetectorArgs {
     /// The parameters these flags give (default scoring parameters).
-    pub fn params(&self) -> DetectorParams {
-        DetectorParams {
-            bn: BnTestParams::new()
-                .batch_size(self.batch_size)
-                .ratios(self.r1, self.r2)
+    ///
+    /// # Errors
+    /// [`DetectError::InvalidParameter`] for `--r1`/`--r2` with `--mode per-input`, which
+    /// sets both ratios itself.
+    pub fn params(&self) -> Result<DetectorParams> {
+        let defaults = BnTestParams::new().check()?;
+        let bn = match self.mode {
+            BnMode::Pool => BnTestParams::new().batch_size(self.batch_size).ratios(
+                self.r1.unwrap_or(defaults.r1()),
+                self.r2.unwrap_or(defaults.r2()),
+            ),
+            BnMode::PerInput => {
+                if self.r1.is_some() || self.r2.is_some() {
+                    return Err(DetectError::InvalidParameter(
+                        "--mode per-input sets r1 = 0 and r2 = 1/b itself: drop --r1/--r2 (choose b with --batch-size)".into(),
+                    ));
+                }
+                BnTestParams::new().per_input_batch_size(self.batch_size)
+            }
+        };
+        let bn = match self.calibration_draws {
+            Some(k) => bn.calibration_draws(k),
+            None => bn,
+        };
+        Ok(DetectorParams {
+            bn: bn
                 .held_out_fraction(self.held_out_fraction)
                 .draws(self.draws)
                 .seed(self.seed),
             ..DetectorParams::default()
-        }
+        })
     }
 }
 
 /// Builds the detector `kind` over `models` (living on `device`) with `params`: the first
-/// model is scored by every detector; [`Waic`] takes all of them as its ensemble.
+/// model is scored by every detector; [`Waic`] takes all of them as its ensemble and
+/// [`LikelihoodRatio`] the second as its background model.
 ///
 /// # Errors
 /// [`DetectError::EmptySet`] when fewer models are given than the kind needs
@@ -197,6 +284,10 @@ pub fn build<M: LikelihoodModel + Clone + 'static>(
         return Err(DetectError::EmptySet(match kind {
             DetectorKind::Waic => format!(
                 "WAIC needs independently trained models of the same data, at least 2, but got {}: add ensemble members",
+                models.len()
+            ),
+            DetectorKind::LikelihoodRatio => format!(
+                "the likelihood ratio needs the model and a background model (trained with `bnood train --background-mutation 0.2`), but got {} model(s): pass the background model",
                 models.len()
             ),
             _ => format!("the {} detector needs a model, but got none", kind.title()),
@@ -214,5 +305,19 @@ pub fn build<M: LikelihoodModel + Clone + 'static>(
             Box::new(BnTest::new(models[0].clone(), device, params.bn.clone())?)
         }
         DetectorKind::Waic => Box::new(Waic::with_params(models, device, scoring)?),
+        DetectorKind::InputComplexity => Box::new(InputComplexity::with_params(
+            models[0].clone(),
+            device,
+            scoring,
+        )?),
+        DetectorKind::LikelihoodRatio => Box::new(LikelihoodRatio::with_params(
+            models[0].clone(),
+            models[1].clone(),
+            device,
+            scoring,
+        )?),
+        DetectorKind::Typicality => {
+            Box::new(Typicality::with_params(models[0].clone(), device, scoring)?)
+        }
     })
 }

@@ -2,7 +2,8 @@
 //!
 //! Out-of-distribution (OoD) detectors over a trained [`LikelihoodModel`], after Song, Song &
 //! Ermon, "Unsupervised Out-of-Distribution Detection with Batch Normalization": the
-//! paper's proposed test and the three baselines of its Table 2. Each is a [`Detector`]:
+//! paper's proposed test, the three baselines of its Table 2, and three per-input detectors
+//! from the literature. Each is a [`Detector`]:
 //! [`fit`](Detector::fit) it on held-out in-distribution images (the *reference* set),
 //! then [`score`](Detector::score) test images — higher score = more likely OoD, the
 //! convention of `bnood-metrics`.
@@ -13,6 +14,9 @@
 //! | [`TPerm`] | `\|#{i : p(xᵢ) ≤ p(x')} − N/2\|` over N reference images | two-sided rank | eq. 2 |
 //! | [`Waic`] | `−(E_θ[ln p] − Var_θ[ln p])` over an ensemble | — | eq. 1 |
 //! | [`BnTest`] | `Δ(x) = \|S_{b,r1}(x) − S_{b,r2}(x)\|` | rank among reference Δ | eqs. 5–8 |
+//! | [`InputComplexity`] | `−log₂ p(x) − L(x)` (bits; `L` = PNG code length) | — | Serrà et al. 2020 |
+//! | [`LikelihoodRatio`] | `ln p_bg(x) − ln p_θ(x)` (nats; background model) | — | Ren et al. 2019 |
+//! | [`Typicality`] | `\|−ln p(x) − Ĥ\|` (nats; `Ĥ` = reference mean) | — | Nalisnick et al. 2019 |
 //!
 //! [`DetectorKind`] names each of them once (clap and serde included) and [`build`] makes
 //! one from a kind, models and [`DetectorParams`]. A fitted detector can be saved with
@@ -74,6 +78,8 @@
 mod bn_test;
 mod error;
 mod factory;
+mod input_complexity;
+mod likelihood_ratio;
 mod log_likelihood;
 mod params;
 mod persist;
@@ -81,18 +87,24 @@ mod progress;
 mod reference;
 mod scoring;
 mod t_perm;
+mod typicality;
 mod waic;
 
 use bnood_data::ImageSet;
 
-pub use bn_test::{BnTest, BnTestParams, BnTestScores, BnTestValidParams};
+pub use bn_test::{
+    BnTest, BnTestParams, BnTestScores, BnTestValidParams, DEFAULT_CALIBRATION_DRAWS,
+};
 pub use error::{DetectError, Result};
-pub use factory::{DetectorArgs, DetectorKind, DetectorParams, build};
+pub use factory::{BnMode, DetectorArgs, DetectorKind, DetectorParams, build};
+pub use input_complexity::{InputComplexity, compressed_bits, input_complexity_score};
+pub use likelihood_ratio::LikelihoodRatio;
 pub use log_likelihood::LogLikelihood;
 pub use params::{Dequantization, ParamGuard, ScoringParams, ValidScoringParams};
 pub use persist::{FittedState, LoadedDetector, ModelFile, load_detector, save_detector};
 pub use progress::{Progress, ProgressHook};
 pub use t_perm::TPerm;
+pub use typicality::Typicality;
 pub use waic::Waic;
 
 #[doc(no_inline)]
@@ -141,6 +153,13 @@ pub trait Detector {
 
     /// Which detector of the catalogue this is.
     fn kind(&self) -> DetectorKind;
+
+    /// Whether an image's score depends on that image and the fitted reference only, so
+    /// that scoring a set image by image or all at once gives the same scores. True for
+    /// every detector but the BN test's pool mode.
+    fn is_per_input(&self) -> bool {
+        true
+    }
 
     /// The detector's parameters, such that [`build`] with them rebuilds it.
     fn params(&self) -> DetectorParams;

@@ -41,8 +41,12 @@ pub fn train_model(
 }
 
 /// A fresh model of `config` trained with `tc` on the autodiff form of `device`, returned
-/// in inference form.
-fn train_fresh(
+/// in inference form — [`train_model`] with every training setting exposed (e.g.
+/// `TrainConfig::background_mutation` for a likelihood-ratio background model).
+///
+/// # Errors
+/// As [`train_model`].
+pub fn train_fresh(
     config: &ModelConfig,
     train_set: &ImageSet,
     tc: &TrainConfig,
@@ -211,6 +215,7 @@ pub fn main_job(job: &MainJob, device: &Device) -> Result<crate::Written> {
             name: job.model.kind().display_name().to_string(),
             members,
             files: files.clone(),
+            background: None,
         }],
         sets,
         protocol: Protocol {
@@ -222,6 +227,7 @@ pub fn main_job(job: &MainJob, device: &Device) -> Result<crate::Written> {
         sweep_ratios: Vec::new(),
         sweep_size: 0,
         contamination: None,
+        calibration: None,
         seed: job.seed,
         out_dir: job.runs.clone(),
         stem: job.stem.clone(),

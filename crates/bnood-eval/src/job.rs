@@ -10,7 +10,9 @@ use bnood_data::{ImageSet, seeds};
 use bnood_detect::{BnTest, Detector, LikelihoodModel};
 
 use crate::progress::BarProgress;
-use crate::protocol::{Protocol, Setting, contamination, ood_table, r2_table, ratio_sweep};
+use crate::protocol::{
+    Protocol, build_spec, calibration, contamination, ood_table, r2_table, ratio_sweep,
+};
 use crate::report::{self, Report, slug};
 use crate::{EvalError, Result};
 
@@ -23,6 +25,8 @@ pub struct ModelEntry<M> {
     pub members: Vec<M>,
     /// The files the members were loaded from, if any (recorded in reports).
     pub files: Vec<String>,
+    /// The likelihood ratio's background model, if any.
+    pub background: Option<M>,
 }
 
 impl ModelEntry<bnood_models::AnyModel> {
@@ -71,21 +75,64 @@ impl ModelEntry<bnood_models::AnyModel> {
             name: name.unwrap_or(first.display_name()).to_string(),
             members,
             files,
+            background: None,
         })
+    }
+
+    /// Adds the background model (a checkpoint path or a shipped name, trained with
+    /// `bnood train --background-mutation`) for the likelihood ratio.
+    ///
+    /// # Errors
+    /// Model loading errors; [`EvalError::InvalidSetting`] when it is one of the members.
+    pub fn with_background(
+        mut self,
+        spec: &str,
+        models_dir: &bnood_models::zoo::ModelsDir,
+        device: &Device,
+    ) -> Result<Self> {
+        let path = models_dir.resolve(spec)?;
+        let file = path.display().to_string();
+        if self.files.contains(&file) {
+            return Err(EvalError::InvalidSetting(format!(
+                "the background model {file} is also a member of `{}`: train a background model with `bnood train --background-mutation 0.2`",
+                self.name
+            )));
+        }
+        self.background = Some(bnood_models::AnyModel::load_for_scoring(
+            &path, device, None,
+        )?);
+        self.files.push(file);
+        Ok(self)
     }
 }
 
-/// The contamination study's setting.
+/// The contamination study's setting: every detector of the protocol against every OoD
+/// set at every share.
 #[derive(Debug, Clone)]
 pub struct ContaminationSpec {
     /// In-distribution test images to draw from.
     pub inliers: ImageSet,
-    /// OoD images to draw from.
-    pub outliers: ImageSet,
+    /// OoD sets to draw from.
+    pub outliers: Vec<ImageSet>,
     /// OoD shares of the pool, each in `(0, 1]`.
     pub fractions: Vec<f64>,
     /// Images per pool.
     pub pool_size: usize,
+}
+
+/// The calibration study's setting (see [`crate::protocol::calibration`]).
+#[derive(Debug, Clone)]
+pub struct CalibrationSpec {
+    /// Where each seed's reference set is drawn from (e.g. all of Fashion-MNIST train).
+    pub reference_source: ImageSet,
+    /// In-distribution test images the pools are drawn from (e.g. all of Fashion-MNIST test).
+    pub inliers: ImageSet,
+    /// Pool sizes.
+    pub pool_sizes: Vec<usize>,
+    /// Number of seeds.
+    pub seeds: usize,
+    /// Target false-positive rates.
+    pub fprs: Vec<f64>,
 }
 
 /// Which sets an evaluation loads, by name (see [`bnood_data::load_named`]), and how many
@@ -170,6 +217,8 @@ pub struct EvalJob<M> {
     pub sweep_size: usize,
     /// The contamination study, if wanted.
     pub contamination: Option<ContaminationSpec>,
+    /// The calibration study, if wanted.
+    pub calibration: Option<CalibrationSpec>,
     /// Seed of the subsets drawn here.
     pub seed: u64,
     /// Output folder (created if missing).
@@ -233,6 +282,7 @@ pub fn run<M: LikelihoodModel + Clone + 'static>(
     for entry in &job.models {
         let rows = ood_table(
             &entry.members,
+            entry.background.as_ref(),
             &entry.name,
             reference,
             test_in,
@@ -275,8 +325,7 @@ pub fn run<M: LikelihoodModel + Clone + 'static>(
         }
     }
 
-    let needs_fitted_bn = !job.sweep_ratios.is_empty() || job.contamination.is_some();
-    if needs_fitted_bn {
+    if !job.sweep_ratios.is_empty() {
         for entry in &job.models {
             let Some(model) = entry.members.first() else {
                 continue;
@@ -284,42 +333,85 @@ pub fn run<M: LikelihoodModel + Clone + 'static>(
             let mut bn = BnTest::new(model.clone(), device, job.protocol.bn.clone())?;
             bn.set_progress(BarProgress::hook(job.protocol.progress));
             bn.fit(reference)?;
-            if !job.sweep_ratios.is_empty() {
-                let mut pools = vec![sweep_pool(test_in, job.sweep_size, job.seed)?];
-                for ood in oods {
-                    pools.push(sweep_pool(ood, job.sweep_size, job.seed)?);
+            let mut pools = vec![sweep_pool(test_in, job.sweep_size, job.seed)?];
+            for ood in oods {
+                pools.push(sweep_pool(ood, job.sweep_size, job.seed)?);
+            }
+            let series = ratio_sweep(&bn, &pools, &job.sweep_ratios)?;
+            let table = report::markdown_sweep(&entry.name, &series);
+            say(&format!(
+                "\n{} — Figure 3: mean bits/dim against r\n{table}",
+                entry.name
+            ));
+            rep.sweep.push((entry.name.clone(), series));
+        }
+    }
+    if let Some(spec) = &job.contamination {
+        for entry in &job.models {
+            let mut rows = Vec::new();
+            for det in job
+                .protocol
+                .specs(entry.members.len(), entry.background.is_some())?
+            {
+                let mut detector =
+                    build_spec(&det, &entry.members, entry.background.as_ref(), device)?;
+                detector.set_progress(BarProgress::hook(job.protocol.progress));
+                detector.fit(reference)?;
+                for outliers in &spec.outliers {
+                    rows.extend(contamination(
+                        detector.as_ref(),
+                        &det.setting,
+                        &spec.inliers,
+                        outliers,
+                        &spec.fractions,
+                        spec.pool_size,
+                        job.seed,
+                    )?);
                 }
-                let series = ratio_sweep(&bn, &pools, &job.sweep_ratios)?;
-                let table = report::markdown_sweep(&entry.name, &series);
-                say(&format!(
-                    "\n{} — Figure 3: mean bits/dim against r\n{table}",
-                    entry.name
-                ));
-                rep.sweep.push((entry.name.clone(), series));
             }
-            if let Some(spec) = &job.contamination {
-                let rows = contamination(
-                    &bn,
-                    &spec.inliers,
-                    &spec.outliers,
-                    &spec.fractions,
-                    spec.pool_size,
-                    job.seed,
-                )?;
-                let table = report::markdown_contamination(&entry.name, &rows);
-                say(&format!(
-                    "\n{} — contamination: {} pools with {} mixed in ({})\n{table}",
-                    entry.name,
-                    spec.inliers.name(),
-                    spec.outliers.name(),
-                    Setting::bn_test(&job.protocol.bn)?
-                ));
-                rep.contamination_sets = Some((
-                    spec.inliers.name().to_string(),
-                    spec.outliers.name().to_string(),
-                ));
-                rep.contamination.push((entry.name.clone(), rows));
-            }
+            say(&format!(
+                "\n{} — contamination: {} pools of {} with a share of OoD images\n{}",
+                entry.name,
+                spec.inliers.name(),
+                spec.pool_size,
+                report::markdown_contamination(&entry.name, &rows)
+            ));
+            rep.contamination_sets = Some((
+                spec.inliers.name().to_string(),
+                spec.outliers
+                    .iter()
+                    .map(|o| o.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+            rep.contamination.push((entry.name.clone(), rows));
+        }
+    }
+    if let Some(spec) = &job.calibration {
+        for entry in &job.models {
+            let specs = job
+                .protocol
+                .specs(entry.members.len(), entry.background.is_some())?;
+            let rows = calibration(
+                &specs,
+                &entry.members,
+                entry.background.as_ref(),
+                &spec.reference_source,
+                job.sets.reference.len(),
+                &spec.inliers,
+                &spec.pool_sizes,
+                spec.seeds,
+                &spec.fprs,
+                job.protocol.progress,
+                device,
+            )?;
+            say(&format!(
+                "\n{} — calibration: share of in-distribution images flagged, {} seeds\n{}",
+                entry.name,
+                spec.seeds,
+                report::markdown_calibration(&entry.name, &rows)
+            ));
+            rep.calibration.push((entry.name.clone(), rows));
         }
     }
     rep.total_seconds = started.elapsed().as_secs_f64();
@@ -370,6 +462,13 @@ pub fn render(rep: &Report, dir: &Path, stem: &str) -> Result<(PathBuf, Vec<Path
         md.push_str(&format!(
             "\n### Contamination ({model}): {inl} test pools with a share of {outl}\n\n{}",
             report::markdown_contamination(model, rows)
+        ));
+        plots.extend(report::write_contamination_plots(model, rows, dir)?);
+    }
+    for (model, rows) in &rep.calibration {
+        md.push_str(&format!(
+            "\n### Calibration ({model}): share of in-distribution images flagged at each target\n\n{}",
+            report::markdown_calibration(model, rows)
         ));
     }
     let markdown = dir.join(format!("{stem}.md"));

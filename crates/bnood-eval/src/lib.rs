@@ -19,9 +19,13 @@ pub mod report;
 
 pub use bnood_detect::DetectorKind;
 pub use error::{EvalError, Result};
-pub use job::{ContaminationSpec, EvalJob, EvalSets, ModelEntry, SetNames, Written, render, run};
+pub use job::{
+    CalibrationSpec, ContaminationSpec, EvalJob, EvalSets, ModelEntry, SetNames, Written, render,
+    run,
+};
 pub use protocol::{
-    ContaminationRow, Protocol, Row, Setting, SweepSeries, contamination, mean_bits_per_dim,
-    ood_table, r2_table, ratio_sweep,
+    CalibrationRow, ContaminationRow, DetectorSpec, Protocol, Row, Setting, SweepSeries,
+    binomial_interval, build_spec, calibration, contamination, mean_bits_per_dim, ood_table,
+    r2_table, ratio_sweep,
 };
 pub use report::{Report, RunSettings};

@@ -168,16 +168,96 @@ pub struct Protocol {
     pub detectors: Vec<DetectorKind>,
     /// BN-test parameters (`b`, `r1`, `r2`, draws, seed, held-out fraction, scoring).
     pub bn: BnTestParams,
+    /// Also run the BN test in its per-input mode with these parameters (a second BN-test
+    /// column) when the BN test is among `detectors`.
+    pub bn_per_input: Option<BnTestParams>,
     /// Show progress bars on stderr.
     pub progress: bool,
 }
 
+/// One detector column of a study: its kind, the setting shown in tables and the
+/// parameters it is built with.
+#[derive(Debug, Clone)]
+pub struct DetectorSpec {
+    /// The detector.
+    pub kind: DetectorKind,
+    /// Its setting in tables.
+    pub setting: Setting,
+    /// Its parameters.
+    pub params: DetectorParams,
+}
+
+impl Protocol {
+    /// The detector columns of this protocol for a model with `members` ensemble members
+    /// and, when `background` is set, a background model: WAIC is left out with one member
+    /// (it would equal log p) and the likelihood ratio without a background model; the BN
+    /// test gives one column for `bn` and one for `bn_per_input`.
+    ///
+    /// # Errors
+    /// [`EvalError`] for invalid BN-test parameters.
+    pub fn specs(&self, members: usize, background: bool) -> Result<Vec<DetectorSpec>> {
+        let mut specs = Vec::new();
+        for &kind in &self.detectors {
+            let models = members + usize::from(background && kind == DetectorKind::LikelihoodRatio);
+            if models < kind.min_models() {
+                continue;
+            }
+            let spec = |setting, bn: &BnTestParams| DetectorSpec {
+                kind,
+                setting,
+                params: DetectorParams {
+                    bn: bn.clone(),
+                    ..DetectorParams::default()
+                },
+            };
+            match kind {
+                DetectorKind::BnTest => {
+                    specs.push(spec(Setting::bn_test(&self.bn)?, &self.bn));
+                    if let Some(per_input) = &self.bn_per_input {
+                        specs.push(spec(Setting::bn_test(per_input)?, per_input));
+                    }
+                }
+                DetectorKind::Waic => {
+                    specs.push(spec(Setting::Ensemble { models: members }, &self.bn))
+                }
+                _ => specs.push(spec(Setting::Default, &self.bn)),
+            }
+        }
+        Ok(specs)
+    }
+}
+
+/// Builds the detector of `spec` over `members` (scored model first, WAIC ensemble) and
+/// `background` (the likelihood ratio's background model).
+///
+/// # Errors
+/// Detector errors.
+pub fn build_spec<M: LikelihoodModel + Clone + 'static>(
+    spec: &DetectorSpec,
+    members: &[M],
+    background: Option<&M>,
+    device: &Device,
+) -> Result<Box<dyn Detector>> {
+    let models = match (spec.kind, background) {
+        (DetectorKind::LikelihoodRatio, Some(bg)) => vec![members[0].clone(), bg.clone()],
+        (DetectorKind::Waic, _) => members.to_vec(),
+        _ => members[..1].to_vec(),
+    };
+    Ok(bnood_detect::build(
+        spec.kind,
+        models,
+        device,
+        &spec.params,
+    )?)
+}
+
 impl Default for Protocol {
-    /// All four detectors, the paper's `b = 64, r1 = 0.1, r2 = 0.9`, one draw, bars on.
+    /// The paper's four detectors, its `b = 64, r1 = 0.1, r2 = 0.9`, one draw, bars on.
     fn default() -> Self {
         Self {
-            detectors: DetectorKind::ALL.to_vec(),
+            detectors: DetectorKind::PAPER.to_vec(),
             bn: BnTestParams::new(),
+            bn_per_input: None,
             progress: true,
         }
     }
@@ -277,16 +357,18 @@ fn check_sets(test_in: &ImageSet, oods: &[ImageSet], reference: &ImageSet) -> Re
 /// The paper's Table 2 for one model: every detector of `protocol` on `test_in` against
 /// every set of `oods`, fitted on `reference`.
 ///
-/// `models[0]` is the model scored by log p, T_perm and the BN test; WAIC uses all of
-/// `models` (independently trained members; with one model WAIC is skipped, since its
-/// variance term would be zero and it would equal log p — the report says so by the
-/// absence of its rows).
+/// `models[0]` is the model scored by every detector; WAIC uses all of `models`
+/// (independently trained members; with one model WAIC is skipped, since its variance term
+/// would be zero and it would equal log p — the report says so by the absence of its rows);
+/// the likelihood ratio uses `background` (skipped without one).
 ///
 /// # Errors
 /// [`EvalError::InvalidSetting`] for an empty model list, OoD list or set; detector and
 /// metric errors (shape mismatches, pools too small for the BN test's `r·b`, NaNs).
+#[allow(clippy::too_many_arguments)]
 pub fn ood_table<M: LikelihoodModel + Clone + 'static>(
     models: &[M],
+    background: Option<&M>,
     model_name: &str,
     reference: &ImageSet,
     test_in: &ImageSet,
@@ -300,28 +382,13 @@ pub fn ood_table<M: LikelihoodModel + Clone + 'static>(
         ));
     }
     check_sets(test_in, oods, reference)?;
-    let params = DetectorParams {
-        bn: protocol.bn.clone(),
-        ..DetectorParams::default()
-    };
     let mut rows = Vec::new();
-    for &kind in &protocol.detectors {
-        // WAIC needs an ensemble; with one model it would equal log p, so it is skipped.
-        if models.len() < kind.min_models() {
-            continue;
-        }
-        let setting = match kind {
-            DetectorKind::Waic => Setting::Ensemble {
-                models: models.len(),
-            },
-            DetectorKind::BnTest => Setting::bn_test(&protocol.bn)?,
-            DetectorKind::LogLikelihood | DetectorKind::TPerm => Setting::Default,
-        };
-        let mut detector = bnood_detect::build(kind, models.to_vec(), device, &params)?;
+    for spec in protocol.specs(models.len(), background.is_some())? {
+        let mut detector = build_spec(&spec, models, background, device)?;
         detector.set_progress(BarProgress::hook(protocol.progress));
         rows.extend(run_detector(
             detector.as_mut(),
-            &setting,
+            &spec.setting,
             model_name,
             reference,
             test_in,
@@ -418,46 +485,80 @@ pub fn ratio_sweep<M: LikelihoodModel>(
         .collect()
 }
 
-/// One line of the contamination study.
+/// One cell of the contamination grid: a detector on pools that mix one OoD set into
+/// in-distribution images at one share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContaminationRow {
+    /// The detector (reports before the grid hold BN-test rows only).
+    #[serde(default = "bn_kind")]
+    pub detector: DetectorKind,
+    /// Its setting.
+    #[serde(default = "unknown_setting")]
+    pub setting: Setting,
+    /// The OoD set mixed in.
+    #[serde(default)]
+    pub ood: String,
     /// Share of OoD images in the test pool.
     pub ood_fraction: f64,
     /// In-distribution images in the pool (for 100 %: in the separately scored pure pool).
     pub n_in: usize,
     /// OoD images in the pool.
     pub n_ood: usize,
-    /// AUROC of the BN test's Δ separating the pool's OoD images from its in-distribution
-    /// images.
+    /// AUROC of the detector's scores separating the pool's OoD images from its
+    /// in-distribution images.
     pub auroc: f64,
     /// Average precision, OoD positive.
     pub average_precision: f64,
     /// FPR at 95 % TPR.
     pub fpr_at_95_tpr: f64,
+    /// Share of the pool's in-distribution images flagged at a 5 % target false-positive
+    /// rate (`Detector::threshold_for_fpr(0.05)`); `None` in older reports.
+    #[serde(default)]
+    pub flagged_in_at_5: Option<f64>,
+    /// Share of the pool's OoD images flagged at the same threshold (the detection rate).
+    #[serde(default)]
+    pub flagged_ood_at_5: Option<f64>,
     /// Wall-clock seconds of scoring this pool.
     pub seconds: f64,
 }
 
-/// The contamination study: test pools of `pool_size` images, a share `f` of them OoD
-/// (drawn from `outliers`) and the rest in-distribution (from `inliers`), scored by the
-/// fitted BN test `bn` as one pool — so OoD images share mixed batches with in-distribution
-/// test images in proportion `f`. AUROC is computed within the pool. A pool with no
-/// in-distribution image (`f = 1`) is compared with a pure in-distribution pool of the same
-/// size, as in Table 2.
+fn bn_kind() -> DetectorKind {
+    DetectorKind::BnTest
+}
+
+fn unknown_setting() -> Setting {
+    Setting::Default
+}
+
+fn flagged_share(scores: &Scores, threshold: f64) -> f64 {
+    let flagged = scores.decisions(threshold).iter().filter(|&&f| f).count();
+    flagged as f64 / scores.len().max(1) as f64
+}
+
+/// The contamination study of one fitted `detector` against one OoD set: test pools of
+/// `pool_size` images, a share `f` of them OoD (drawn from `outliers`) and the rest
+/// in-distribution (from `inliers`). A detector whose scores depend on the pool (the BN
+/// test's pool mode) scores each pool as one test pool, so OoD images share mixed batches
+/// with in-distribution images in proportion `f`; a per-input detector
+/// ([`Detector::is_per_input`]) scores the largest in-distribution and OoD parts once and
+/// every pool reuses their scores (the same numbers, computed once). AUROC is computed
+/// within the pool. A pool with no in-distribution image (`f = 1`) is compared with a pure
+/// in-distribution pool of the same size, as in Table 2. The pools' images are the same for
+/// every detector (seeded by `seed`).
 ///
 /// # Errors
 /// [`EvalError::InvalidSetting`] for fractions outside `(0, 1]`, a pool that would hold
-/// no OoD image, or too few images in `inliers` / `outliers`; BN-test errors.
-pub fn contamination<M: LikelihoodModel>(
-    bn: &BnTest<M>,
+/// no OoD image, or too few images in `inliers` / `outliers`; detector errors.
+pub fn contamination(
+    detector: &dyn Detector,
+    setting: &Setting,
     inliers: &ImageSet,
     outliers: &ImageSet,
     fractions: &[f64],
     pool_size: usize,
     seed: u64,
 ) -> Result<Vec<ContaminationRow>> {
-    let mut rows = Vec::with_capacity(fractions.len());
-    let mut pure_in: Option<Vec<f64>> = None;
+    let mut counts = Vec::with_capacity(fractions.len());
     for &f in fractions {
         if !(f > 0.0 && f <= 1.0) {
             return Err(EvalError::InvalidSetting(format!(
@@ -478,48 +579,217 @@ pub fn contamination<M: LikelihoodModel>(
                 outliers.len()
             )));
         }
+        counts.push((f, n_in, n_ood));
+    }
+    let threshold = detector.threshold_for_fpr(0.05).ok();
+    // The images: prefixes of one seeded permutation of each set, the same for every pool.
+    let max_ood = counts.iter().map(|c| c.2).max().unwrap_or(0);
+    let in_all = inliers.subset(pool_size, seeds::derive(seed, seeds::CONTAMINATION_INLIERS))?;
+    let ood_all = outliers.subset(max_ood, seeds::derive(seed, seeds::OOD_SUBSET))?;
+    let per_input = detector.is_per_input();
+    let cached = if per_input {
+        Some((detector.score(&in_all)?, detector.score(&ood_all)?))
+    } else {
+        None
+    };
+    let part = |s: &Scores, n: usize| Scores {
+        scores: s.scores[..n].to_vec(),
+        p_values: s.p_values.as_ref().map(|p| p[..n].to_vec()),
+    };
+    let mut pure_in: Option<Scores> = None;
+    let mut rows = Vec::with_capacity(counts.len());
+    for (f, n_in, n_ood) in counts {
         let t = Instant::now();
-        let ood_part = outliers.subset(n_ood, seeds::derive(seed, seeds::OOD_SUBSET))?;
-        let (in_scores, ood_scores) = if n_in == 0 {
-            let in_scores = match &pure_in {
-                Some(s) => s.clone(),
-                None => {
-                    let s = bn
-                        .score_detailed(&inliers.subset(
-                            pool_size,
-                            seeds::derive(seed, seeds::CONTAMINATION_INLIERS),
-                        )?)?
-                        .delta;
-                    pure_in = Some(s.clone());
-                    s
-                }
-            };
-            (in_scores, bn.score_detailed(&ood_part)?.delta)
-        } else {
-            let in_part =
-                inliers.subset(n_in, seeds::derive(seed, seeds::CONTAMINATION_INLIERS))?;
-            let pool = ImageSet::concat(
-                format!(
-                    "{}+{} ({:.0}% OoD)",
-                    inliers.name(),
-                    outliers.name(),
-                    f * 100.0
-                ),
-                &[&in_part, &ood_part],
-            )?;
-            let delta = bn.score_detailed(&pool)?.delta;
-            (delta[..n_in].to_vec(), delta[n_in..].to_vec())
+        let (in_scores, ood_scores) = match &cached {
+            Some((i, o)) => (
+                part(i, if n_in == 0 { pool_size } else { n_in }),
+                part(o, n_ood),
+            ),
+            None if n_in == 0 => {
+                let pure = match &pure_in {
+                    Some(s) => s.clone(),
+                    None => detector.score(&in_all)?,
+                };
+                pure_in = Some(pure.clone());
+                (pure, detector.score(&ood_all.head(n_ood)?)?)
+            }
+            None => {
+                let pool = ImageSet::concat(
+                    format!(
+                        "{}+{} ({:.0}% OoD)",
+                        inliers.name(),
+                        outliers.name(),
+                        f * 100.0
+                    ),
+                    &[&in_all.head(n_in)?, &ood_all.head(n_ood)?],
+                )?;
+                let s = detector.score(&pool)?;
+                (
+                    part(&s, n_in),
+                    Scores {
+                        scores: s.scores[n_in..].to_vec(),
+                        p_values: s.p_values.as_ref().map(|p| p[n_in..].to_vec()),
+                    },
+                )
+            }
         };
-        let m = bnood_metrics::evaluate(&in_scores, &ood_scores)?;
+        let m = bnood_metrics::evaluate(&in_scores.scores, &ood_scores.scores)?;
         rows.push(ContaminationRow {
+            detector: detector.kind(),
+            setting: setting.clone(),
+            ood: outliers.name().to_string(),
             ood_fraction: f,
             n_in: in_scores.len(),
             n_ood: ood_scores.len(),
             auroc: m.auroc,
             average_precision: m.average_precision,
             fpr_at_95_tpr: m.fpr_at_95_tpr,
+            flagged_in_at_5: threshold.map(|t| flagged_share(&in_scores, t)),
+            flagged_ood_at_5: threshold.map(|t| flagged_share(&ood_scores, t)),
             seconds: t.elapsed().as_secs_f64(),
         });
+    }
+    Ok(rows)
+}
+
+/// One line of the calibration study: how often a detector flags in-distribution images
+/// at a target false-positive rate, over many seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationRow {
+    /// The detector.
+    pub detector: DetectorKind,
+    /// Its setting.
+    pub setting: Setting,
+    /// Images per in-distribution test pool.
+    pub pool_size: usize,
+    /// Seeds (each: its own reference set, detector seed and pool).
+    pub seeds: usize,
+    /// The target false-positive rate passed to `threshold_for_fpr`.
+    pub target_fpr: f64,
+    /// In-distribution images flagged, over all seeds.
+    pub flagged: usize,
+    /// In-distribution images scored, over all seeds.
+    pub total: usize,
+    /// `flagged / total`.
+    pub share: f64,
+    /// 95 % interval of a binomial share with `total` trials at the target (Wilson): a
+    /// calibrated detector's share falls inside it 95 % of the time if images were
+    /// independent (images of one seed share its reference set, so the real spread is wider).
+    pub interval: (f64, f64),
+    /// Lowest and highest share of one seed's pool.
+    pub per_seed_range: (f64, f64),
+}
+
+/// The 95 % Wilson interval of a binomial share with success probability `p` in `n` trials
+/// (where observed shares of a calibrated detector fall).
+pub fn binomial_interval(p: f64, n: usize) -> (f64, f64) {
+    let z = 1.959_963_984_540_054_f64;
+    let n = n.max(1) as f64;
+    let sd = (p * (1.0 - p) / n).sqrt();
+    // Observed shares of Binomial(n, p)/n: normal approximation with continuity correction.
+    let half = z * sd + 0.5 / n;
+    ((p - half).max(0.0), (p + half).min(1.0))
+}
+
+/// The calibration study: for each of `seeds` seeds, a fresh reference set of
+/// `reference_size` images drawn from `reference_source`, every detector of `specs` fitted
+/// on it (its own seed = the study's seed), and in-distribution test pools of each size in
+/// `pool_sizes` drawn from `inliers`; each pool is scored and the share flagged at each
+/// target of `fprs` counted. A per-input detector scores the largest pool once (smaller
+/// pools are its prefixes).
+///
+/// # Errors
+/// [`EvalError::InvalidSetting`] for empty settings or sets too small; detector errors.
+#[allow(clippy::too_many_arguments)]
+pub fn calibration<M: LikelihoodModel + Clone + 'static>(
+    specs: &[DetectorSpec],
+    members: &[M],
+    background: Option<&M>,
+    reference_source: &ImageSet,
+    reference_size: usize,
+    inliers: &ImageSet,
+    pool_sizes: &[usize],
+    seeds_n: usize,
+    fprs: &[f64],
+    progress: bool,
+    device: &Device,
+) -> Result<Vec<CalibrationRow>> {
+    let max_pool = pool_sizes.iter().copied().max().unwrap_or(0);
+    if seeds_n == 0 || fprs.is_empty() || max_pool == 0 || members.is_empty() {
+        return Err(EvalError::InvalidSetting(
+            "the calibration study needs at least one seed, target, pool size and model".into(),
+        ));
+    }
+    if max_pool > inliers.len() || reference_size > reference_source.len() || reference_size == 0 {
+        return Err(EvalError::InvalidSetting(format!(
+            "the calibration study needs pools of {max_pool} from `{}` ({} images) and references of {reference_size} from `{}` ({} images)",
+            inliers.name(),
+            inliers.len(),
+            reference_source.name(),
+            reference_source.len()
+        )));
+    }
+    // counts[spec][pool][fpr] = (flagged, total, per-seed shares)
+    let mut counts =
+        vec![vec![vec![(0usize, 0usize, Vec::new()); fprs.len()]; pool_sizes.len()]; specs.len()];
+    for seed in 0..seeds_n as u64 {
+        let reference = reference_source
+            .subset(reference_size, seeds::derive(seed, seeds::REFERENCE_SUBSET))?;
+        let pool_all = inliers.subset(max_pool, seeds::derive(seed, seeds::TEST_SUBSET))?;
+        for (si, spec) in specs.iter().enumerate() {
+            let mut spec = spec.clone();
+            spec.params.bn = spec.params.bn.clone().seed(seed);
+            let mut detector = build_spec(&spec, members, background, device)?;
+            detector.set_progress(BarProgress::hook(progress));
+            detector.fit(&reference)?;
+            let thresholds = fprs
+                .iter()
+                .map(|&f| detector.threshold_for_fpr(f))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let all = if detector.is_per_input() {
+                Some(detector.score(&pool_all)?)
+            } else {
+                None
+            };
+            for (pi, &size) in pool_sizes.iter().enumerate() {
+                let scores = match &all {
+                    Some(s) => Scores {
+                        scores: s.scores[..size].to_vec(),
+                        p_values: s.p_values.as_ref().map(|p| p[..size].to_vec()),
+                    },
+                    None => detector.score(&pool_all.head(size)?)?,
+                };
+                for (fi, &t) in thresholds.iter().enumerate() {
+                    let flagged = scores.decisions(t).iter().filter(|&&f| f).count();
+                    let c = &mut counts[si][pi][fi];
+                    c.0 += flagged;
+                    c.1 += size;
+                    c.2.push(flagged as f64 / size as f64);
+                }
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (si, spec) in specs.iter().enumerate() {
+        for (pi, &size) in pool_sizes.iter().enumerate() {
+            for (fi, &target) in fprs.iter().enumerate() {
+                let (flagged, total, shares) = &counts[si][pi][fi];
+                let lo = shares.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = shares.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                rows.push(CalibrationRow {
+                    detector: spec.kind,
+                    setting: spec.setting.clone(),
+                    pool_size: size,
+                    seeds: seeds_n,
+                    target_fpr: target,
+                    flagged: *flagged,
+                    total: *total,
+                    share: *flagged as f64 / *total as f64,
+                    interval: binomial_interval(target, *total),
+                    per_seed_range: (lo, hi),
+                });
+            }
+        }
     }
     Ok(rows)
 }

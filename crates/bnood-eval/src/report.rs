@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::plot::{Series, line_png, roc_png};
-use crate::protocol::{ContaminationRow, Row, Setting, SweepSeries};
+use crate::protocol::{CalibrationRow, ContaminationRow, Row, Setting, SweepSeries};
 use crate::{EvalError, Result, paper};
+use bnood_detect::DetectorKind;
 
 /// What an evaluation run was run with, recorded in its report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -51,6 +52,9 @@ pub struct Report {
     /// Names of the contamination study's in-distribution and OoD sets.
     #[serde(default)]
     pub contamination_sets: Option<(String, String)>,
+    /// Calibration study lines, per model.
+    #[serde(default)]
+    pub calibration: Vec<(String, Vec<CalibrationRow>)>,
     /// Wall-clock seconds of the whole run.
     pub total_seconds: f64,
 }
@@ -194,21 +198,148 @@ pub fn markdown_sweep(model: &str, series: &[SweepSeries]) -> String {
     out
 }
 
-/// The contamination study as Markdown.
+/// A detector's label in tables and plots: its title, with the BN test's setting.
+fn detector_label(kind: DetectorKind, setting: &Setting) -> String {
+    match setting {
+        Setting::BnTest { .. } => format!("{} ({setting})", kind.title()),
+        _ => kind.title().to_string(),
+    }
+}
+
+/// The contamination grid as Markdown: one row per detector and OoD set, one column per OoD
+/// share; each cell is `AUROC / FPR@95` within the pool, then the shares of in-distribution
+/// and OoD images flagged at a 5 % target.
 pub fn markdown_contamination(model: &str, rows: &[ContaminationRow]) -> String {
+    let mut fractions: Vec<f64> = Vec::new();
+    for r in rows {
+        if !fractions.iter().any(|f| (f - r.ood_fraction).abs() < 1e-12) {
+            fractions.push(r.ood_fraction);
+        }
+    }
+    let mut out = format!("| {model}: detector | OoD set |");
+    for f in &fractions {
+        out.push_str(&format!(" {:.0} % |", f * 100.0));
+    }
+    out.push_str(&format!("\n|---|---|{}\n", "---|".repeat(fractions.len())));
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in rows {
+        let key = (detector_label(r.detector, &r.setting), r.ood.clone());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    for (label, ood) in &keys {
+        out.push_str(&format!("| {label} | {ood} |"));
+        for f in &fractions {
+            let cell = rows.iter().find(|r| {
+                &detector_label(r.detector, &r.setting) == label
+                    && &r.ood == ood
+                    && (r.ood_fraction - f).abs() < 1e-12
+            });
+            match cell {
+                Some(r) => out.push_str(&format!(" {:.3} / {:.3}", r.auroc, r.fpr_at_95_tpr)),
+                None => out.push_str(" —"),
+            }
+            out.push_str(" |");
+        }
+        out.push('\n');
+    }
+    out.push_str("\nCells: within-pool AUROC / FPR@95. Flagged at a 5 % target (in-distribution % / OoD %):\n\n");
+    out.push_str(&format!("| {model}: detector | OoD set |"));
+    for f in &fractions {
+        out.push_str(&format!(" {:.0} % |", f * 100.0));
+    }
+    out.push_str(&format!("\n|---|---|{}\n", "---|".repeat(fractions.len())));
+    for (label, ood) in &keys {
+        out.push_str(&format!("| {label} | {ood} |"));
+        for f in &fractions {
+            let cell = rows.iter().find(|r| {
+                &detector_label(r.detector, &r.setting) == label
+                    && &r.ood == ood
+                    && (r.ood_fraction - f).abs() < 1e-12
+            });
+            match cell.and_then(|r| r.flagged_in_at_5.zip(r.flagged_ood_at_5)) {
+                Some((i, o)) => out.push_str(&format!(" {:.1} / {:.1}", i * 100.0, o * 100.0)),
+                None => out.push_str(" —"),
+            }
+            out.push_str(" |");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// One PNG per OoD set of the contamination grid: within-pool AUROC against the OoD share,
+/// one curve per detector, written as `<stem>-<ood>.png` beside `path`'s stem. Returns the
+/// files written.
+///
+/// # Errors
+/// Plot and I/O errors.
+pub fn write_contamination_plots(
+    model: &str,
+    rows: &[ContaminationRow],
+    dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let mut oods: Vec<&str> = Vec::new();
+    for r in rows {
+        if !oods.contains(&r.ood.as_str()) {
+            oods.push(&r.ood);
+        }
+    }
+    let mut written = Vec::new();
+    for ood in oods {
+        let mut curves: Vec<Series> = Vec::new();
+        for r in rows.iter().filter(|r| r.ood == ood) {
+            let label = detector_label(r.detector, &r.setting);
+            let point = (r.ood_fraction * 100.0, r.auroc);
+            match curves.iter_mut().find(|c| c.label == label) {
+                Some(c) => c.points.push(point),
+                None => curves.push(Series {
+                    label,
+                    points: vec![point],
+                }),
+            }
+        }
+        if curves.iter().all(|c| c.points.len() < 2) {
+            continue;
+        }
+        let name = if ood.is_empty() { "ood" } else { ood };
+        let path = dir.join(format!("contamination-{}-{}.png", slug(model), slug(name)));
+        line_png(
+            &path,
+            &format!("{model}: within-pool AUROC, {name} mixed into the pool"),
+            "OoD share of the pool (%)",
+            "AUROC",
+            &curves,
+        )?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The calibration study as Markdown: per detector, pool size and target, the share of
+/// in-distribution images flagged over all seeds, the binomial 95 % interval at the target
+/// and the range over seeds.
+pub fn markdown_calibration(model: &str, rows: &[CalibrationRow]) -> String {
     let mut out = format!(
-        "| {model}: OoD share of the pool | in-dist. images | OoD images | AUROC | AP | FPR@95 | time |\n|---|---|---|---|---|---|---|\n"
+        "| {model}: detector | pool | seeds | target | flagged | binomial 95 % interval | within | per-seed range |\n|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
+        let within = r.share >= r.interval.0 && r.share <= r.interval.1;
         out.push_str(&format!(
-            "| {:.0} % | {} | {} | {:.3} | {:.3} | {:.3} | {:.0} s |\n",
-            r.ood_fraction * 100.0,
-            r.n_in,
-            r.n_ood,
-            r.auroc,
-            r.average_precision,
-            r.fpr_at_95_tpr,
-            r.seconds
+            "| {} | {} | {} | {:.2} | **{:.4}** ({}/{}) | [{:.4}, {:.4}] | {} | {:.3}–{:.3} |\n",
+            detector_label(r.detector, &r.setting),
+            r.pool_size,
+            r.seeds,
+            r.target_fpr,
+            r.share,
+            r.flagged,
+            r.total,
+            r.interval.0,
+            r.interval.1,
+            if within { "yes" } else { "**no**" },
+            r.per_seed_range.0,
+            r.per_seed_range.1
         ));
     }
     out

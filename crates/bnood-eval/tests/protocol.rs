@@ -5,8 +5,8 @@
 use bnood_data::ImageSet;
 use bnood_detect::{BnTest, BnTestParams, Detector};
 use bnood_eval::{
-    DetectorKind, Protocol, Report, contamination, ood_table, paper, r2_table, ratio_sweep, render,
-    report,
+    DetectorKind, Protocol, Report, Setting, contamination, ood_table, paper, r2_table,
+    ratio_sweep, render, report,
 };
 use bnood_models::{RealNvp, RealNvpConfig};
 use burn::tensor::Device;
@@ -49,8 +49,9 @@ fn images(name: &str, n: usize, bright: bool, seed: u32) -> ImageSet {
 
 fn protocol() -> Protocol {
     Protocol {
-        detectors: DetectorKind::ALL.to_vec(),
+        detectors: DetectorKind::PAPER.to_vec(),
         bn: BnTestParams::new().batch_size(10).seed(1),
+        bn_per_input: None,
         progress: false,
     }
 }
@@ -64,6 +65,7 @@ fn table2_has_a_row_per_detector_and_ood_set_and_skips_waic_with_one_model() {
     let oods = [images("A", 20, true, 3), images("B", 20, true, 4)];
     let rows = ood_table(
         &[model],
+        None,
         "RealNVP",
         &reference,
         &test_in,
@@ -141,15 +143,18 @@ fn contamination_pools_hold_the_requested_ood_share() {
     bn.fit(&images("ref", 40, false, 1)).expect("fit");
     let inliers = images("in", 60, false, 2);
     let outliers = images("out", 60, true, 3);
-    let rows = contamination(&bn, &inliers, &outliers, &[0.1, 0.5, 1.0], 40, 7).expect("study");
+    let setting = Setting::bn_test(&protocol().bn).expect("valid");
+    let study =
+        |fractions: &[f64]| contamination(&bn, &setting, &inliers, &outliers, fractions, 40, 7);
+    let rows = study(&[0.1, 0.5, 1.0]).expect("study");
     let counts: Vec<(usize, usize)> = rows.iter().map(|r| (r.n_in, r.n_ood)).collect();
     // 100 %: the pure OoD pool is compared with a pure in-distribution pool of 40.
     assert_eq!(counts, [(36, 4), (20, 20), (40, 40)]);
     for bad in [0.0, 1.5, f64::NAN] {
-        let err = contamination(&bn, &inliers, &outliers, &[bad], 40, 7).expect_err("invalid");
+        let err = study(&[bad]).expect_err("invalid");
         assert!(err.to_string().contains("must lie in (0, 1]"), "{err}");
     }
-    let err = contamination(&bn, &inliers, &outliers, &[0.01], 40, 7).expect_err("no OoD");
+    let err = study(&[0.01]).expect_err("no OoD");
     assert!(err.to_string().contains("holds no OoD image"), "{err}");
 }
 
@@ -159,6 +164,7 @@ fn a_report_round_trips_through_json_and_renders_tables_and_plots() {
     let model = tiny_model(&device);
     let rows = ood_table(
         &[model],
+        None,
         "RealNVP",
         &images("ref", 40, false, 1),
         &images("FMNIST", 20, false, 2),

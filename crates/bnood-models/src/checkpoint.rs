@@ -25,6 +25,12 @@ pub struct CheckpointMeta {
     pub step: usize,
     /// Training samples seen when the checkpoint was written.
     pub samples_seen: usize,
+    /// Set for a *background* model of the likelihood-ratio detector: the rate at which
+    /// training pixels were replaced by random values (`bnood train --background-mutation`,
+    /// `bnood_data::mutate_pixels`). Absent (`None`) for ordinary models and every file
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_mutation: Option<f64>,
 }
 
 /// The file name bnood gives the checkpoint of `config` trained from preset `preset`:
@@ -108,7 +114,7 @@ pub fn save<M: Trainable>(
     samples_seen: usize,
     path: &Path,
 ) -> Result<(), ModelError> {
-    save_unit(model, None, step, samples_seen, path, SAVE_STEPS)
+    save_unit(model, None, (step, samples_seen, None), path, SAVE_STEPS)
 }
 
 /// Saves the optimiser state of a training run beside the checkpoint `path`, in the same
@@ -119,18 +125,10 @@ pub fn save<M: Trainable>(
 pub(crate) fn save_with_optimizer<M: Trainable>(
     model: &M,
     optim: &burn::optim::ModuleOptimizer,
-    step: usize,
-    samples_seen: usize,
+    progress: (usize, usize, Option<f64>),
     path: &Path,
 ) -> Result<(), ModelError> {
-    save_unit(
-        model.clone(),
-        Some(optim),
-        step,
-        samples_seen,
-        path,
-        SAVE_STEPS,
-    )
+    save_unit(model.clone(), Some(optim), progress, path, SAVE_STEPS)
 }
 
 /// The save of [`save`], stopping after `steps` of its [`SAVE_STEPS`] steps (tests simulate
@@ -138,8 +136,7 @@ pub(crate) fn save_with_optimizer<M: Trainable>(
 fn save_unit<M: Trainable>(
     model: M,
     optim: Option<&burn::optim::ModuleOptimizer>,
-    step: usize,
-    samples_seen: usize,
+    (step, samples_seen, background_mutation): (usize, usize, Option<f64>),
     path: &Path,
     steps: usize,
 ) -> Result<(), ModelError> {
@@ -152,6 +149,7 @@ fn save_unit<M: Trainable>(
         model: model.model_config(),
         step,
         samples_seen,
+        background_mutation,
     };
     let [optim_file, model_file, meta_file] = unit_files(path);
     let mut done = 0;
@@ -751,7 +749,7 @@ mod tests {
             let path = dir.join("m.bpk");
             save(old.clone(), 1, 64, &path).expect("first save");
             // A process killed after `steps` steps of the next save.
-            save_unit(new.clone(), None, 2, 128, &path, steps).expect("partial save");
+            save_unit(new.clone(), None, (2, 128, None), &path, steps).expect("partial save");
             let loaded = load(&path, &Device::flex()).expect("loads after any interruption");
             let meta = read_meta(&path).expect("sidecar");
             let expected = if steps >= 4 {
@@ -774,7 +772,7 @@ mod tests {
     fn a_first_save_interrupted_before_its_commit_leaves_no_checkpoint() {
         let dir = scratch("first-save");
         let path = dir.join("m.bpk");
-        save_unit(tiny(1), None, 1, 64, &path, 3).expect("partial save");
+        save_unit(tiny(1), None, (1, 64, None), &path, 3).expect("partial save");
         // What burn's atomic writer leaves when killed mid-write.
         std::fs::write(dir.join("m.bpk.pending.4242-0.tmp"), b"half").expect("stray");
         assert!(finish_interrupted_save(&path).expect("cleaned"));
@@ -794,6 +792,7 @@ mod tests {
             model: model.model_config(),
             step: 5,
             samples_seen: 320,
+            background_mutation: None,
         };
         std::fs::write(
             meta_path(&path),

@@ -40,6 +40,12 @@ pub struct TrainConfig {
     pub checkpoint: Option<PathBuf>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Train a *background* model for the likelihood-ratio detector (Ren et al. 2019): each
+    /// step's batch has every pixel replaced, with this probability, by a uniform random
+    /// value (`bnood_data::mutate_pixels`, seeded by the run's seed and the step) before
+    /// dequantisation. `None` (the default) trains on the images as they are. Recorded in
+    /// the checkpoint's sidecar.
+    pub background_mutation: Option<f64>,
     /// Continue from `checkpoint` when it exists: parameters, BatchNorm running statistics,
     /// Adam's state and the step count are restored, and the batch order and noise carry on
     /// exactly where the checkpoint was written.
@@ -57,6 +63,7 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             checkpoint: None,
             progress: true,
+            background_mutation: None,
             resume: false,
         }
     }
@@ -248,6 +255,9 @@ pub fn train<M: Trainable>(
     }
     let steps_per_epoch = data.len() / cfg.batch_size;
     cfg.budget.validate()?;
+    if let Some(rate) = cfg.background_mutation {
+        bnood_data::check_mutation_rate(rate)?;
+    }
     let mut end = cfg.budget.max_steps.unwrap_or(usize::MAX);
     if let Some(epochs) = cfg.budget.epochs {
         end = end.min(epochs.saturating_mul(steps_per_epoch));
@@ -305,7 +315,14 @@ pub fn train<M: Trainable>(
         }
         let (epoch, in_epoch) = (step / steps_per_epoch, step % steps_per_epoch);
         let idx = batch_indices(data.len(), cfg.batch_size, cfg.seed, in_epoch, epoch);
-        let batch = data.select(&idx)?;
+        let mut batch = data.select(&idx)?;
+        if let Some(rate) = cfg.background_mutation {
+            batch = bnood_data::mutate_pixels(
+                &batch,
+                rate,
+                cfg.seed.wrapping_add(3).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64,
+            )?;
+        }
         let x = batch.tensor(0..batch.len(), device)?;
         let x = Dequantizer::new(
             cfg.seed.wrapping_add(1).wrapping_mul(0x2545_F491_4F6C_DD1D) ^ step as u64,
@@ -333,12 +350,22 @@ pub fn train<M: Trainable>(
         if let Some(path) = &cfg.checkpoint
             && step.is_multiple_of(cfg.checkpoint_every.max(1))
         {
-            checkpoint::save_with_optimizer(&model, &optim, step, step * cfg.batch_size, path)?;
+            checkpoint::save_with_optimizer(
+                &model,
+                &optim,
+                (step, step * cfg.batch_size, cfg.background_mutation),
+                path,
+            )?;
         }
     }
     bar.finish_and_clear();
     if let Some(path) = &cfg.checkpoint {
-        checkpoint::save_with_optimizer(&model, &optim, step, step * cfg.batch_size, path)?;
+        checkpoint::save_with_optimizer(
+            &model,
+            &optim,
+            (step, step * cfg.batch_size, cfg.background_mutation),
+            path,
+        )?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let run_samples = (step - start_step) * cfg.batch_size;

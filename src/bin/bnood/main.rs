@@ -20,12 +20,15 @@ use bnood::backend::{Backend, resolve};
 use bnood::data::{
     Dataset, Locator, Survey, is_catalogue_name, load_named, load_named_indexed, seeds, survey,
 };
-use bnood::detect::{Detector, DetectorArgs, DetectorKind, ImageOrigin, LoadedDetector, ModelFile};
-use bnood::eval::{
-    ContaminationSpec, EvalJob, EvalSets, ModelEntry, Protocol, RunSettings, SetNames,
+use bnood::detect::{
+    BnTestParams, Detector, DetectorArgs, DetectorKind, ImageOrigin, LoadedDetector, ModelFile,
 };
-use bnood::experiment::{Error, Result, train_model};
-use bnood::models::train::TrainBudget;
+use bnood::eval::{
+    CalibrationSpec, ContaminationSpec, EvalJob, EvalSets, ModelEntry, Protocol, RunSettings,
+    SetNames,
+};
+use bnood::experiment::{Error, Result, train_fresh};
+use bnood::models::train::{TrainBudget, TrainConfig};
 use bnood::models::zoo::{self, Availability, ModelsDir};
 use bnood::models::{AnyModel, ModelPreset, checkpoint};
 use burn::tensor::Device;
@@ -120,6 +123,9 @@ struct TrainArgs {
     /// Continue from the checkpoint at `--out` (same configuration) instead of refusing to overwrite it.
     #[arg(long)]
     resume: bool,
+    /// Train a background model for `--detector likelihood-ratio` (Ren et al. 2019): replace each training pixel by a random value with this probability (0.1–0.3 is usual).
+    #[arg(long, value_name = "RATE", allow_negative_numbers = true)]
+    background_mutation: Option<f64>,
 }
 
 #[derive(Args, Clone)]
@@ -133,6 +139,9 @@ struct FitArgs {
     /// More independently trained models of the same data for WAIC (files or shipped names).
     #[arg(long, value_delimiter = ',')]
     ensemble: Vec<PathBuf>,
+    /// Background model for --detector likelihood-ratio: trained with `bnood train --background-mutation` (file or shipped name).
+    #[arg(long)]
+    background: Option<PathBuf>,
     /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / PNG folder.
     #[arg(long, default_value = "fmnist-train")]
     reference: String,
@@ -211,17 +220,40 @@ struct EvalArgs {
     /// Images per pool in the sweep.
     #[arg(long, default_value_t = 200)]
     sweep_size: usize,
-    /// Also run the contamination study with this OoD set mixed into in-distribution pools.
-    #[arg(long)]
-    contamination: Option<String>,
+    /// Also run the contamination grid: every detector against each of these OoD sets mixed into in-distribution pools (e.g. mnist,omniglot,kmnist,rotation).
+    #[arg(long, value_delimiter = ',')]
+    contamination: Vec<String>,
     /// OoD shares of the contamination pools.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "0.01,0.1,0.5,1",
+        default_value = "0.01,0.05,0.1,0.25,0.5,1",
         allow_negative_numbers = true
     )]
     fractions: Vec<f64>,
+    /// Also run the BN test in its per-input mode (one scored image per batch of --per-input-batch-size) as a second BN column.
+    #[arg(long)]
+    bn_per_input: bool,
+    /// Batch size b of the per-input BN test.
+    #[arg(long, default_value_t = 64)]
+    per_input_batch_size: usize,
+    /// Background model of the likelihood ratio: `FILE` (for the first --model) or `NAME=FILE` (for the model named NAME); a shipped name works as FILE.
+    #[arg(long)]
+    background: Vec<String>,
+    /// Also run the calibration study over this many seeds: share of in-distribution images flagged at each --calibration-fprs target (0 = off).
+    #[arg(long, default_value_t = 0)]
+    calibration_seeds: usize,
+    /// Pool sizes of the calibration study.
+    #[arg(long, value_delimiter = ',', default_value = "100,500")]
+    calibration_pools: Vec<usize>,
+    /// Target false-positive rates of the calibration study.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.01,0.05,0.1",
+        allow_negative_numbers = true
+    )]
+    calibration_fprs: Vec<f64>,
     /// Images per contamination pool.
     #[arg(long, default_value_t = 1000)]
     pool_size: usize,
@@ -287,6 +319,9 @@ fn resolve_models(a: &mut FitArgs, dirs: &ModelsDir) -> Result<()> {
     }
     for member in &mut a.ensemble {
         *member = dirs.resolve(&member.to_string_lossy())?;
+    }
+    if let Some(background) = &a.background {
+        a.background = Some(dirs.resolve(&background.to_string_lossy())?);
     }
     Ok(())
 }
@@ -355,6 +390,9 @@ fn datasets(action: DatasetsAction, only: &[String], locator: Locator) -> Result
 fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) -> Result<()> {
     let config = a.model.config()?.with_seed(a.seed);
     a.budget.validate()?;
+    if let Some(rate) = a.background_mutation {
+        bnood::data::check_mutation_rate(rate)?;
+    }
     // A save that was interrupted (killed between its renames) is completed or discarded
     // first, so "exists" below means a whole checkpoint.
     checkpoint::prepare_folder(&a.out)?;
@@ -373,15 +411,16 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
     }
     note_catalogue_name(&a.dataset);
     let data = load_named(&a.dataset, locator, None, a.seed)?;
-    let (_, r) = train_model(
-        &config,
-        &data,
-        a.budget,
-        Some(&a.out),
-        a.resume,
-        device,
+    let tc = TrainConfig {
+        budget: a.budget,
+        checkpoint: Some(a.out.clone()),
         progress,
-    )?;
+        resume: a.resume,
+        seed: config.seed(),
+        background_mutation: a.background_mutation,
+        ..TrainConfig::default()
+    };
+    let (_, r) = train_fresh(&config, &data, &tc, device)?;
     println!(
         "trained {} on {} ({} images): {} steps, {:.0} s, {:.1} samples/s, final loss {:.3} bits/dim\nsaved {}",
         a.model.model,
@@ -415,10 +454,35 @@ fn fit_detector(
             a.detector.title()
         )));
     }
+    match (&a.background, a.detector) {
+        (Some(_), kind) if kind != DetectorKind::LikelihoodRatio => {
+            return Err(Error::Invalid(format!(
+                "--background is used by the likelihood-ratio detector only, not by --detector {}: drop it, or pass --detector likelihood-ratio",
+                kind.id()
+            )));
+        }
+        (None, DetectorKind::LikelihoodRatio) => {
+            return Err(Error::Invalid(
+                "--detector likelihood-ratio needs --background MODEL: a model of the same data trained with `bnood train --background-mutation 0.2` (or a shipped background model, see `bnood models list`)".into(),
+            ));
+        }
+        _ => {}
+    }
     let paths: Vec<&Path> = std::iter::once(first)
         .chain(&a.ensemble)
+        .chain(&a.background)
         .map(PathBuf::as_path)
         .collect();
+    if let Some(background) = &a.background
+        && checkpoint::read_meta(background)?
+            .background_mutation
+            .is_none()
+    {
+        eprintln!(
+            "warning: {} was not trained with --background-mutation: a likelihood ratio against an ordinary model of the same data carries little signal",
+            background.display()
+        );
+    }
     let models = paths
         .iter()
         .map(|p| AnyModel::load_for_scoring(p, device, a.vae_samples))
@@ -437,7 +501,8 @@ fn fit_detector(
         .collect::<std::result::Result<_, _>>()?;
     let shape = bnood::models::LikelihoodModel::image_shape(&models[0]);
     // Built (its parameters checked) before the reference set is read.
-    let mut detector = bnood::detect::build(a.detector, models, device, &a.detector_args.params())?;
+    let mut detector =
+        bnood::detect::build(a.detector, models, device, &a.detector_args.params()?)?;
     let seed = seeds::derive(a.detector_args.seed, seeds::REFERENCE_SUBSET);
     note_catalogue_name(&a.reference);
     let reference = bnood::data::load_named_expecting(
@@ -508,7 +573,14 @@ fn score_cmd(
     // image shape, so the test set is read (headers first) before any fitting.
     let saved = match &a.detector_file {
         Some(file) => {
-            let paths: Vec<PathBuf> = a.fit.model.iter().chain(&a.fit.ensemble).cloned().collect();
+            let paths: Vec<PathBuf> = a
+                .fit
+                .model
+                .iter()
+                .chain(&a.fit.ensemble)
+                .chain(&a.fit.background)
+                .cloned()
+                .collect();
             let mut loaded = bnood::detect::load_detector(
                 file,
                 (!paths.is_empty()).then_some(&paths[..]),
@@ -592,7 +664,7 @@ fn image_origins(test: &str, indices: &[usize]) -> Result<Vec<ImageOrigin>> {
 /// state, a saved detector, and a test set given as a path.
 fn fit_inputs(a: &FitArgs, detector_file: Option<&Path>, test: Option<&str>) -> Vec<PathBuf> {
     let mut inputs = Vec::new();
-    for m in a.model.iter().chain(&a.ensemble) {
+    for m in a.model.iter().chain(&a.ensemble).chain(&a.background) {
         inputs.push(m.clone());
         inputs.push(checkpoint::meta_path(m));
         inputs.push(checkpoint::optimizer_path(m));
@@ -667,27 +739,72 @@ fn eval_cmd(
         seed: d.seed,
         ..a.sets.clone()
     };
-    let contamination = match &a.contamination {
-        Some(name) => Some(ContaminationSpec {
+    for spec in &a.background {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, f)) => (Some(n), f),
+            None => (None, spec.as_str()),
+        };
+        let entry = match name {
+            Some(n) => models.iter_mut().find(|m| m.name == n).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "--background {spec}: no --model is named `{n}` (give NAME=FILE with a name from --model NAME=…)"
+                ))
+            })?,
+            None => &mut models[0],
+        };
+        *entry = entry.clone().with_background(file, models_dir, &device)?;
+    }
+    if a.detectors.contains(&DetectorKind::LikelihoodRatio)
+        && models.iter().any(|m| m.background.is_none())
+    {
+        eprintln!("warning: the likelihood ratio runs only for models given a --background model");
+    }
+    let contamination = if a.contamination.is_empty() {
+        None
+    } else {
+        Some(ContaminationSpec {
             inliers: load_named(&a.sets.in_set, locator, None, 0)?,
-            outliers: load_named(name, locator, None, 0)?,
+            outliers: a
+                .contamination
+                .iter()
+                .map(|name| load_named(name, locator, None, 0))
+                .collect::<std::result::Result<_, _>>()?,
             fractions: a.fractions.clone(),
             pool_size: a.pool_size,
-        }),
-        None => None,
+        })
     };
+    let calibration = if a.calibration_seeds == 0 {
+        None
+    } else {
+        Some(CalibrationSpec {
+            reference_source: load_named(&a.sets.reference, locator, None, 0)?,
+            inliers: load_named(&a.sets.in_set, locator, None, 0)?,
+            pool_sizes: a.calibration_pools.clone(),
+            seeds: a.calibration_seeds,
+            fprs: a.calibration_fprs.clone(),
+        })
+    };
+    let params = d.params()?;
     let job = EvalJob {
         models,
         sets: EvalSets::load(&names, locator)?,
         protocol: Protocol {
             detectors: a.detectors.clone(),
-            bn: d.params().bn,
+            bn: params.bn,
+            bn_per_input: a.bn_per_input.then(|| {
+                BnTestParams::per_input()
+                    .per_input_batch_size(a.per_input_batch_size)
+                    .draws(d.draws)
+                    .held_out_fraction(d.held_out_fraction)
+                    .seed(d.seed)
+            }),
             progress,
         },
         table5_r2: a.table5.clone(),
         sweep_ratios: a.sweep.clone(),
         sweep_size: a.sweep_size,
         contamination,
+        calibration,
         seed: d.seed,
         out_dir: a.out.clone(),
         stem: a.stem.clone(),
