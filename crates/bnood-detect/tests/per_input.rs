@@ -112,8 +112,8 @@ fn typicality_scores_the_distance_of_the_nll_from_the_reference_entropy() {
     let set = q_set("q", 20, 1, 5);
     let nll = t.negative_log_likelihoods(&set).expect("nll");
     let scores = t.score(&set).expect("score");
-    for i in 0..set.len() {
-        assert!((scores.scores[i] - (nll[i] - h).abs()).abs() < 1e-9);
+    for (score, v) in scores.scores.iter().zip(&nll) {
+        assert!((score - (v - h).abs()).abs() < 1e-9);
     }
     // The window statistic of M inputs is |mean nll − Ĥ|; a window of typical inputs has a
     // smaller threshold the larger M is (the mean concentrates).

@@ -223,6 +223,7 @@ pub fn main_job(job: &MainJob, device: &Device) -> Result<crate::Written> {
             progress: job.progress,
             ..Protocol::default()
         },
+        table2: true,
         table5_r2: Vec::new(),
         sweep_ratios: Vec::new(),
         sweep_size: 0,

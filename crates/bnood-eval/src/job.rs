@@ -207,8 +207,11 @@ pub struct EvalJob<M> {
     pub models: Vec<ModelEntry<M>>,
     /// The reference set, the in-distribution test pool and the OoD test pools.
     pub sets: EvalSets,
-    /// Detectors and BN-test parameters of Table 2.
+    /// Detectors and BN-test parameters of every study.
     pub protocol: Protocol,
+    /// Run Table 2 (every detector against every OoD set); `false` runs only the other
+    /// studies asked for.
+    pub table2: bool,
     /// Table 5's `r2` values (`r1 = 0`); empty: no Table 5.
     pub table5_r2: Vec<f64>,
     /// Figure 3's ratios; empty: no sweep.
@@ -279,7 +282,7 @@ pub fn run<M: LikelihoodModel + Clone + 'static>(
         settings: job.settings.clone(),
         ..Report::default()
     };
-    for entry in &job.models {
+    for entry in job.models.iter().filter(|_| job.table2) {
         let rows = ood_table(
             &entry.members,
             entry.background.as_ref(),

@@ -211,6 +211,9 @@ struct EvalArgs {
         default_value = "logp,tperm,waic,bn"
     )]
     detectors: Vec<DetectorKind>,
+    /// Skip Table 2 (every detector against every OoD set) and run only the other studies asked for.
+    #[arg(long)]
+    skip_table2: bool,
     /// Also run Table 5: the BN test with r1 = 0 and these r2 (e.g. 0.15,0.3,0.5,0.9).
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     table5: Vec<f64>,
@@ -800,6 +803,7 @@ fn eval_cmd(
             }),
             progress,
         },
+        table2: !a.skip_table2,
         table5_r2: a.table5.clone(),
         sweep_ratios: a.sweep.clone(),
         sweep_size: a.sweep_size,
