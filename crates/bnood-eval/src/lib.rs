@@ -26,6 +26,6 @@ pub use job::{
 pub use protocol::{
     CalibrationRow, ContaminationRow, DetectorSpec, Protocol, Row, Setting, SweepSeries,
     binomial_interval, build_spec, calibration, contamination, mean_bits_per_dim, ood_table,
-    r2_table, ratio_sweep,
+    r2_table, ratio_sweep, sampling_interval,
 };
 pub use report::{Report, RunSettings};

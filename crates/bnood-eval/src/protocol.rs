@@ -672,22 +672,44 @@ pub struct CalibrationRow {
     pub total: usize,
     /// `flagged / total`.
     pub share: f64,
-    /// 95 % interval of a binomial share with `total` trials at the target (Wilson): a
-    /// calibrated detector's share falls inside it 95 % of the time if images were
-    /// independent (images of one seed share its reference set, so the real spread is wider).
+    /// Reference images each seed's threshold was estimated from (for the BN test: the
+    /// held-out part).
+    pub calibration_images: usize,
+    /// Where a calibrated detector's share falls 95 % of the time
+    /// ([`sampling_interval`]): binomial error of `total` images plus the error of each
+    /// seed's threshold, estimated from `calibration_images` reference images.
     pub interval: (f64, f64),
     /// Lowest and highest share of one seed's pool.
     pub per_seed_range: (f64, f64),
 }
 
-/// The 95 % Wilson interval of a binomial share with success probability `p` in `n` trials
-/// (where observed shares of a calibrated detector fall).
+/// The 95 % interval of the observed share of `Binomial(n, p)` trials (normal approximation
+/// with continuity correction): where a calibrated detector's flagged share falls if every
+/// image were independent and the threshold exact.
 pub fn binomial_interval(p: f64, n: usize) -> (f64, f64) {
+    sampling_interval(p, n, 1, usize::MAX)
+}
+
+/// The 95 % interval of the flagged share of a calibrated detector at target `p`, over
+/// `total` in-distribution images from `seeds` seeds whose thresholds were each estimated
+/// from `calibration_images` reference values: the variance is `p(1 − p)/total` (which
+/// images are flagged) plus `p(1 − p)/(seeds · calibration_images)` (the true false-positive
+/// rate of an empirical quantile of n values varies by `p(1 − p)/n` around `p`), normal
+/// approximation with continuity correction.
+pub fn sampling_interval(
+    p: f64,
+    total: usize,
+    seeds: usize,
+    calibration_images: usize,
+) -> (f64, f64) {
     let z = 1.959_963_984_540_054_f64;
-    let n = n.max(1) as f64;
-    let sd = (p * (1.0 - p) / n).sqrt();
-    // Observed shares of Binomial(n, p)/n: normal approximation with continuity correction.
-    let half = z * sd + 0.5 / n;
+    let n = total.max(1) as f64;
+    let threshold_var = if calibration_images == usize::MAX {
+        0.0
+    } else {
+        p * (1.0 - p) / (seeds.max(1) as f64 * calibration_images.max(1) as f64)
+    };
+    let half = z * (p * (1.0 - p) / n + threshold_var).sqrt() + 0.5 / n;
     ((p - half).max(0.0), (p + half).min(1.0))
 }
 
@@ -771,6 +793,13 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
     }
     let mut rows = Vec::new();
     for (si, spec) in specs.iter().enumerate() {
+        let calibration_images = match spec.kind {
+            DetectorKind::BnTest => {
+                let bn = spec.params.bn.check_ref()?;
+                (bn.held_out_fraction() * reference_size as f64).round() as usize
+            }
+            _ => reference_size,
+        };
         for (pi, &size) in pool_sizes.iter().enumerate() {
             for (fi, &target) in fprs.iter().enumerate() {
                 let (flagged, total, shares) = &counts[si][pi][fi];
@@ -785,7 +814,8 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
                     flagged: *flagged,
                     total: *total,
                     share: *flagged as f64 / *total as f64,
-                    interval: binomial_interval(target, *total),
+                    calibration_images,
+                    interval: sampling_interval(target, *total, seeds_n, calibration_images),
                     per_seed_range: (lo, hi),
                 });
             }

@@ -318,11 +318,11 @@ pub fn write_contamination_plots(
 }
 
 /// The calibration study as Markdown: per detector, pool size and target, the share of
-/// in-distribution images flagged over all seeds, the binomial 95 % interval at the target
-/// and the range over seeds.
+/// in-distribution images flagged over all seeds, the 95 % sampling interval at the target
+/// (`bnood_eval::sampling_interval`) and the range over seeds.
 pub fn markdown_calibration(model: &str, rows: &[CalibrationRow]) -> String {
     let mut out = format!(
-        "| {model}: detector | pool | seeds | target | flagged | binomial 95 % interval | within | per-seed range |\n|---|---|---|---|---|---|---|---|\n"
+        "| {model}: detector | pool | seeds | target | flagged | 95 % sampling interval | within | per-seed range |\n|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
         let within = r.share >= r.interval.0 && r.share <= r.interval.1;

@@ -54,6 +54,9 @@ pub struct Shipped {
     pub machine: &'static str,
     /// What it is for, in a few words.
     pub role: &'static str,
+    /// For a likelihood-ratio background model: the pixel mutation rate it was trained
+    /// with (`bnood train --background-mutation`); `None` for ordinary models.
+    pub background_mutation: Option<f64>,
 }
 
 impl Shipped {
@@ -83,6 +86,7 @@ pub const SHIPPED: &[Shipped] = &[
         train_seconds: 2812.0,
         command: "bnood train --model realnvp --preset cpu --epochs 1 --seed 0 --out models/realnvp-fmnist-cpu-seed0.bpk",
         machine: CPU_MACHINE,
+        background_mutation: None,
         role: "main RealNVP: scored by every detector, the main job and the docs",
     },
     Shipped {
@@ -98,6 +102,7 @@ pub const SHIPPED: &[Shipped] = &[
         train_seconds: 396.0,
         command: "bnood train --model realnvp --preset cpu --steps 200 --seed 1 --out models/realnvp-fmnist-cpu-seed1.bpk",
         machine: CPU_MACHINE,
+        background_mutation: None,
         role: "RealNVP WAIC ensemble member",
     },
     Shipped {
@@ -113,7 +118,26 @@ pub const SHIPPED: &[Shipped] = &[
         train_seconds: 376.0,
         command: "bnood train --model realnvp --preset cpu --steps 200 --seed 2 --out models/realnvp-fmnist-cpu-seed2.bpk",
         machine: CPU_MACHINE,
+        background_mutation: None,
         role: "RealNVP WAIC ensemble member",
+    },
+    Shipped {
+        name: "realnvp-fmnist-background",
+        kind: ModelKind::RealNvp,
+        preset: "cpu",
+        seed: 0,
+        file: "realnvp-fmnist-background-cpu-seed0.bpk",
+        md5: "442e09ba05ec4e753e783a4fceb76127",
+        md5_sidecar: "7fa95e2b5583af025d667dd8d42e3596",
+        steps: 520,
+        // On training batches with 20 % of pixels replaced, so not comparable with the others.
+        final_bits_per_dim: 5.812,
+        // 3,484 s to the step-500 checkpoint (process start to stop), then 139 s resumed.
+        train_seconds: 3623.0,
+        command: "bnood train --model realnvp --preset cpu --epochs 1 --seed 0 --background-mutation 0.2 --out models/realnvp-fmnist-background-cpu-seed0.bpk, stopped after its step-500 checkpoint, then the same with --steps 520 --resume",
+        machine: CPU_MACHINE,
+        background_mutation: Some(0.2),
+        role: "background model of the likelihood ratio (--background) for realnvp-fmnist",
     },
     Shipped {
         name: "vae-fmnist",
@@ -128,6 +152,7 @@ pub const SHIPPED: &[Shipped] = &[
         train_seconds: 2931.0,
         command: "bnood train --model vae --preset cpu --epochs 1 --seed 0 --out models/vae-fmnist-cpu-seed0.bpk",
         machine: CPU_MACHINE,
+        background_mutation: None,
         role: "main VAE: scored by log p, T_perm and the BN test in the docs",
     },
 ];
@@ -295,11 +320,12 @@ pub fn find(name: &str) -> Option<&'static Shipped> {
         .find(|s| s.name.eq_ignore_ascii_case(name.trim()))
 }
 
-/// The shipped checkpoint of `kind` built from `preset` with `seed`, if there is one.
+/// The shipped checkpoint of `kind` built from `preset` with `seed`, if there is one (never a
+/// likelihood-ratio background model).
 pub fn find_for(kind: ModelKind, preset: &str, seed: u64) -> Option<&'static Shipped> {
-    SHIPPED
-        .iter()
-        .find(|s| s.kind == kind && s.preset == preset && s.seed == seed)
+    SHIPPED.iter().find(|s| {
+        s.kind == kind && s.preset == preset && s.seed == seed && s.background_mutation.is_none()
+    })
 }
 
 /// Whether a shipped checkpoint is usable here, for `bnood models list`.
@@ -337,9 +363,19 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), before, "duplicate shipped names");
         for s in SHIPPED {
+            let role = if s.background_mutation.is_some() {
+                "-background"
+            } else {
+                ""
+            };
             assert_eq!(
                 s.file,
-                format!("{}-fmnist-{}-seed{}.bpk", s.kind.id(), s.preset, s.seed),
+                format!(
+                    "{}-fmnist{role}-{}-seed{}.bpk",
+                    s.kind.id(),
+                    s.preset,
+                    s.seed
+                ),
                 "{}",
                 s.name
             );
@@ -415,6 +451,11 @@ mod tests {
             assert_eq!(config.seed(), s.seed, "{}", s.name);
             let meta = checkpoint::read_meta(&path).expect("sidecar");
             assert_eq!(meta.step, s.steps, "{}", s.name);
+            assert_eq!(
+                meta.background_mutation, s.background_mutation,
+                "{}",
+                s.name
+            );
         }
     }
 }
