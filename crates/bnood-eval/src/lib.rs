@@ -16,6 +16,7 @@ pub mod plot;
 pub mod progress;
 pub mod protocol;
 pub mod report;
+pub mod window_power;
 
 pub use bnood_detect::DetectorKind;
 pub use error::{EvalError, Result};
@@ -25,3 +26,4 @@ pub use protocol::{
     ood_table, r2_table, ratio_sweep,
 };
 pub use report::{Report, RunSettings};
+pub use window_power::{WindowPowerReport, WindowPowerRow, WindowPowerSpec, window_power};
