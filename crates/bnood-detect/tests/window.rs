@@ -5,9 +5,7 @@
 mod common;
 
 use bnood_data::ImageSet;
-use bnood_detect::{
-    DetectError, WindowStatistic, WindowTest, WindowTestParams, ks_p_value,
-};
+use bnood_detect::{DetectError, WindowStatistic, WindowTest, WindowTestParams, ks_p_value};
 use burn::tensor::Device;
 
 use common::{AppendixDFlow, p_set, q_set};
@@ -118,16 +116,14 @@ fn p_value_is_one_plus_the_null_windows_at_or_above_over_one_plus_k() {
 
 #[test]
 fn the_same_seed_gives_the_same_null_and_p_values() {
-    let params = || {
-        WindowTestParams::new()
-            .window(8)
-            .null_windows(39)
-            .seed(5)
-    };
+    let params = || WindowTestParams::new().window(8).null_windows(39).seed(5);
     let (a, b) = (fitted(params(), 14), fitted(params(), 14));
     assert_eq!(a.null(WindowStatistic::Bn), b.null(WindowStatistic::Bn));
     let window = p_set("p window", 8, PAIRS, SIGMA, 78);
-    assert_eq!(a.test(&window).expect("test"), b.test(&window).expect("test"));
+    assert_eq!(
+        a.test(&window).expect("test"),
+        b.test(&window).expect("test")
+    );
     let c = fitted(params().seed(6), 14);
     assert_ne!(a.null(WindowStatistic::Bn), c.null(WindowStatistic::Bn));
 }
@@ -202,7 +198,10 @@ fn bad_windows_and_small_reference_sets_are_errors_not_panics() {
     )
     .expect("valid");
     let window = p_set("p window", M, PAIRS, SIGMA, 80);
-    assert!(matches!(test.test(&window), Err(DetectError::NotFitted { .. })));
+    assert!(matches!(
+        test.test(&window),
+        Err(DetectError::NotFitted { .. })
+    ));
     // 100 comparison images + 16 for one window: 110 images are too few.
     let err = test
         .fit(&p_set("small reference", 110, PAIRS, SIGMA, 81))

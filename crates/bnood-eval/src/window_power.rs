@@ -258,7 +258,10 @@ impl<M: LikelihoodModel> Cell<'_, M> {
                 |acc, &t| seeds::splitmix64(acc ^ seeds::splitmix64(t)),
             );
             let in_rows = &inliers.permutation(key)[..m - k];
-            let mut parts = vec![inliers.select(in_rows)?];
+            let mut parts = Vec::with_capacity(2);
+            if !in_rows.is_empty() {
+                parts.push(inliers.select(in_rows)?); // none at 100 % OoD
+            }
             let mut log_p: Vec<f64> = in_rows.iter().map(|&i| inlier_log_p[i]).collect();
             if let Some((_, set, set_log_p)) = ood {
                 let ood_rows = &set.permutation(seeds::splitmix64(key))[..k];
@@ -448,6 +451,20 @@ impl WindowPowerReport {
                 }
             }
         }
+        let fits: Vec<String> = self
+            .fit_seconds
+            .iter()
+            .map(|(m, s)| format!("M = {m}: {s:.0} s"))
+            .collect();
+        out.push_str(&format!(
+            "\nReference `{}` ({} images: {} comparison, the rest calibration), K = {} null windows; fits {}; total {:.0} s.\n",
+            self.sets.first().map_or("", |s| s.0.as_str()),
+            self.sets.first().map_or(0, |s| s.1),
+            self.spec.comparison_size,
+            self.spec.null_windows,
+            fits.join(", "),
+            self.total_seconds
+        ));
         out
     }
 }

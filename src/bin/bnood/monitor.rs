@@ -386,18 +386,16 @@ fn stream_file(
         }
     }
     let left = input.len() - windows * m;
-    if progress || left > 0 {
+    if progress {
         eprintln!(
-            "{} of {windows} windows of {m} flagged by {} at α = {}{}",
+            "{} of {windows} windows of {m} flagged by {} at α = {}",
             sink.flagged,
             a.statistic[0].id(),
-            a.alpha,
-            if left > 0 && a.max_windows.is_none() {
-                format!("; the last {left} image(s) do not fill a window and were not tested")
-            } else {
-                String::new()
-            }
+            a.alpha
         );
+    }
+    if left > 0 && a.max_windows.is_none() {
+        eprintln!("note: the last {left} image(s) do not fill a window of {m} and were not tested");
     }
     Ok(())
 }
