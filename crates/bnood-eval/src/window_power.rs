@@ -409,11 +409,17 @@ impl WindowPowerReport {
             .copied()
             .filter(|&s| s > 0.0)
             .collect();
+        if sets.is_empty() {
+            sets.push("-"); // a study of false alarms only
+        }
         let mut out = String::new();
         for set in sets {
             out.push_str(&format!(
-                "\n**OoD = {set}** — share of windows flagged at α = {} (false alarms: {} windows of FMNIST only, 95 % Clopper–Pearson interval; other cells: {} windows each, OoD inputs per window in parentheses)\n\n| M | test | false alarms (0 %) |",
-                self.spec.alpha, self.spec.false_alarm_windows, self.spec.windows_per_cell
+                "\n**OoD = {}** — share of windows flagged at α = {} (false alarms: {} in-distribution windows, 95 % Clopper–Pearson interval; other cells: {} windows each, OoD inputs per window in parentheses)\n\n| M | test | false alarms (0 %) |",
+                if set == "-" { "none" } else { set },
+                self.spec.alpha,
+                self.spec.false_alarm_windows,
+                self.spec.windows_per_cell
             ));
             for s in &shares {
                 out.push_str(&format!(" {:.0} % |", s * 100.0));
