@@ -92,6 +92,7 @@ fn every_subcommand_has_help() {
         vec!["score", "--help"],
         vec!["eval", "--help"],
         vec!["models", "--help"],
+        vec!["monitor", "--help"],
     ] {
         let out = bnood(&sub);
         assert!(out.status.success(), "{sub:?}: {}", text(&out.stderr));
@@ -680,4 +681,158 @@ fn an_unknown_model_name_lists_the_shipped_ones() {
     let err = text(&out.stderr);
     assert!(err.contains("realnvp-fmnist"), "{err}");
     assert!(err.contains("bnood models list"), "{err}");
+}
+
+/// `bnood monitor` rows of a run on `input` with a one-step model: windows of 8, K = 19.
+fn monitor(model: &str, input: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "monitor",
+        "--model",
+        model,
+        "--input",
+        input,
+        "--window",
+        "8",
+        "--null-windows",
+        "19",
+        "--reference-size",
+        "300",
+        "--comparison-size",
+        "100",
+        "-q",
+    ];
+    args.extend(extra);
+    bnood(&args)
+}
+
+#[test]
+fn monitor_gives_one_row_per_window_and_statistic_with_p_values() {
+    let dir = scratch("monitor");
+    let (model, idx) = one_step_model_and_idx(&dir, 43);
+    let (m, t) = (model.to_str().expect("utf8"), idx.to_str().expect("utf8"));
+    let out = monitor(m, t, &["--statistic", "bn,ks,mmd"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = text(&out.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "window,first,last,size,statistic,value,p_value,flagged"
+    );
+    assert_eq!(lines.len(), 1 + 5 * 3, "{csv}"); // 43 images: 5 windows of 8
+    assert!(lines[1].starts_with("0,0,7,8,bn,"), "{csv}");
+    assert!(lines[15].starts_with("4,32,39,8,mmd,"), "{csv}");
+    for line in &lines[1..] {
+        let cols: Vec<&str> = line.split(',').collect();
+        let p: f64 = cols[6].parse().expect("p-value");
+        assert!((1.0 / 20.0 - 1e-12..=1.0).contains(&p), "{line}");
+        assert_eq!(cols[7] == "true", p <= 0.05, "{line}");
+    }
+    // The 3 images that do not fill a window are named on stderr.
+    assert!(
+        text(&out.stderr).contains("last 3 image(s)"),
+        "{}",
+        text(&out.stderr)
+    );
+    // JSON Lines: one object per row.
+    let out = monitor(m, t, &["--format", "json", "--max-windows", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["first"], 8);
+    assert_eq!(rows[1]["statistic"], "bn");
+}
+
+#[test]
+fn monitor_refuses_bad_flags_naming_them_before_any_work() {
+    let dir = scratch("monitor-bad");
+    let model = dir.join("absent.bpk");
+    let (m, t) = (model.to_str().expect("utf8"), "fmnist");
+    for (extra, needle) in [
+        (vec!["--window", "1"], "at least 2"),
+        (vec!["--alpha", "1.5"], "strictly between 0 and 1"),
+        (vec!["--null-windows", "5"], "at least 19 null windows"),
+        (
+            vec!["--shares", "0,0.5"],
+            "--shares belongs to the power study",
+        ),
+        (vec!["--window", "8,16"], "several sizes are for --study"),
+        (vec!["--follow"], "--follow watches a folder"),
+        (
+            vec!["--format", "markdown"],
+            "--format markdown is for --study",
+        ),
+        (vec!["--study", "mnist", "--follow"], "drop one of them"),
+    ] {
+        let mut args = vec!["monitor", "--model", m, "--input", t];
+        args.extend(&extra);
+        let out = bnood(&args);
+        assert_refused(&out, needle);
+    }
+}
+
+#[test]
+fn monitor_follow_tests_each_window_as_png_files_arrive() {
+    let dir = scratch("monitor-follow");
+    let (model, _) = one_step_model_and_idx(&dir, 1);
+    let incoming = dir.join("incoming");
+    std::fs::create_dir_all(&incoming).expect("dir");
+    let pixels = images(24, 784, 9);
+    for (i, im) in pixels[..8].iter().enumerate() {
+        write_png(&incoming.join(format!("img{i:02}.png")), im, 28, 28);
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_bnood"))
+        .args([
+            "monitor",
+            "--model",
+            model.to_str().expect("utf8"),
+            "--input",
+            incoming.to_str().expect("utf8"),
+            "--follow",
+            "--poll-ms",
+            "50",
+            "--max-windows",
+            "3",
+            "--window",
+            "8",
+            "--null-windows",
+            "19",
+            "--reference-size",
+            "300",
+            "-q",
+        ])
+        .env("BNOOD_DATA_DIR", data_dir())
+        .env_remove("BNOOD_DEVICE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("bnood runs");
+    // New files arrive while it runs, written under another name and renamed.
+    for (i, im) in pixels[8..].iter().enumerate() {
+        let tmp = incoming.join(format!("img{:02}.png.tmp", i + 8));
+        write_png(&tmp, im, 28, 28);
+        std::fs::rename(&tmp, incoming.join(format!("img{:02}.png", i + 8))).expect("rename");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child
+        .wait_with_output()
+        .expect("bnood exits after 3 windows");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = text(&out.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "window,first,last,first_file,last_file,size,statistic,value,p_value,flagged"
+    );
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(
+        lines[1].starts_with("0,0,7,img00.png,img07.png,8,bn,"),
+        "{csv}"
+    );
+    assert!(
+        lines[3].starts_with("2,16,23,img16.png,img23.png,8,bn,"),
+        "{csv}"
+    );
 }

@@ -15,6 +15,8 @@ pub const ROTATION_BASE: u64 = 0x0A7E;
 pub const SWEEP_POOL: u64 = 0x5EE9;
 /// The in-distribution part of a contamination pool.
 pub const CONTAMINATION_INLIERS: u64 = 0x1D;
+/// The windows of the window test's power study (`bnood monitor --study`).
+pub const WINDOW_POWER: u64 = 0x3A7D;
 
 /// The seed of stream `stream` (one of the constants above) for the user's `seed`.
 pub const fn derive(seed: u64, stream: u64) -> u64 {

@@ -120,11 +120,34 @@ impl ImageSet {
     /// `expected`, else against the first image) before its pixels are decoded.
     fn read_png_dir(dir: &Path, name: String, expected: Option<[usize; 3]>) -> Result<Self> {
         let files = png_files(dir)?;
-        let Some(first) = files.first() else {
+        if files.is_empty() {
             return Err(DataError::user_images(
                 dir,
                 "the folder holds no .png files; put the images there as PNG files, or pass an IDX file instead",
             ));
+        }
+        Self::from_png_files(&files, name, expected)
+    }
+
+    /// The PNG files `files`, in the given order, as one unlabelled set `[N, C, H, W]`, read
+    /// and checked as [`from_png_dir`](Self::from_png_dir) reads a folder's files (every
+    /// header is checked against `expected`, else against the first image, before its
+    /// pixels are decoded). For callers that pick the files themselves, e.g. new files of a
+    /// watched folder.
+    ///
+    /// # Errors
+    /// [`DataError::InvalidArgument`] for an empty list; otherwise as
+    /// [`from_png_dir`](Self::from_png_dir).
+    pub fn from_png_files(
+        files: &[PathBuf],
+        name: impl Into<String>,
+        expected: Option<[usize; 3]>,
+    ) -> Result<Self> {
+        let name = name.into();
+        let Some(first) = files.first() else {
+            return Err(DataError::InvalidArgument(format!(
+                "no PNG file given for `{name}`: pass at least one"
+            )));
         };
         let first_image = read_png(first, |shape| match expected {
             Some(model) if shape != model => Err(model_shape_mismatch(first, shape, model)),

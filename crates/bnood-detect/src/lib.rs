@@ -18,6 +18,12 @@
 //! | [`LikelihoodRatio`] | `ln p_bg(x) − ln p_θ(x)` (nats; background model) | — | Ren et al. 2019 |
 //! | [`Typicality`] | `\|−ln p(x) − Ĥ\|` (nats; `Ĥ` = reference mean) | — | Nalisnick et al. 2019 |
 //!
+//! [`WindowTest`] is the BN test's natural habitat: it tests whole *windows* of `M` inputs
+//! (a stream cut into windows) and gives each window one p-value for "this window contains
+//! OoD inputs", from the window's own batch statistics, with a Kolmogorov–Smirnov test on
+//! `ln p` ([`ks_statistic`]) and a kernel MMD on pixels ([`mmd2_unbiased`]) as baselines
+//! on the same windows.
+//!
 //! [`DetectorKind`] names each of them once (clap and serde included) and [`build`] makes
 //! one from a kind, models and [`DetectorParams`]. A fitted detector can be saved with
 //! [`save_detector`] and loaded with [`load_detector`], which checks that the model files
@@ -87,8 +93,10 @@ mod progress;
 mod reference;
 mod scoring;
 mod t_perm;
+mod two_sample;
 mod typicality;
 mod waic;
+mod window;
 
 use bnood_data::ImageSet;
 
@@ -104,8 +112,12 @@ pub use params::{Dequantization, ParamGuard, ScoringParams, ValidScoringParams};
 pub use persist::{FittedState, LoadedDetector, ModelFile, load_detector, save_detector};
 pub use progress::{Progress, ProgressHook};
 pub use t_perm::TPerm;
+pub use two_sample::{GaussianKernel, ks_p_value, ks_statistic, mmd2_unbiased};
 pub use typicality::Typicality;
 pub use waic::Waic;
+pub use window::{
+    WindowOutcome, WindowStatistic, WindowTest, WindowTestParams, WindowTestValidParams,
+};
 
 #[doc(no_inline)]
 pub use bnood_models::LikelihoodModel;

@@ -16,6 +16,7 @@ pub mod plot;
 pub mod progress;
 pub mod protocol;
 pub mod report;
+pub mod window_power;
 
 pub use bnood_detect::DetectorKind;
 pub use error::{EvalError, Result};
@@ -29,3 +30,4 @@ pub use protocol::{
     r2_table, ratio_sweep, sampling_interval,
 };
 pub use report::{Report, RunSettings};
+pub use window_power::{WindowPowerReport, WindowPowerRow, WindowPowerSpec, window_power};

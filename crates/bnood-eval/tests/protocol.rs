@@ -261,3 +261,86 @@ fn reports_written_before_detectors_and_settings_were_typed_still_load() {
         serde_json::from_str(&serde_json::to_string(&rep).expect("json")).expect("reads");
     assert_eq!(again, rep);
 }
+
+#[test]
+fn window_power_has_a_row_per_cell_and_test_and_renders_every_table() {
+    use bnood_eval::{WindowPowerSpec, window_power};
+    let device = Device::flex();
+    let model = tiny_model(&device);
+    let spec = WindowPowerSpec {
+        windows: vec![4, 8],
+        shares: vec![0.0, 0.25, 1.0],
+        windows_per_cell: 3,
+        false_alarm_windows: 5,
+        null_windows: 19,
+        alpha: 0.05,
+        comparison_size: 10,
+        batch_size: 4,
+        seed: 2,
+    };
+    let reference = images("reference", 100, false, 1);
+    let inliers = images("inliers", 30, false, 2);
+    let oods = [images("bright", 20, true, 3)];
+    let report = window_power(
+        &model,
+        &device,
+        &reference,
+        &inliers,
+        &oods,
+        &spec,
+        bnood_detect::ProgressHook::none(),
+    )
+    .expect("study");
+    // Per M: one 0 % cell and two OoD cells, 4 tests each (bn, ks, mmd, ks-asymptotic).
+    assert_eq!(report.rows.len(), 2 * 3 * 4);
+    let cell = |m: usize, share: f64| {
+        report
+            .rows
+            .iter()
+            .filter(move |r| r.window == m && r.share == share)
+    };
+    assert!(cell(8, 0.0).all(|r| r.windows == 5 && r.ood_set == "-" && r.ood_per_window == 0));
+    assert!(
+        cell(8, 0.25).all(|r| r.windows == 3 && r.ood_set == "bright" && r.ood_per_window == 2)
+    );
+    assert!(cell(4, 1.0).all(|r| r.ood_per_window == 4));
+    for r in &report.rows {
+        assert_eq!(r.rate, r.flagged as f64 / r.windows as f64);
+        assert!(r.interval.0 <= r.rate && r.rate <= r.interval.1, "{r:?}");
+    }
+    let md = report.to_markdown();
+    assert!(md.contains("**OoD = bright**"), "{md}");
+    assert!(md.contains("| 8 | BN window test |"), "{md}");
+    assert_eq!(report.to_csv().lines().count(), 1 + report.rows.len());
+    // Bad settings are refused before any work.
+    let bad = WindowPowerSpec {
+        shares: vec![1.5],
+        ..spec.clone()
+    };
+    let err = window_power(
+        &model,
+        &device,
+        &reference,
+        &inliers,
+        &oods,
+        &bad,
+        bnood_detect::ProgressHook::none(),
+    )
+    .expect_err("share above 1");
+    assert!(err.to_string().contains("[0, 1]"), "{err}");
+    let too_big = WindowPowerSpec {
+        windows: vec![64],
+        ..spec
+    };
+    let err = window_power(
+        &model,
+        &device,
+        &reference,
+        &inliers,
+        &oods,
+        &too_big,
+        bnood_detect::ProgressHook::none(),
+    )
+    .expect_err("window above the inlier pool");
+    assert!(err.to_string().contains("--input-size"), "{err}");
+}

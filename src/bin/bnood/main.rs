@@ -7,9 +7,12 @@
 //! bnood train --model realnvp --preset cpu --minutes 20 --out runs/realnvp-cpu-seed0.bpk
 //! bnood fit   --model realnvp-fmnist --detector bn --out detector.json
 //! bnood score --detector-file detector.json --test my_images/ --format csv --out scores.csv
+//! bnood monitor --model realnvp-fmnist --input incoming/ --follow --window 64
 //! bnood eval  --model runs/realnvp-cpu-seed0.bpk,runs/realnvp-cpu-seed1.bpk --out runs/eval
 //! ```
 //! Every subcommand has `--help`. Errors are one sentence on stderr and exit status 1.
+
+mod monitor;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -77,6 +80,8 @@ enum Command {
     Fit(FitCmd),
     /// Score a test set with one detector; one row per image: index, score, p-value, decision.
     Score(ScoreArgs),
+    /// Cut a stream of inputs into windows of M and give each window a p-value for "contains OoD inputs" (BN window test; KS and MMD baselines); --study measures its power.
+    Monitor(monitor::MonitorArgs),
     /// The paper's protocol (Table 2, optionally Table 5, Figure 3, contamination) for several OoD sets.
     Eval(EvalArgs),
     /// Re-render a JSON report of `bnood eval` (Markdown tables and PNG plots) without recomputing.
@@ -309,6 +314,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train_cmd(a, &backend()?.device()?, l, progress),
         Command::Fit(a) => fit_cmd(a, &backend()?.device()?, l, &models_dir, progress),
         Command::Score(a) => score_cmd(a, &backend()?.device()?, l, &models_dir, progress),
+        Command::Monitor(a) => {
+            monitor::monitor_cmd(a, &backend()?.device()?, l, &models_dir, progress)
+        }
         Command::Eval(a) => eval_cmd(a, backend()?, l, &models_dir, progress),
         Command::Report { json, out } => report_cmd(json, out.as_deref()),
     }

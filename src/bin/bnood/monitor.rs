@@ -1,0 +1,543 @@
+//! `bnood monitor`: the window test over a stream of inputs, and (`--study`) its power study.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use bnood::data::{ImageSet, Locator, is_catalogue_name, load_named_expecting, seeds};
+use bnood::detect::{
+    ParamGuard, Progress, WindowOutcome, WindowStatistic, WindowTest, WindowTestParams,
+};
+use bnood::eval::progress::BarProgress;
+use bnood::eval::{WindowPowerSpec, window_power};
+use bnood::experiment::{Error, Result};
+use bnood::models::AnyModel;
+use bnood::models::zoo::ModelsDir;
+use burn::tensor::Device;
+
+/// Output formats of `bnood monitor`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
+pub enum MonitorFormat {
+    /// One CSV row per window and statistic, after a header.
+    Csv,
+    /// One JSON object per window and statistic, one per line (JSON Lines).
+    Json,
+    /// Markdown tables (`--study` only).
+    Markdown,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct MonitorArgs {
+    /// Trained model: a checkpoint file (`.bpk` with its `.json` sidecar) or a shipped model's name (`bnood models list`).
+    #[arg(long)]
+    model: PathBuf,
+    /// The stream: a catalogue name (fmnist, mnist, kmnist, omniglot, rotation), an IDX file or a PNG folder; with --follow a folder that receives PNG files. With --study: the in-distribution pool.
+    #[arg(long)]
+    input: String,
+    /// Inputs per window M (with --study: several, e.g. 16,64,256).
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    window: Vec<usize>,
+    /// Window statistics, each with its own p-value: bn (BatchNorm), ks (Kolmogorov–Smirnov on log p), mmd (kernel MMD on pixels).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "bn")]
+    statistic: Vec<WindowStatistic>,
+    /// Level α: a window is flagged when its p-value is at most α.
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
+    alpha: f64,
+    /// Monte Carlo null windows K drawn from the reference set (p-values are multiples of 1/(K+1)).
+    #[arg(long, default_value_t = 200)]
+    null_windows: usize,
+    /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / PNG folder.
+    #[arg(long, default_value = "fmnist-train")]
+    reference: String,
+    /// Reference images drawn at random (all if fewer); keep the calibration part (this minus --comparison-size) at 10·M or more.
+    #[arg(long, default_value_t = 5000)]
+    reference_size: usize,
+    /// Reference images set aside as the comparison sample of ks and mmd.
+    #[arg(long, default_value_t = 500)]
+    comparison_size: usize,
+    /// Most rows per batch-statistics forward pass; longer windows are cut into chunks.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Seed of the reference subset, the null windows and (--study) the windows.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = MonitorFormat::Csv)]
+    format: MonitorFormat,
+    /// Output file (default: stdout); rows are written as windows complete.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Watch the --input folder for new PNG files (write each as NAME.png.tmp, then rename it) and test each window as it fills.
+    #[arg(long)]
+    follow: bool,
+    /// Milliseconds between two looks at the --follow folder.
+    #[arg(long, default_value_t = 1000)]
+    poll_ms: u64,
+    /// Stop after this many windows (default: at the end of the input; never with --follow).
+    #[arg(long)]
+    max_windows: Option<usize>,
+    /// Importance samples K of VAE scoring (default: the checkpoint's, 16).
+    #[arg(long)]
+    vae_samples: Option<usize>,
+    /// Power study instead of a stream: mix these OoD sets (e.g. mnist,kmnist) into windows of --input and report the share of windows flagged by every statistic.
+    #[arg(long, value_delimiter = ',')]
+    study: Vec<String>,
+    /// --study: OoD shares of a window [default: 0,0.05,0.1,0.25,0.5,1].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    shares: Option<Vec<f64>>,
+    /// --study: windows per (M, OoD set, positive share) cell [default: 100].
+    #[arg(long)]
+    windows_per_cell: Option<usize>,
+    /// --study: windows at 0 % OoD per M, for the false-alarm rate [default: 200].
+    #[arg(long)]
+    false_alarm_windows: Option<usize>,
+    /// --study: in-distribution images drawn from --input [default: all].
+    #[arg(long)]
+    input_size: Option<usize>,
+    /// --study: images drawn from each OoD set [default: 2000].
+    #[arg(long)]
+    ood_size: Option<usize>,
+}
+
+impl MonitorArgs {
+    fn params(&self, window: usize) -> WindowTestParams {
+        WindowTestParams::new()
+            .window(window)
+            .statistics(&self.statistic)
+            .null_windows(self.null_windows)
+            .alpha(self.alpha)
+            .comparison_size(self.comparison_size)
+            .batch_size(self.batch_size)
+            .seed(self.seed)
+    }
+
+    /// Refuses flags of the other mode, naming them.
+    fn check_mode(&self) -> Result<()> {
+        let study = !self.study.is_empty();
+        let study_only = [
+            ("--shares", self.shares.is_some()),
+            ("--windows-per-cell", self.windows_per_cell.is_some()),
+            ("--false-alarm-windows", self.false_alarm_windows.is_some()),
+            ("--input-size", self.input_size.is_some()),
+            ("--ood-size", self.ood_size.is_some()),
+        ];
+        if !study {
+            if let Some((flag, _)) = study_only.iter().find(|(_, given)| *given) {
+                return Err(Error::Invalid(format!(
+                    "{flag} belongs to the power study: add --study OOD[,OOD…] (e.g. --study mnist,kmnist), or drop {flag}"
+                )));
+            }
+            if self.window.len() != 1 {
+                return Err(Error::Invalid(format!(
+                    "--window takes one size when monitoring a stream (got {}); several sizes are for --study",
+                    self.window.len()
+                )));
+            }
+            if self.format == MonitorFormat::Markdown {
+                return Err(Error::Invalid(
+                    "--format markdown is for --study tables; a stream gives csv or json rows"
+                        .into(),
+                ));
+            }
+        } else {
+            if self.follow {
+                return Err(Error::Invalid(
+                    "--follow watches a stream; --study measures power on catalogue sets: drop one of them".into(),
+                ));
+            }
+            if self.max_windows.is_some() {
+                return Err(Error::Invalid(
+                    "--max-windows limits a stream; in --study set --windows-per-cell and --false-alarm-windows".into(),
+                ));
+            }
+        }
+        if self.follow && (is_catalogue_name(&self.input) || !Path::new(&self.input).is_dir()) {
+            return Err(Error::Invalid(format!(
+                "--follow watches a folder, but --input {} is not one: pass the folder that receives the PNG files",
+                self.input
+            )));
+        }
+        if self.poll_ms == 0 {
+            return Err(Error::Invalid(
+                "--poll-ms 0 would spin: give at least 1 millisecond".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `bnood monitor`.
+pub fn monitor_cmd(
+    a: &MonitorArgs,
+    device: &Device,
+    locator: &Locator,
+    models_dir: &ModelsDir,
+    progress: bool,
+) -> Result<()> {
+    a.check_mode()?;
+    for &m in &a.window {
+        if a.study.is_empty() {
+            a.params(m).check_ref()?;
+        }
+    }
+    if let Some(out) = &a.out {
+        let mut inputs = vec![PathBuf::from(&a.input), PathBuf::from(&a.reference)];
+        inputs.push(a.model.clone());
+        crate::check_output(out, &inputs)?;
+    }
+    let path = models_dir.resolve(&a.model.to_string_lossy())?;
+    let model = AnyModel::load_for_scoring(&path, device, a.vae_samples)?;
+    let shape = bnood::models::LikelihoodModel::image_shape(&model);
+    if !a.study.is_empty() {
+        return study(a, model, shape, device, locator, progress);
+    }
+    let mut test = WindowTest::new(model, device, a.params(a.window[0]))?;
+    test.set_progress(BarProgress::hook(progress));
+    let reference = load_reference(a, locator, shape)?;
+    let calibration = reference.len()
+        - if a.statistic.iter().any(|s| *s != WindowStatistic::Bn) {
+            a.comparison_size.min(reference.len())
+        } else {
+            0
+        };
+    if calibration < 10 * a.window[0] {
+        eprintln!(
+            "note: the null windows are drawn from {calibration} reference images, fewer than 10·M = {}: windows overlap and the null is too narrow, so more windows than α may be flagged; raise --reference-size",
+            10 * a.window[0]
+        );
+    }
+    test.fit(&reference)?;
+    let mut sink = Sink::open(a)?;
+    if a.follow {
+        follow(a, &test, shape, &mut sink, progress)
+    } else {
+        stream_file(a, &test, locator, shape, &mut sink, progress)
+    }
+}
+
+fn load_reference(a: &MonitorArgs, locator: &Locator, shape: [usize; 3]) -> Result<ImageSet> {
+    crate::note_catalogue_name(&a.reference);
+    Ok(load_named_expecting(
+        &a.reference,
+        locator,
+        Some(a.reference_size),
+        seeds::derive(a.seed, seeds::REFERENCE_SUBSET),
+        Some(shape),
+    )?)
+}
+
+/// Where rows go: stdout or `--out`, flushed after every window.
+struct Sink {
+    out: Box<dyn Write>,
+    format: MonitorFormat,
+    path: Option<PathBuf>,
+    with_files: bool,
+    header_written: bool,
+    flagged: usize,
+    windows: usize,
+}
+
+impl Sink {
+    fn open(a: &MonitorArgs) -> Result<Self> {
+        let out: Box<dyn Write> = match &a.out {
+            Some(path) => Box::new(std::fs::File::create(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?),
+            None => Box::new(std::io::stdout()),
+        };
+        Ok(Self {
+            out,
+            format: a.format,
+            path: a.out.clone(),
+            with_files: !is_catalogue_name(&a.input) && Path::new(&a.input).is_dir(),
+            header_written: false,
+            flagged: 0,
+            windows: 0,
+        })
+    }
+
+    /// The rows of window `index`, whose inputs run from `first` to `last` (indices in the
+    /// input and, for PNG folders, file names).
+    fn window(
+        &mut self,
+        index: usize,
+        first: (usize, Option<&str>),
+        last: (usize, Option<&str>),
+        size: usize,
+        outcomes: &[WindowOutcome],
+    ) -> Result<()> {
+        let mut text = String::new();
+        if self.format == MonitorFormat::Csv && !self.header_written {
+            text.push_str(if self.with_files {
+                "window,first,last,first_file,last_file,size,statistic,value,p_value,flagged\n"
+            } else {
+                "window,first,last,size,statistic,value,p_value,flagged\n"
+            });
+            self.header_written = true;
+        }
+        for o in outcomes {
+            match self.format {
+                MonitorFormat::Json => {
+                    let mut row = serde_json::json!({
+                        "window": index, "first": first.0, "last": last.0, "size": size,
+                        "statistic": o.statistic.id(), "value": o.value,
+                        "p_value": o.p_value, "flagged": o.flagged,
+                    });
+                    if self.with_files {
+                        row["first_file"] = first.1.unwrap_or("").into();
+                        row["last_file"] = last.1.unwrap_or("").into();
+                    }
+                    text.push_str(&format!("{row}\n"));
+                }
+                _ => {
+                    let files = if self.with_files {
+                        format!(
+                            "{},{},",
+                            csv_field(first.1.unwrap_or("")),
+                            csv_field(last.1.unwrap_or(""))
+                        )
+                    } else {
+                        String::new()
+                    };
+                    text.push_str(&format!(
+                        "{index},{},{},{files}{size},{},{},{},{}\n",
+                        first.0,
+                        last.0,
+                        o.statistic.id(),
+                        o.value,
+                        o.p_value,
+                        o.flagged
+                    ));
+                }
+            }
+        }
+        self.windows += 1;
+        self.flagged += usize::from(outcomes.first().is_some_and(|o| o.flagged));
+        let io = |source| Error::Io {
+            path: self
+                .path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("<stdout>")),
+            source,
+        };
+        self.out.write_all(text.as_bytes()).map_err(io)?;
+        self.out.flush().map_err(io)
+    }
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// Tests consecutive windows of a whole input (catalogue set, IDX file, PNG folder).
+fn stream_file(
+    a: &MonitorArgs,
+    test: &WindowTest<AnyModel>,
+    locator: &Locator,
+    shape: [usize; 3],
+    sink: &mut Sink,
+    progress: bool,
+) -> Result<()> {
+    crate::note_catalogue_name(&a.input);
+    let input = load_named_expecting(&a.input, locator, None, 0, Some(shape))?;
+    let names = if sink.with_files {
+        Some(bnood::data::user_files::png_file_names(Path::new(
+            &a.input,
+        ))?)
+    } else {
+        None
+    };
+    let m = test.params().window();
+    let mut windows = input.len() / m;
+    if let Some(max) = a.max_windows {
+        windows = windows.min(max);
+    }
+    if windows == 0 {
+        return Err(Error::Invalid(format!(
+            "--input {} holds {} image(s), fewer than one window of --window {m}: pass more images or a smaller --window",
+            a.input,
+            input.len()
+        )));
+    }
+    let bar = progress.then(BarProgress::new);
+    if let Some(bar) = &bar {
+        bar.start(
+            &format!("windows of {m} on {}", input.name()),
+            windows as u64,
+        );
+    }
+    let name = |i: usize| names.as_ref().and_then(|n| n.get(i)).map(String::as_str);
+    for w in 0..windows {
+        let rows: Vec<usize> = (w * m..(w + 1) * m).collect();
+        let window = input.select(&rows)?.with_name(format!("window {w}"));
+        let outcomes = test.test(&window)?;
+        let (first, last) = (w * m, (w + 1) * m - 1);
+        sink.window(w, (first, name(first)), (last, name(last)), m, &outcomes)?;
+        if let Some(bar) = &bar {
+            bar.advance(1);
+        }
+    }
+    let left = input.len() - windows * m;
+    if progress {
+        eprintln!(
+            "{} of {windows} windows of {m} flagged by {} at α = {}",
+            sink.flagged,
+            a.statistic[0].id(),
+            a.alpha
+        );
+    }
+    if left > 0 && a.max_windows.is_none() {
+        eprintln!("note: the last {left} image(s) do not fill a window of {m} and were not tested");
+    }
+    Ok(())
+}
+
+/// Watches a folder and tests each window of new PNG files as it fills (in file-name order
+/// within each look; files already there when it starts are the first inputs).
+fn follow(
+    a: &MonitorArgs,
+    test: &WindowTest<AnyModel>,
+    shape: [usize; 3],
+    sink: &mut Sink,
+    progress: bool,
+) -> Result<()> {
+    let dir = Path::new(&a.input);
+    let m = test.params().window();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut pending: Vec<String> = Vec::new();
+    let mut next_index = 0usize;
+    let mut window_index = 0usize;
+    if progress {
+        eprintln!(
+            "watching {} for PNG files; a window of {m} is tested as soon as it fills (Ctrl-C to stop)",
+            dir.display()
+        );
+    }
+    loop {
+        let names = bnood::data::user_files::png_file_names(dir)?;
+        pending.extend(names.into_iter().filter(|n| seen.insert(n.clone())));
+        while pending.len() >= m {
+            let batch: Vec<String> = pending.drain(..m).collect();
+            let files: Vec<PathBuf> = batch.iter().map(|n| dir.join(n)).collect();
+            let window =
+                ImageSet::from_png_files(&files, format!("window {window_index}"), Some(shape))?;
+            let outcomes = test.test(&window)?;
+            sink.window(
+                window_index,
+                (next_index, batch.first().map(String::as_str)),
+                (next_index + m - 1, batch.last().map(String::as_str)),
+                m,
+                &outcomes,
+            )?;
+            if progress {
+                eprintln!(
+                    "window {window_index} ({} … {}): p = {:.4}{}",
+                    batch[0],
+                    batch[m - 1],
+                    outcomes[0].p_value,
+                    if outcomes[0].flagged { ", flagged" } else { "" }
+                );
+            }
+            next_index += m;
+            window_index += 1;
+            if a.max_windows.is_some_and(|max| window_index >= max) {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(a.poll_ms));
+    }
+}
+
+/// `bnood monitor --study`: the power table.
+fn study(
+    a: &MonitorArgs,
+    model: AnyModel,
+    shape: [usize; 3],
+    device: &Device,
+    locator: &Locator,
+    progress: bool,
+) -> Result<()> {
+    let spec = WindowPowerSpec {
+        windows: a.window.clone(),
+        shares: a
+            .shares
+            .clone()
+            .unwrap_or_else(|| vec![0.0, 0.05, 0.1, 0.25, 0.5, 1.0]),
+        windows_per_cell: a.windows_per_cell.unwrap_or(100),
+        false_alarm_windows: a.false_alarm_windows.unwrap_or(200),
+        null_windows: a.null_windows,
+        alpha: a.alpha,
+        comparison_size: a.comparison_size,
+        batch_size: a.batch_size,
+        seed: a.seed,
+    };
+    if a.statistic != [WindowStatistic::Bn] {
+        eprintln!("note: --study measures every statistic (bn, ks, mmd); --statistic is ignored");
+    }
+    let reference = load_reference(a, locator, shape)?;
+    crate::note_catalogue_name(&a.input);
+    let inliers = load_named_expecting(
+        &a.input,
+        locator,
+        a.input_size,
+        seeds::derive(a.seed, seeds::TEST_SUBSET),
+        Some(shape),
+    )?;
+    let oods = a
+        .study
+        .iter()
+        .map(|name| {
+            load_named_expecting(
+                name,
+                locator,
+                Some(a.ood_size.unwrap_or(2000)),
+                seeds::derive(a.seed, seeds::OOD_SUBSET),
+                Some(shape),
+            )
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let report = window_power(
+        &model,
+        device,
+        &reference,
+        &inliers,
+        &oods,
+        &spec,
+        BarProgress::hook(progress),
+    )?;
+    let text = match a.format {
+        MonitorFormat::Csv => report.to_csv(),
+        MonitorFormat::Json => format!(
+            "{:#}\n",
+            serde_json::to_value(&report)
+                .map_err(|e| Error::Invalid(format!("cannot serialise the study: {e}")))?
+        ),
+        MonitorFormat::Markdown => report.to_markdown(),
+    };
+    match &a.out {
+        Some(path) => std::fs::write(path, text).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?,
+        None => print!("{text}"),
+    }
+    let fits: Vec<String> = report
+        .fit_seconds
+        .iter()
+        .map(|(m, s)| format!("M = {m}: {s:.0} s"))
+        .collect();
+    eprintln!(
+        "study done in {:.0} s (fits: {})",
+        report.total_seconds,
+        fits.join(", ")
+    );
+    Ok(())
+}
