@@ -1,8 +1,12 @@
 //! The paper's evaluation protocol and its reports. Given trained likelihood models, an
 //! in-distribution test set, a reference set and OoD sets, it runs the detectors of
-//! `bnood-detect` as in Song, Song & Ermon's Table 2, Table 5 and Figure 3, plus a test-pool
-//! contamination study, and writes the results as text and Markdown tables, JSON, and PNG
-//! plots (ROC curves, bits/dim against the ratio `r`).
+//! `bnood-detect` as in Song, Song & Ermon's Table 2, Table 5 and Figure 3, plus studies of
+//! the job most users have — flagging single OoD inputs among normal ones: a contamination
+//! grid (detectors × OoD sets × OoD shares of the pool), a calibration study (share of
+//! in-distribution images flagged at a target false-positive rate over many seeds) and the
+//! window test's power ([`window_power`]); it writes the results as text and Markdown
+//! tables, JSON, and PNG plots (ROC curves, bits/dim against the ratio `r`, AUROC against
+//! the OoD share).
 //!
 //! [`experiment`] runs it end to end from model configurations (train, or reuse a matching
 //! checkpoint, then evaluate): the example `fmnist_vs_kmnist` and the `bnood` command are

@@ -1,5 +1,5 @@
 //! The experiments: Table 2 (OoD sets × detectors), Table 5 (`r1 = 0`, several `r2`), the
-//! ratio sweep of Figure 3, and a test-pool contamination study.
+//! ratio sweep of Figure 3, the contamination grid and the calibration study.
 //!
 //! Conventions, all as in the paper's Section 6 unless a field says otherwise:
 //! - in-distribution test images and each OoD set are scored as *separate, pure* test
