@@ -217,7 +217,7 @@ pub struct DetectorArgs {
     /// BN test ratio r2 [default: 0.9]. Not with --mode per-input.
     #[arg(long, allow_negative_numbers = true)]
     pub r2: Option<f64>,
-    /// Batch compositions of the held-out images that calibrate the BN test's p-values [default: 10 in pool mode, 1 per-input].
+    /// Batch compositions of the held-out images that calibrate the BN test's p-values [default: 1].
     #[arg(long)]
     pub calibration_draws: Option<usize>,
     /// Share of the BN test's reference images held out to calibrate Δ (the rest is mixed into batches).

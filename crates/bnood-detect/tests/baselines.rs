@@ -200,11 +200,10 @@ fn a_ratio_of_one_with_b_equal_to_the_pool_scores_the_pool_as_one_batch() {
         BnTestParams::new().ratios(0.0, 1.0).batch_size(32),
     )
     .expect("valid");
-    // Neither ratio mixes in reference images, so the whole reference set is held out (and
-    // scored in the default 10 batch compositions).
+    // Neither ratio mixes in reference images, so the whole reference set is held out.
     bn.fit(&p_set("p reference", 40, 4, SIGMA, 10))
         .expect("fit");
-    assert_eq!(bn.reference_deltas().map(<[f64]>::len), Some(400));
+    assert_eq!(bn.reference_deltas().map(<[f64]>::len), Some(40));
     let s1 = bn.statistic(&pool, 1.0).expect("statistic");
     let flow = AppendixDFlow::on_pixels(&device, SIGMA, 4);
     let x = pool.tensor(0..32, &device).expect("tensor").add_scalar(0.5);

@@ -18,8 +18,7 @@ fn fitted_detector(seed: u64) -> BnTest<AppendixDFlow> {
     let flow = AppendixDFlow::on_pixels(&device, SIGMA, PAIRS);
     let mut detector =
         BnTest::new(flow, &device, BnTestParams::new().seed(seed)).expect("valid parameters");
-    // 800 reference images: 400 mixed into batches, 400 held out to calibrate Δ (in the
-    // default 10 batch compositions).
+    // 800 reference images: 400 mixed into batches, 400 held out to calibrate Δ.
     detector
         .fit(&p_set("p reference", 800, PAIRS, SIGMA, 100 + seed))
         .expect("fit");
@@ -86,9 +85,8 @@ fn p_values_are_close_to_uniform_when_test_and_reference_share_a_distribution() 
 fn a_clearly_shifted_pool_gets_small_p_values_and_an_auroc_near_one() {
     let detector = fitted_detector(2);
     let alpha = detector.threshold_for_fpr(0.05).expect("threshold");
-    // 400 held-out images in 10 batch compositions: 4,000 reference Δs, p-values are
-    // multiples of 1/4001, so α = 200/4001.
-    assert!((alpha - 200.0 / 4001.0).abs() < 1e-12, "α = {alpha}");
+    // 400 held-out values: p-values are multiples of 1/401, so α = 20/401.
+    assert!((alpha - 20.0 / 401.0).abs() < 1e-12, "α = {alpha}");
 
     let shifted = detector
         .score(&q_set("q pool", 400, PAIRS, 8))
