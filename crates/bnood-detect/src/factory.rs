@@ -123,16 +123,6 @@ impl DetectorKind {
         }
     }
 
-    /// Whether an image's score depends on that image and the reference set only (not on
-    /// the other images scored with it). Only the BN test's pool mode is not per-input;
-    /// `params` says which mode a BN test runs in.
-    pub fn is_per_input(self, params: &DetectorParams) -> bool {
-        match self {
-            DetectorKind::BnTest => params.bn.is_per_input(),
-            _ => true,
-        }
-    }
-
     /// Parses an [`id`](Self::id) or a [`title`](Self::title), case-insensitively.
     ///
     /// # Errors

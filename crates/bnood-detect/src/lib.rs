@@ -210,6 +210,17 @@ impl Scores {
         self.scores.is_empty()
     }
 
+    /// The scores (and p-values) of the images in `range` of the scored set.
+    ///
+    /// # Panics
+    /// If `range` reaches past [`len`](Self::len).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Scores {
+        Scores {
+            scores: self.scores[range.clone()].to_vec(),
+            p_values: self.p_values.as_ref().map(|p| p[range].to_vec()),
+        }
+    }
+
     /// Which images are flagged as OoD at `threshold`, a value from
     /// [`Detector::threshold_for_fpr`] of the same detector: with p-values, `p ≤ threshold`;
     /// without, `score > threshold`.

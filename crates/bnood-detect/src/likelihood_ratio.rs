@@ -9,7 +9,7 @@ use bnood_models::LikelihoodModel;
 use crate::factory::{DetectorKind, DetectorParams};
 use crate::params::{ParamGuard, ScoringParams};
 use crate::persist::FittedState;
-use crate::reference::{ReferenceScores, fitted};
+use crate::reference::FittedScores;
 use crate::scoring::{RunningScorer, check_shape};
 use crate::{DetectError, Detector, ProgressHook, Result, Scores};
 
@@ -30,7 +30,7 @@ pub struct LikelihoodRatio<M> {
     model: M,
     background: M,
     scorer: RunningScorer,
-    reference: Option<ReferenceScores>,
+    reference: FittedScores,
 }
 
 impl<M: LikelihoodModel> LikelihoodRatio<M> {
@@ -57,7 +57,7 @@ impl<M: LikelihoodModel> LikelihoodRatio<M> {
             model,
             background,
             scorer: RunningScorer::new(device, params.check()?),
-            reference: None,
+            reference: FittedScores::default(),
         })
     }
 
@@ -99,7 +99,7 @@ impl<M: LikelihoodModel> Detector for LikelihoodRatio<M> {
 
     fn fit(&mut self, reference: &ImageSet) -> Result<()> {
         let scores = self.score(reference)?.scores;
-        self.reference = Some(ReferenceScores::new(&scores));
+        self.reference.set(&scores);
         Ok(())
     }
 
@@ -116,16 +116,15 @@ impl<M: LikelihoodModel> Detector for LikelihoodRatio<M> {
     }
 
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        fitted(self.reference.as_ref(), self.name(), "threshold_for_fpr")?
-            .score_threshold(target_fpr)
+        self.reference.threshold(self.name(), target_fpr)
     }
 
     fn fitted_state(&self) -> Option<FittedState> {
-        self.reference.clone().map(FittedState::reference)
+        self.reference.state()
     }
 
     fn restore(&mut self, state: FittedState) -> Result<()> {
-        self.reference = Some(state.into_reference(self.name())?);
+        self.reference = FittedScores::restored(self.name(), state)?;
         Ok(())
     }
 }

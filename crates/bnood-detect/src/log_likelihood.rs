@@ -8,7 +8,7 @@ use bnood_models::LikelihoodModel;
 use crate::factory::{DetectorKind, DetectorParams};
 use crate::params::{ParamGuard, ScoringParams};
 use crate::persist::FittedState;
-use crate::reference::{ReferenceScores, fitted};
+use crate::reference::FittedScores;
 use crate::scoring::RunningScorer;
 use crate::{Detector, ProgressHook, Result, Scores};
 
@@ -22,7 +22,7 @@ use crate::{Detector, ProgressHook, Result, Scores};
 pub struct LogLikelihood<M> {
     model: M,
     scorer: RunningScorer,
-    reference: Option<ReferenceScores>,
+    reference: FittedScores,
 }
 
 impl<M: LikelihoodModel> LogLikelihood<M> {
@@ -31,7 +31,7 @@ impl<M: LikelihoodModel> LogLikelihood<M> {
         Self {
             model,
             scorer: RunningScorer::new(device, ScoringParams::default().0),
-            reference: None,
+            reference: FittedScores::default(),
         }
     }
 
@@ -44,7 +44,7 @@ impl<M: LikelihoodModel> LogLikelihood<M> {
         Ok(Self {
             model,
             scorer: RunningScorer::new(device, params.check()?),
-            reference: None,
+            reference: FittedScores::default(),
         })
     }
 
@@ -77,7 +77,7 @@ impl<M: LikelihoodModel> Detector for LogLikelihood<M> {
 
     fn fit(&mut self, reference: &ImageSet) -> Result<()> {
         let scores = self.score(reference)?.scores;
-        self.reference = Some(ReferenceScores::new(&scores));
+        self.reference.set(&scores);
         Ok(())
     }
 
@@ -97,16 +97,15 @@ impl<M: LikelihoodModel> Detector for LogLikelihood<M> {
     }
 
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        fitted(self.reference.as_ref(), self.name(), "threshold_for_fpr")?
-            .score_threshold(target_fpr)
+        self.reference.threshold(self.name(), target_fpr)
     }
 
     fn fitted_state(&self) -> Option<FittedState> {
-        self.reference.clone().map(FittedState::reference)
+        self.reference.state()
     }
 
     fn restore(&mut self, state: FittedState) -> Result<()> {
-        self.reference = Some(state.into_reference(self.name())?);
+        self.reference = FittedScores::restored(self.name(), state)?;
         Ok(())
     }
 }

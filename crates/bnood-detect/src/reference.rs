@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::persist::FittedState;
 use crate::{DetectError, Result};
 
 /// Values of the reference (held-out in-distribution) set, ascending, with no NaN.
@@ -96,6 +97,35 @@ impl TryFrom<Vec<f64>> for ReferenceScores {
 impl From<ReferenceScores> for Vec<f64> {
     fn from(r: ReferenceScores) -> Self {
         r.0
+    }
+}
+
+/// What a detector thresholded on its own scores keeps from [`fit`](crate::Detector::fit):
+/// the scores of its reference set (log p, WAIC, input complexity, the likelihood ratio).
+/// One home for their fit, threshold, save and restore.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FittedScores(Option<ReferenceScores>);
+
+impl FittedScores {
+    /// Keeps `scores`, the detector's scores of its reference set.
+    pub(crate) fn set(&mut self, scores: &[f64]) {
+        self.0 = Some(ReferenceScores::new(scores));
+    }
+
+    /// The `(1 − target_fpr)` quantile of the reference scores
+    /// ([`ReferenceScores::score_threshold`]).
+    pub(crate) fn threshold(&self, detector: &str, target_fpr: f64) -> Result<f64> {
+        fitted(self.0.as_ref(), detector, "threshold_for_fpr")?.score_threshold(target_fpr)
+    }
+
+    /// The state to save, `None` before fitting.
+    pub(crate) fn state(&self) -> Option<FittedState> {
+        self.0.clone().map(FittedState::reference)
+    }
+
+    /// The fit a saved state of `detector` holds.
+    pub(crate) fn restored(detector: &str, state: FittedState) -> Result<Self> {
+        Ok(Self(Some(state.into_reference(detector)?)))
     }
 }
 

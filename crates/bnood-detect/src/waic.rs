@@ -8,7 +8,7 @@ use bnood_models::LikelihoodModel;
 use crate::factory::{DetectorKind, DetectorParams};
 use crate::params::{ParamGuard, ScoringParams};
 use crate::persist::FittedState;
-use crate::reference::{ReferenceScores, fitted};
+use crate::reference::FittedScores;
 use crate::scoring::RunningScorer;
 use crate::{DetectError, Detector, ProgressHook, Result, Scores};
 
@@ -26,7 +26,7 @@ use crate::{DetectError, Detector, ProgressHook, Result, Scores};
 pub struct Waic<M> {
     models: Vec<M>,
     scorer: RunningScorer,
-    reference: Option<ReferenceScores>,
+    reference: FittedScores,
 }
 
 impl<M: LikelihoodModel> Waic<M> {
@@ -64,7 +64,7 @@ impl<M: LikelihoodModel> Waic<M> {
         Ok(Self {
             models,
             scorer: RunningScorer::new(device, params.check()?),
-            reference: None,
+            reference: FittedScores::default(),
         })
     }
 
@@ -89,7 +89,7 @@ impl<M: LikelihoodModel> Detector for Waic<M> {
 
     fn fit(&mut self, reference: &ImageSet) -> Result<()> {
         let scores = self.score(reference)?.scores;
-        self.reference = Some(ReferenceScores::new(&scores));
+        self.reference.set(&scores);
         Ok(())
     }
 
@@ -118,16 +118,15 @@ impl<M: LikelihoodModel> Detector for Waic<M> {
     }
 
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        fitted(self.reference.as_ref(), self.name(), "threshold_for_fpr")?
-            .score_threshold(target_fpr)
+        self.reference.threshold(self.name(), target_fpr)
     }
 
     fn fitted_state(&self) -> Option<FittedState> {
-        self.reference.clone().map(FittedState::reference)
+        self.reference.state()
     }
 
     fn restore(&mut self, state: FittedState) -> Result<()> {
-        self.reference = Some(state.into_reference(self.name())?);
+        self.reference = FittedScores::restored(self.name(), state)?;
         Ok(())
     }
 }

@@ -30,8 +30,8 @@ pub use job::{
 };
 pub use protocol::{
     CalibrationRow, ContaminationRow, DetectorSpec, Protocol, Row, Setting, SweepSeries,
-    binomial_interval, build_spec, calibration, contamination, mean_bits_per_dim, ood_table,
-    r2_table, ratio_sweep, sampling_interval,
+    build_spec, calibration, contamination, mean_bits_per_dim, ood_table, r2_table, ratio_sweep,
+    sampling_interval,
 };
 pub use report::{Report, RunSettings};
 pub use window_power::{WindowPowerReport, WindowPowerRow, WindowPowerSpec, window_power};

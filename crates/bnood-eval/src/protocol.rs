@@ -530,9 +530,13 @@ fn unknown_setting() -> Setting {
     Setting::Default
 }
 
+/// How many of `scores`' images are flagged at `threshold`.
+fn flagged_count(scores: &Scores, threshold: f64) -> usize {
+    scores.decisions(threshold).iter().filter(|&&f| f).count()
+}
+
 fn flagged_share(scores: &Scores, threshold: f64) -> f64 {
-    let flagged = scores.decisions(threshold).iter().filter(|&&f| f).count();
-    flagged as f64 / scores.len().max(1) as f64
+    flagged_count(scores, threshold) as f64 / scores.len().max(1) as f64
 }
 
 /// The contamination study of one fitted `detector` against one OoD set: test pools of
@@ -592,25 +596,24 @@ pub fn contamination(
     } else {
         None
     };
-    let part = |s: &Scores, n: usize| Scores {
-        scores: s.scores[..n].to_vec(),
-        p_values: s.p_values.as_ref().map(|p| p[..n].to_vec()),
-    };
     let mut pure_in: Option<Scores> = None;
     let mut rows = Vec::with_capacity(counts.len());
     for (f, n_in, n_ood) in counts {
         let t = Instant::now();
         let (in_scores, ood_scores) = match &cached {
             Some((i, o)) => (
-                part(i, if n_in == 0 { pool_size } else { n_in }),
-                part(o, n_ood),
+                i.slice(0..if n_in == 0 { pool_size } else { n_in }),
+                o.slice(0..n_ood),
             ),
             None if n_in == 0 => {
                 let pure = match &pure_in {
                     Some(s) => s.clone(),
-                    None => detector.score(&in_all)?,
+                    None => {
+                        let s = detector.score(&in_all)?;
+                        pure_in = Some(s.clone());
+                        s
+                    }
                 };
-                pure_in = Some(pure.clone());
                 (pure, detector.score(&ood_all.head(n_ood)?)?)
             }
             None => {
@@ -624,13 +627,7 @@ pub fn contamination(
                     &[&in_all.head(n_in)?, &ood_all.head(n_ood)?],
                 )?;
                 let s = detector.score(&pool)?;
-                (
-                    part(&s, n_in),
-                    Scores {
-                        scores: s.scores[n_in..].to_vec(),
-                        p_values: s.p_values.as_ref().map(|p| p[n_in..].to_vec()),
-                    },
-                )
+                (s.slice(0..n_in), s.slice(n_in..s.len()))
             }
         };
         let m = bnood_metrics::evaluate(&in_scores.scores, &ood_scores.scores)?;
@@ -683,13 +680,6 @@ pub struct CalibrationRow {
     pub per_seed_range: (f64, f64),
 }
 
-/// The 95 % interval of the observed share of `Binomial(n, p)` trials (normal approximation
-/// with continuity correction): where a calibrated detector's flagged share falls if every
-/// image were independent and the threshold exact.
-pub fn binomial_interval(p: f64, n: usize) -> (f64, f64) {
-    sampling_interval(p, n, 1, usize::MAX)
-}
-
 /// The 95 % interval of the flagged share of a calibrated detector at target `p`, over
 /// `total` in-distribution images from `seeds` seeds whose thresholds were each estimated
 /// from `calibration_images` reference values: the variance is `p(1 − p)/total` (which
@@ -704,11 +694,7 @@ pub fn sampling_interval(
 ) -> (f64, f64) {
     let z = 1.959_963_984_540_054_f64;
     let n = total.max(1) as f64;
-    let threshold_var = if calibration_images == usize::MAX {
-        0.0
-    } else {
-        p * (1.0 - p) / (seeds.max(1) as f64 * calibration_images.max(1) as f64)
-    };
+    let threshold_var = p * (1.0 - p) / (seeds.max(1) as f64 * calibration_images.max(1) as f64);
     let half = z * (p * (1.0 - p) / n + threshold_var).sqrt() + 0.5 / n;
     ((p - half).max(0.0), (p + half).min(1.0))
 }
@@ -775,14 +761,11 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
             };
             for (pi, &size) in pool_sizes.iter().enumerate() {
                 let scores = match &all {
-                    Some(s) => Scores {
-                        scores: s.scores[..size].to_vec(),
-                        p_values: s.p_values.as_ref().map(|p| p[..size].to_vec()),
-                    },
+                    Some(s) => s.slice(0..size),
                     None => detector.score(&pool_all.head(size)?)?,
                 };
                 for (fi, &t) in thresholds.iter().enumerate() {
-                    let flagged = scores.decisions(t).iter().filter(|&&f| f).count();
+                    let flagged = flagged_count(&scores, t);
                     let c = &mut counts[si][pi][fi];
                     c.0 += flagged;
                     c.1 += size;

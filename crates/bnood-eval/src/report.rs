@@ -207,65 +207,51 @@ fn detector_label(kind: DetectorKind, setting: &Setting) -> String {
 }
 
 /// The contamination grid as Markdown: one row per detector and OoD set, one column per OoD
-/// share; each cell is `AUROC / FPR@95` within the pool, then the shares of in-distribution
-/// and OoD images flagged at a 5 % target.
+/// share; each cell is `AUROC / FPR@95` within the pool, then (a second table) the shares of
+/// in-distribution and OoD images flagged at a 5 % target.
 pub fn markdown_contamination(model: &str, rows: &[ContaminationRow]) -> String {
     let mut fractions: Vec<f64> = Vec::new();
+    let mut keys: Vec<(String, &str)> = Vec::new();
     for r in rows {
         if !fractions.iter().any(|f| (f - r.ood_fraction).abs() < 1e-12) {
             fractions.push(r.ood_fraction);
         }
-    }
-    let mut out = format!("| {model}: detector | OoD set |");
-    for f in &fractions {
-        out.push_str(&format!(" {:.0} % |", f * 100.0));
-    }
-    out.push_str(&format!("\n|---|---|{}\n", "---|".repeat(fractions.len())));
-    let mut keys: Vec<(String, String)> = Vec::new();
-    for r in rows {
-        let key = (detector_label(r.detector, &r.setting), r.ood.clone());
+        let key = (detector_label(r.detector, &r.setting), r.ood.as_str());
         if !keys.contains(&key) {
             keys.push(key);
         }
     }
-    for (label, ood) in &keys {
-        out.push_str(&format!("| {label} | {ood} |"));
+    // One table: a row per (detector, OoD set), a column per share, `cell` of each row.
+    let table = |cell: &dyn Fn(&ContaminationRow) -> Option<String>| {
+        let mut out = format!("| {model}: detector | OoD set |");
         for f in &fractions {
-            let cell = rows.iter().find(|r| {
-                &detector_label(r.detector, &r.setting) == label
-                    && &r.ood == ood
-                    && (r.ood_fraction - f).abs() < 1e-12
-            });
-            match cell {
-                Some(r) => out.push_str(&format!(" {:.3} / {:.3}", r.auroc, r.fpr_at_95_tpr)),
-                None => out.push_str(" —"),
-            }
-            out.push_str(" |");
+            out.push_str(&format!(" {:.0} % |", f * 100.0));
         }
-        out.push('\n');
-    }
+        out.push_str(&format!("\n|---|---|{}\n", "---|".repeat(fractions.len())));
+        for (label, ood) in &keys {
+            out.push_str(&format!("| {label} | {ood} |"));
+            for f in &fractions {
+                let text = rows
+                    .iter()
+                    .find(|r| {
+                        r.ood == *ood
+                            && (r.ood_fraction - f).abs() < 1e-12
+                            && detector_label(r.detector, &r.setting) == *label
+                    })
+                    .and_then(cell);
+                out.push_str(&format!(" {} |", text.as_deref().unwrap_or("—")));
+            }
+            out.push('\n');
+        }
+        out
+    };
+    let mut out = table(&|r| Some(format!("{:.3} / {:.3}", r.auroc, r.fpr_at_95_tpr)));
     out.push_str("\nCells: within-pool AUROC / FPR@95. Flagged at a 5 % target (in-distribution % / OoD %):\n\n");
-    out.push_str(&format!("| {model}: detector | OoD set |"));
-    for f in &fractions {
-        out.push_str(&format!(" {:.0} % |", f * 100.0));
-    }
-    out.push_str(&format!("\n|---|---|{}\n", "---|".repeat(fractions.len())));
-    for (label, ood) in &keys {
-        out.push_str(&format!("| {label} | {ood} |"));
-        for f in &fractions {
-            let cell = rows.iter().find(|r| {
-                &detector_label(r.detector, &r.setting) == label
-                    && &r.ood == ood
-                    && (r.ood_fraction - f).abs() < 1e-12
-            });
-            match cell.and_then(|r| r.flagged_in_at_5.zip(r.flagged_ood_at_5)) {
-                Some((i, o)) => out.push_str(&format!(" {:.1} / {:.1}", i * 100.0, o * 100.0)),
-                None => out.push_str(" —"),
-            }
-            out.push_str(" |");
-        }
-        out.push('\n');
-    }
+    out.push_str(&table(&|r| {
+        r.flagged_in_at_5
+            .zip(r.flagged_ood_at_5)
+            .map(|(i, o)| format!("{:.1} / {:.1}", i * 100.0, o * 100.0))
+    }));
     out
 }
 
