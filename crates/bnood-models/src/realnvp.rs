@@ -319,6 +319,9 @@ impl ResNet {
         if cpu::takes_rows_layout(&x) {
             return cpu::forward(self, x, mode);
         }
+        if let Some(out) = cpu::forward_differentiable(self, &x, mode) {
+            return out;
+        }
         let mut h = self.in_conv.forward(x);
         for block in &self.blocks {
             h = block.forward(h, mode)?;

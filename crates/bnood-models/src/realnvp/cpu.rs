@@ -6,13 +6,17 @@
 //!
 //! Which devices take it is a real query ([`takes_rows_layout`]): the CPU devices of the
 //! backends this crate was built with (features `flex`, `ndarray`), compared with the
-//! input's device. GPUs and autodiff devices keep burn's convolutions (the layout's
-//! sliding windows have no efficient gradient in burn).
+//! input's device. GPUs keep burn's convolutions. On the autodiff forms of the CPU devices
+//! (training) the whole network is one operation of burn's autodiff graph
+//! ([`autodiff`]) whose gradient is computed in the rows layout too ([`backward`]):
+//! burn's own gradient of the layout's sliding windows adds one window at a time.
 //!
 //! Scores do not depend on the number of threads: the batch is always cut into the same
 //! shares, whose BatchNorm sums are added in share order; the threads (one per core, at
 //! most one per share) only decide who computes which share.
 
+mod autodiff;
+mod backward;
 mod batch_norm;
 mod rows;
 mod share;
@@ -21,9 +25,12 @@ use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use bnood_norm::StatsMode;
+use bnood_norm::{BatchNorm, StatsMode};
+use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
+pub(super) use self::autodiff::forward_differentiable;
+use self::backward::{NormTape, ShareTape};
 use self::batch_norm::Statistics;
 use self::rows::{RowGrid, add_offsets};
 use self::share::{ShareExchange, ShareSet, runs};
@@ -37,6 +44,89 @@ pub(super) fn takes_rows_layout(x: &Tensor<4>) -> bool {
     let device = x.device();
     // Device equality ignores autodiff, so ask first.
     x.dims()[0] > 0 && !device.is_autodiff() && cpu_devices().contains(&device)
+}
+
+/// Whether `x` lies on the autodiff form of a CPU device of a backend this crate was built
+/// for and holds at least one image: then [`forward_differentiable`] runs the network.
+fn takes_differentiable_rows_layout(x: &Tensor<4>) -> bool {
+    #[cfg(test)]
+    if backward::tests::burn_layers_forced() {
+        return false;
+    }
+    let device = x.device();
+    x.dims()[0] > 0 && device.is_autodiff() && cpu_devices().contains(&device)
+}
+
+/// The network's convolutions in parameter order: input, each block's two, output.
+fn convs(net: &ResNet) -> Vec<&Conv2d> {
+    std::iter::once(&net.in_conv)
+        .chain(net.blocks.iter().flat_map(|b| [&b.conv1, &b.conv2]))
+        .chain(std::iter::once(&net.out_conv))
+        .collect()
+}
+
+/// The network's BatchNorms after the input convolution, in forward order.
+fn norms(net: &ResNet) -> Vec<&BatchNorm> {
+    net.blocks
+        .iter()
+        .flat_map(|b| [&b.norm1, &b.norm2])
+        .chain(std::iter::once(&net.out_norm))
+        .collect()
+}
+
+/// Where each convolution's gradients go among the parameters of [`parameters`]: the
+/// weight's slot (its bias, when it has one, is the next).
+struct ConvSlots {
+    in_conv: usize,
+    /// `(conv1, conv2)` of each block.
+    blocks: Vec<(usize, usize)>,
+    out_conv: usize,
+    /// Convolution parameters in all.
+    total: usize,
+}
+
+fn conv_slots(net: &ResNet) -> ConvSlots {
+    let mut next = 0;
+    let mut slot = |conv: &Conv2d| {
+        let at = next;
+        next += 1 + usize::from(conv.bias.is_some());
+        at
+    };
+    let in_conv = slot(&net.in_conv);
+    let blocks = net
+        .blocks
+        .iter()
+        .map(|b| (slot(&b.conv1), slot(&b.conv2)))
+        .collect();
+    let out_conv = slot(&net.out_conv);
+    ConvSlots {
+        in_conv,
+        blocks,
+        out_conv,
+        total: next,
+    }
+}
+
+/// The parameters of the network after its input BatchNorm, each flattened: every
+/// convolution's weight and bias ([`convs`] order), then every BatchNorm's γ and β
+/// ([`norms`] order). The gradient of [`backward`] comes in this order.
+fn parameters(net: &ResNet) -> Vec<Tensor<1>> {
+    let flat = |t: Tensor<4>| {
+        let len: usize = t.dims().iter().product();
+        t.reshape([len])
+    };
+    let mut out = Vec::new();
+    for conv in convs(net) {
+        out.push(flat(conv.weight.val()));
+        if let Some(bias) = &conv.bias {
+            out.push(bias.val());
+        }
+    }
+    for norm in norms(net) {
+        out.push(norm.gamma.val());
+        out.push(norm.beta.val());
+    }
+    out
 }
 
 /// The devices of the CPU backends compiled in, listed once.
@@ -88,13 +178,33 @@ fn forward_on_threads(
     let [n, _, h, w] = x.dims();
     let grid = RowGrid::new(n, h, w, &x.device());
     let rows = grid.to_rows(x);
+    let parts = on_shares(&grid, threads, |run, groups, set| {
+        let rows = rows.clone().narrow(0, groups.start, groups.len());
+        let _ = run;
+        body(net, &grid, rows, mode, set, None)
+    })?;
+    Ok(grid.to_nchw(Tensor::cat(parts, 0)))
+}
+
+/// Runs `work` on the runs of shares of `grid`'s batch, one run per thread (at most
+/// `threads`, at least 1): `work(run, groups, shares)` gets the run's index, the image
+/// groups it holds and its [`ShareSet`]. Returns the runs' results in run order.
+///
+/// # Errors
+/// The first error of a run, in run order.
+fn on_shares<T: Send>(
+    grid: &RowGrid,
+    threads: usize,
+    work: impl Fn(usize, Range<usize>, &ShareSet<'_>) -> Result<T, ModelError> + Sync,
+) -> Result<Vec<T>, ModelError> {
     let shares = grid.shares();
     let groups_per_share =
         |run: Range<usize>| -> Vec<usize> { shares[run].iter().map(Range::len).collect() };
     let threads = threads.min(shares.len()).max(1);
     if threads == 1 {
         let set = ShareSet::all(groups_per_share(0..shares.len()));
-        return Ok(grid.to_nchw(body(net, &grid, rows, mode, &set)?));
+        let groups = shares[0].start..shares[shares.len() - 1].end;
+        return Ok(vec![work(0, groups, &set)?]);
     }
     // Every thread sees the same shapes and batch size, so a BatchNorm error (checked
     // before its first rendezvous) stops all threads alike; none is left waiting.
@@ -102,15 +212,15 @@ fn forward_on_threads(
     let outputs = std::thread::scope(|scope| {
         let handles: Vec<_> = runs(shares.len(), threads)
             .into_iter()
-            .map(|run| {
+            .enumerate()
+            .map(|(index, run)| {
                 let groups = shares[run.start].start..shares[run.end - 1].end;
-                let rows = rows.clone().narrow(0, groups.start, groups.len());
                 let set =
                     ShareSet::part(&exchange, run.start, groups_per_share(run), grid.images());
-                let (grid, exchange) = (&grid, &exchange);
+                let (exchange, work) = (&exchange, &work);
                 scope.spawn(move || {
                     let guard = exchange.guard();
-                    let out = body(net, grid, rows, mode, &set);
+                    let out = work(index, groups, &set);
                     if out.is_ok() {
                         guard.finish();
                     }
@@ -133,7 +243,7 @@ fn forward_on_threads(
     if let Some(payload) = panic {
         std::panic::resume_unwind(payload);
     }
-    Ok(grid.to_nchw(Tensor::cat(parts, 0)))
+    Ok(parts)
 }
 
 /// The network from the input convolution to the output convolution on `rows`
@@ -141,12 +251,17 @@ fn forward_on_threads(
 /// BatchNorms' statistics it runs one group at a time — map, ReLU, convolution (and the
 /// residual sum) on a group while it is still in the CPU's cache — which measured about
 /// twice as fast on these layers as whole-tensor passes (docs/performance.md).
+///
+/// With a `tape`, keeps what [`backward::body_backward`] needs: the input groups, and for
+/// every BatchNorm its input chunks, statistics and activations (they are computed anyway;
+/// keeping them costs memory, not time).
 fn body(
     net: &ResNet,
     grid: &RowGrid,
     rows: Tensor<3>,
     mode: &StatsMode,
     shares: &ShareSet<'_>,
+    mut tape: Option<&mut ShareTape>,
 ) -> Result<Tensor<3>, ModelError> {
     let stats = Statistics {
         mode,
@@ -154,33 +269,58 @@ fn body(
         shares,
     };
     let groups = rows.dims()[0];
+    let input: Vec<Tensor<3>> = (0..groups).map(|g| rows.clone().narrow(0, g, 1)).collect();
     let in_conv = grid.kernel3x3(&net.in_conv);
     let mut offset = in_conv.bias();
-    let mut h: Vec<Tensor<3>> = (0..groups)
-        .map(|g| grid.conv3x3(rows.clone().narrow(0, g, 1), &in_conv))
-        .collect();
+    let mut h: Vec<Tensor<3>> = input.iter().map(|x| grid.conv3x3(x.clone(), &in_conv)).collect();
+    if let Some(tape) = tape.as_deref_mut() {
+        tape.input = input;
+    }
+    // BatchNorm → ReLU → `then(chunk index, activation)` chunk by chunk; the activations
+    // are kept on the tape when there is one.
+    let mut norm_relu = |norm: &BatchNorm,
+                         chunks: Vec<Tensor<3>>,
+                         offset: Option<Tensor<1>>,
+                         then: &dyn Fn(usize, Tensor<3>) -> Tensor<3>|
+     -> Result<Vec<Tensor<3>>, ModelError> {
+        let (centred, map, norm_stats) = grid.batch_norm_chunks(norm, chunks, offset, &stats)?;
+        let Some(tape) = tape.as_deref_mut() else {
+            return Ok(centred
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| then(i, grid.activate(&map, x)))
+                .collect());
+        };
+        let mut acts = Vec::with_capacity(centred.len());
+        let out = centred
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let act = grid.activate(&map, x.clone());
+                acts.push(act.clone());
+                then(i, act)
+            })
+            .collect();
+        tape.norms.push(NormTape {
+            input: centred,
+            gamma: norm.gamma.val(),
+            stats: norm_stats,
+            acts,
+        });
+        Ok(out)
+    };
     for block in &net.blocks {
         let (conv1, conv2) = (grid.kernel3x3(&block.conv1), grid.kernel3x3(&block.conv2));
-        let (centred, map) =
-            grid.batch_norm_chunks(&block.norm1, h.clone(), offset.clone(), &stats)?;
-        let a: Vec<Tensor<3>> = centred
-            .into_iter()
-            .map(|x| grid.conv3x3(grid.activate(&map, x), &conv1))
-            .collect();
-        let (centred, map) = grid.batch_norm_chunks(&block.norm2, a, conv1.bias(), &stats)?;
-        h = h
-            .into_iter()
-            .zip(centred)
-            .map(|(h, x)| h + grid.conv3x3(grid.activate(&map, x), &conv2))
-            .collect();
+        let a = norm_relu(&block.norm1, h.clone(), offset.clone(), &|_, x| {
+            grid.conv3x3(x, &conv1)
+        })?;
+        h = norm_relu(&block.norm2, a, conv1.bias(), &|i, x| {
+            h[i].clone() + grid.conv3x3(x, &conv2)
+        })?;
         offset = add_offsets(offset, conv2.bias());
     }
-    let (centred, map) = grid.batch_norm_chunks(&net.out_norm, h, offset, &stats)?;
     let out_conv = RowGrid::kernel1x1(&net.out_conv);
-    let out: Vec<Tensor<3>> = centred
-        .into_iter()
-        .map(|x| RowGrid::conv1x1(grid.activate(&map, x), &out_conv))
-        .collect();
+    let out = norm_relu(&net.out_norm, h, offset, &|_, x| RowGrid::conv1x1(x, &out_conv))?;
     Ok(Tensor::cat(out, 0))
 }
 
@@ -195,6 +335,7 @@ pub(crate) mod tests {
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
+    use super::backward::tests::with_burn_layers;
     use super::{forward_on_threads, takes_rows_layout};
     use crate::{LikelihoodModel, RealNvpConfig, StatsMode};
 
@@ -235,18 +376,19 @@ pub(crate) mod tests {
     }
 
     /// The paper-shaped model with random last layers (so every coupling does work) on
-    /// `n` images, rows layout vs burn's convolutions, in both statistics modes.
+    /// `n` images, rows layout vs burn's convolutions (on the autodiff form of the device,
+    /// told to keep burn's layers), in both statistics modes.
     fn assert_layouts_agree(device: &Device, n: usize) {
         let model = config().init(device).expect("valid config");
         let reference = model.clone().fork(&device.clone().autodiff());
         let x = uniform([n, 1, 28, 28], 0.0..256.0, 11, device);
         for mode in [StatsMode::Running, StatsMode::Batch] {
             let fast = host(model.log_prob(x.clone(), &mode).expect("rows layout"));
-            let slow = host(
+            let slow = host(with_burn_layers(|| {
                 reference
                     .log_prob(x.clone().autodiff(), &mode)
-                    .expect("burn convolutions"),
-            );
+                    .expect("burn convolutions")
+            }));
             for (a, b) in fast.iter().zip(&slow) {
                 assert!(
                     (a - b).abs() <= SCORE_REL * b.abs() + SCORE_ABS,

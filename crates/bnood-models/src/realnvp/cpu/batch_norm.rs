@@ -80,6 +80,23 @@ impl ChannelsLastAffine {
     }
 }
 
+/// What the backward pass needs of one channels-last BatchNorm besides its input chunks:
+/// the normalised value of a chunk `x` is `x̂ = (x + shift)·inv_std` per channel.
+#[derive(Debug, Clone)]
+pub(crate) struct NormStats {
+    /// `1/√(σ² + ε)` per channel `[C]`, σ² the batch (biased) or running variance.
+    pub(crate) inv_std: Tensor<1>,
+    /// `offset − μ_running` `[C]` with running statistics; `None` with batch statistics,
+    /// whose chunks come back already centred.
+    pub(crate) shift: Option<Tensor<1>>,
+    /// Values per channel behind batch statistics (`N·H·W`); 0 with running statistics.
+    pub(crate) values: usize,
+}
+
+/// The result of [`normalise_chunks`]: the chunks to apply the map to, the map, and the
+/// statistics the backward pass needs.
+pub(crate) type Normalised = (Vec<Tensor<3>>, ChannelsLastAffine, NormStats);
+
 /// The statistics step of `norm` on an input given in `chunks` (each `[N_i, P, C]`, this
 /// thread's blocks of the batch split along the first dimension, in share order), and the
 /// affine map that the caller applies chunk by chunk — so that the map, a ReLU and the next
@@ -102,7 +119,7 @@ pub(crate) fn normalise_chunks(
     chunks: Vec<Tensor<3>>,
     offset: Option<Tensor<1>>,
     stats: &Statistics<'_>,
-) -> Result<(Vec<Tensor<3>>, ChannelsLastAffine), NormError> {
+) -> Result<Normalised, NormError> {
     let (rows, c) = (stats.rows, norm.num_features());
     let mut local_blocks = 0;
     for chunk in &chunks {
@@ -127,13 +144,20 @@ pub(crate) fn normalise_chunks(
     match stats.mode {
         StatsMode::Running => {
             // s = γ / √(σ² + ε), shift = β − (μ − offset)·s.
-            let scale = gamma.div(norm.running_var.val().add_scalar(norm.epsilon).sqrt());
+            let std = norm.running_var.val().add_scalar(norm.epsilon).sqrt();
+            let scale = gamma.div(std.clone());
+            let inv_std = std.recip();
             let mean = match offset {
                 Some(o) => norm.running_mean.val() - o,
                 None => norm.running_mean.val(),
             };
-            let shift = norm.beta.val() - mean * scale.clone();
-            Ok((chunks, affine(scale, shift)))
+            let shift = norm.beta.val() - mean.clone() * scale.clone();
+            let stats = NormStats {
+                inv_std,
+                shift: Some(mean.neg()),
+                values: 0,
+            };
+            Ok((chunks, affine(scale, shift), stats))
         }
         StatsMode::Batch | StatsMode::Train(_) => {
             let values = stats.shares.total_blocks(local_blocks) * rows.count;
@@ -157,7 +181,9 @@ pub(crate) fn normalise_chunks(
             let mean = batch_sum(&chunks, false).div_scalar(n); // [1, 1, C]
             let centred: Vec<Tensor<3>> = chunks.into_iter().map(|x| x - mean.clone()).collect();
             let variance = batch_sum(&centred, true).div_scalar(n).reshape([c]); // biased
-            let scale = gamma / variance.clone().add_scalar(norm.epsilon).sqrt();
+            let std = variance.clone().add_scalar(norm.epsilon).sqrt();
+            let scale = gamma / std.clone();
+            let inv_std = std.recip();
             if let (StatsMode::Train(tape), true) = (stats.mode, stats.shares.records()) {
                 let mean = mean.reshape([c]);
                 let mean = match offset {
@@ -166,7 +192,79 @@ pub(crate) fn normalise_chunks(
                 };
                 tape.record(norm, mean, variance, values)?;
             }
-            Ok((centred, affine(scale, norm.beta.val())))
+            let stats = NormStats {
+                inv_std,
+                shift: None,
+                values,
+            };
+            Ok((centred, affine(scale, norm.beta.val()), stats))
+        }
+    }
+}
+
+/// The backward pass of [`normalise_chunks`] followed by its map: from the gradient `g_y`
+/// of the map's output (groups `[1, rows, C]` of this thread, 0 on padding rows) and the
+/// chunks `input` the map was applied to, the gradients of the layer's input (groups, 0 on
+/// padding rows), of γ and of β (`[C]` each, batch-wide).
+///
+/// With `x̂ = (x + shift)·inv_std`: `∂γ = Σ g_y·x̂`, `∂β = Σ g_y`, over the pixel rows of the
+/// whole batch. With batch statistics the input's gradient runs through the mean and the
+/// variance too: `∂x = γ·inv_std·(g_y − ∂β/n − x̂·∂γ/n)`; with running statistics it is
+/// `γ·inv_std·g_y`.
+pub(crate) fn norm_backward(
+    rows: &ValidRows,
+    input: &[Tensor<3>],
+    gamma: &Tensor<1>,
+    stats: &NormStats,
+    g_y: Vec<Tensor<3>>,
+    shares: &ShareSet<'_>,
+) -> (Vec<Tensor<3>>, Tensor<1>, Tensor<1>) {
+    let p = rows.rows();
+    let c = gamma.dims()[0];
+    let as_blocks = |g: Tensor<3>| {
+        let [groups, r, c] = g.dims();
+        g.reshape([groups * r / p, p, c])
+    };
+    let g_y: Vec<Tensor<3>> = g_y.into_iter().map(as_blocks).collect();
+    // Σ g_y and Σ g_y·x per chunk, side by side, added over the batch in one round.
+    let partials = g_y
+        .iter()
+        .zip(input)
+        .map(|(g, x)| Tensor::cat(vec![rows.sum(g.clone()), rows.sum(g.clone() * x.clone())], 2))
+        .collect();
+    let sums = shares.batch_sum(partials).reshape([2 * c]);
+    let sum_g = sums.clone().narrow(0, 0, c);
+    let sum_gx = sums.narrow(0, c, c);
+    let inv_std = stats.inv_std.clone();
+    let k1 = (gamma.clone() * inv_std.clone()).reshape([1, 1, c]);
+    let back = |g: Tensor<3>| {
+        let [blocks, p, c] = g.dims();
+        g.reshape([1, blocks * p, c])
+    };
+    match &stats.shift {
+        Some(shift) => {
+            // Running statistics: x̂ = (x + shift)·inv_std.
+            let d_gamma = inv_std * (sum_gx + shift.clone() * sum_g.clone());
+            let g_x = g_y.into_iter().map(|g| back(g * k1.clone())).collect();
+            (g_x, d_gamma, sum_g)
+        }
+        None => {
+            // Batch statistics, x centred: x̂ = x·inv_std.
+            let n = stats.values as f64;
+            let d_gamma = inv_std.clone() * sum_gx;
+            let k1_c = k1.clone().reshape([c]);
+            let k2 = (k1_c.clone() * sum_g.clone()).div_scalar(n).reshape([1, 1, c]);
+            let k3 = (k1_c * inv_std.clone() * d_gamma.clone())
+                .div_scalar(n)
+                .reshape([1, 1, c]);
+            // Masked like the map, so that padding rows get exactly 0.
+            let (a, b) = (rows.column.clone() * k3, rows.column.clone() * k2);
+            let g_x = g_y
+                .into_iter()
+                .zip(input)
+                .map(|(g, x)| back(g * k1.clone() - (x.clone() * a.clone() + b.clone())))
+                .collect();
+            (g_x, d_gamma, sum_g)
         }
     }
 }
@@ -202,7 +300,7 @@ mod tests {
             rows,
             shares: &shares,
         };
-        let (mut chunks, affine) = normalise_chunks(layer, vec![input], offset, &stats)?;
+        let (mut chunks, affine, _) = normalise_chunks(layer, vec![input], offset, &stats)?;
         let x = chunks.pop().expect("one chunk in, one chunk out");
         Ok(affine.apply(x))
     }
@@ -375,7 +473,7 @@ mod tests {
                 rows: &valid,
                 shares: &shares,
             };
-            let (chunks, map) =
+            let (chunks, map, _) =
                 normalise_chunks(&chunked_layer, chunks, Some(offset.clone()), &stats)
                     .expect("chunked");
             let got: Vec<f32> = chunks

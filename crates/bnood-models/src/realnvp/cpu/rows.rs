@@ -45,7 +45,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::batch_norm::{ChannelsLastAffine, Statistics, ValidRows, normalise_chunks};
+use super::batch_norm::{ChannelsLastAffine, Normalised, Statistics, ValidRows, normalise_chunks};
 
 /// Most rows per group. The images are split into groups of at most this many rows, one
 /// matrix product and one cache-resident chunk per group: gemm slows down more than twofold
@@ -150,7 +150,7 @@ impl RowGrid {
         chunks: Vec<Tensor<3>>,
         offset: Option<Tensor<1>>,
         stats: &Statistics<'_>,
-    ) -> Result<(Vec<Tensor<3>>, ChannelsLastAffine), NormError> {
+    ) -> Result<Normalised, NormError> {
         let p = self.valid.rows();
         let blocks = chunks
             .into_iter()
@@ -172,7 +172,19 @@ impl RowGrid {
     /// `conv`'s weights as matrices for [`conv3x3`](Self::conv3x3): prepared once per layer
     /// and used for every group (rearranging them per group cost ≈ 7 % of scoring time).
     pub(crate) fn kernel3x3(&self, conv: &Conv2d) -> Kernel3x3 {
-        let weight = conv.weight.val();
+        self.kernel3x3_of(conv.weight.val(), conv.bias.as_ref().map(|b| b.val()))
+    }
+
+    /// The kernel of [`conv3x3`](Self::conv3x3)'s input gradient for `conv`: the
+    /// convolution's transpose, which for a "same" 3×3 convolution is the convolution with
+    /// the kernel flipped in both spatial directions and its channel axes swapped
+    /// (`W'[c, o, i, j] = W[o, c, 2 − i, 2 − j]`), without a bias.
+    pub(crate) fn kernel3x3_transposed(&self, conv: &Conv2d) -> Kernel3x3 {
+        self.kernel3x3_of(conv.weight.val().flip([2, 3]).swap_dims(0, 1), None)
+    }
+
+    /// [`kernel3x3`](Self::kernel3x3) of a weight `[C_out, C, 3, 3]` and bias `[C_out]`.
+    fn kernel3x3_of(&self, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Kernel3x3 {
         let [c_out, c, kh, kw] = weight.dims();
         debug_assert_eq!([kh, kw], [3, 3], "a 3×3 kernel");
         // [C_out, C, kh, kw] → [kh, (kw, C), C_out]: one [3·C, C_out] matrix per kernel row.
@@ -197,8 +209,48 @@ impl RowGrid {
             matrices,
             spanning,
             channels: c,
-            bias: conv.bias.as_ref().map(|b| b.val()),
+            bias,
         }
+    }
+
+    /// The gradient of a 3×3 convolution's weight `[C_out, C, 3, 3]` from its input `x`
+    /// `[groups, rows, C]` (padding rows 0, as [`conv3x3`](Self::conv3x3) read it) and the
+    /// gradient `g` `[groups, rows, C_out]` of its output (0 on padding rows), summed over
+    /// the groups: per kernel row, the windows of `x` transposed times `g`, three products
+    /// of `[3·C, rows] × [rows, C_out]`.
+    pub(crate) fn conv3x3_weight_grad(&self, x: Tensor<3>, g: Tensor<3>) -> Tensor<4> {
+        let [groups, rows, c] = x.dims();
+        let c_out = g.dims()[2];
+        let row = self.w + 1;
+        let guard = row + 1;
+        let zeros = Tensor::<3>::zeros([groups, guard, c], &x.device());
+        let padded = Tensor::cat(vec![zeros.clone(), x, zeros], 1);
+        let flat = padded.reshape([groups, (rows + 2 * guard) * c]);
+        let windows: Tensor<3> = flat.unfold(1, 3 * c, c);
+        let g_t = g.swap_dims(1, 2); // [groups, C_out, rows]
+        let taps: Vec<Tensor<3>> = (0..3)
+            .map(|k| {
+                // [C_out, rows] × [rows, 3·C], summed over the groups: [1, C_out, 3·C].
+                g_t.clone()
+                    .matmul(windows.clone().narrow(1, k * row, rows))
+                    .sum_dim(0)
+            })
+            .collect();
+        // [kh, C_out, (kw, C)] → [C_out, C, kh, kw].
+        Tensor::cat(taps, 0)
+            .reshape([3, c_out, 3, c])
+            .permute([1, 3, 0, 2])
+    }
+
+    /// The gradient of a 1×1 convolution's weight `[C_out, C, 1, 1]` from its input `x`
+    /// `[groups, rows, C]` and output gradient `g` `[groups, rows, C_out]`, summed over the
+    /// groups.
+    pub(crate) fn conv1x1_weight_grad(x: Tensor<3>, g: Tensor<3>) -> Tensor<4> {
+        let (c, c_out) = (x.dims()[2], g.dims()[2]);
+        g.swap_dims(1, 2)
+            .matmul(x)
+            .sum_dim(0)
+            .reshape([c_out, c, 1, 1])
     }
 
     /// A 3×3 "same" convolution (stride 1, padding 1) of `x` `[groups, rows, C]`, whose
