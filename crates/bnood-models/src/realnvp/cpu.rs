@@ -83,12 +83,21 @@ struct ConvSlots {
     out_conv: usize,
     /// Convolution parameters in all.
     total: usize,
+    /// `[C_out, C]` of the 3×3 weight at each slot whose gradient comes in the layout of
+    /// [`RowGrid::conv3x3_weight_grad`]; `None` for the others.
+    taps: Vec<Option<[usize; 2]>>,
 }
 
 fn conv_slots(net: &ResNet) -> ConvSlots {
     let mut next = 0;
+    let mut taps = Vec::new();
     let mut slot = |conv: &Conv2d| {
         let at = next;
+        let [c_out, c, kh, _] = conv.weight.dims();
+        taps.push((kh == 3).then_some([c_out, c]));
+        if conv.bias.is_some() {
+            taps.push(None);
+        }
         next += 1 + usize::from(conv.bias.is_some());
         at
     };
@@ -104,6 +113,7 @@ fn conv_slots(net: &ResNet) -> ConvSlots {
         blocks,
         out_conv,
         total: next,
+        taps,
     }
 }
 

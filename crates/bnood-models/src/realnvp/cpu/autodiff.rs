@@ -22,7 +22,7 @@ use burn::tensor::Tensor;
 
 use super::backward::{ShareTape, body_backward};
 use super::rows::RowGrid;
-use super::{ResNet, available_threads, body, on_shares, parameters};
+use super::{ResNet, available_threads, body, conv_slots, on_shares, parameters};
 use crate::ModelError;
 
 /// `net` from its input convolution on, for `x` `[N, 2·C_in, H, W]` on the autodiff form of
@@ -185,15 +185,24 @@ fn backward(saved: &Saved, g_out: Tensor<4>) -> (Tensor<4>, Tensor<1>) {
     .expect("the backward pass returns no errors");
     // Convolution gradients: the groups' partials in group order (runs hold consecutive
     // groups), added in one reduction; BatchNorm gradients are batch-wide on every run.
-    let slots = parts[0].convs.len();
-    let mut flat: Vec<Tensor<1>> = (0..slots)
-        .map(|slot| {
+    let taps = conv_slots(&saved.net).taps;
+    let mut flat: Vec<Tensor<1>> = taps
+        .iter()
+        .enumerate()
+        .map(|(slot, taps)| {
             let partials: Vec<Tensor<1>> = parts
                 .iter()
                 .flat_map(|p| p.convs[slot].iter().cloned())
                 .collect();
             let len = partials[0].dims()[0];
-            Tensor::stack::<2>(partials, 0).sum_dim(0).reshape([len])
+            let sum = Tensor::stack::<2>(partials, 0).sum_dim(0).reshape([len]);
+            match taps {
+                Some([c_out, c]) => {
+                    let weight = RowGrid::weight_from_taps(sum, *c_out, *c);
+                    weight.reshape([len])
+                }
+                None => sum,
+            }
         })
         .collect();
     flat.extend(parts[0].norms.iter().cloned());

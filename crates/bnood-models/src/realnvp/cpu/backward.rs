@@ -22,6 +22,8 @@
 //! in share order ([`ShareSet::batch_sum`]): the gradients do not depend on the number of
 //! threads.
 
+use burn::backend::Dispatch;
+use burn::backend::ops::ActivationOps;
 use burn::tensor::Tensor;
 
 use super::batch_norm::{self, NormStats};
@@ -76,9 +78,13 @@ fn norm_backward(
     batch_norm::norm_backward(grid.valid(), &norm.input, &norm.gamma, &norm.stats, g_y, shares)
 }
 
-/// ReLU's gradient: `g` where `act > 0`, 0 elsewhere.
+/// ReLU's gradient: `g` where `act > 0`, 0 elsewhere. The backend's own ReLU gradient is
+/// one fused pass; `mask_fill` with a comparison took 11 % of a training step on flex.
 fn relu_backward(g: Tensor<3>, act: &Tensor<3>) -> Tensor<3> {
-    g.mask_fill(act.clone().lower_equal_elem(0.0), 0.0)
+    Tensor::from_dispatch(<Dispatch as ActivationOps<Dispatch>>::relu_backward(
+        act.clone().into_dispatch(),
+        g.into_dispatch(),
+    ))
 }
 
 /// Flattens a tensor to `[len]`.
@@ -93,10 +99,11 @@ struct ConvGrads {
 }
 
 impl ConvGrads {
-    /// Records the weight and bias gradients of the convolution at parameter slots
-    /// `slot` (weight) and `slot + 1` (bias, when it has one) for one group.
-    fn push(&mut self, slot: usize, weight: Tensor<4>, g: &Tensor<3>, has_bias: bool) {
-        self.partials[slot].push(flat(weight));
+    /// Records the weight gradient `weight` (flat, in the layout its product gave it) and
+    /// the bias gradient of the convolution at parameter slots `slot` (weight) and
+    /// `slot + 1` (bias, when it has one) for one group.
+    fn push(&mut self, slot: usize, weight: Tensor<1>, g: &Tensor<3>, has_bias: bool) {
+        self.partials[slot].push(weight);
         if has_bias {
             self.partials[slot + 1].push(flat(g.clone().sum_dim(1)));
         }
@@ -131,7 +138,7 @@ pub(crate) fn body_backward(
             let act = &out_norm.acts[i];
             grads.push(
                 slots.out_conv,
-                RowGrid::conv1x1_weight_grad(act.clone(), g.clone()),
+                flat(RowGrid::conv1x1_weight_grad(act.clone(), g.clone())),
                 &g,
                 bias.is_some(),
             );

@@ -213,12 +213,13 @@ impl RowGrid {
         }
     }
 
-    /// The gradient of a 3×3 convolution's weight `[C_out, C, 3, 3]` from its input `x`
-    /// `[groups, rows, C]` (padding rows 0, as [`conv3x3`](Self::conv3x3) read it) and the
-    /// gradient `g` `[groups, rows, C_out]` of its output (0 on padding rows), summed over
-    /// the groups: per kernel row, the windows of `x` transposed times `g`, three products
-    /// of `[3·C, rows] × [rows, C_out]`.
-    pub(crate) fn conv3x3_weight_grad(&self, x: Tensor<3>, g: Tensor<3>) -> Tensor<4> {
+    /// The gradient of a 3×3 convolution's weight from its input `x` `[groups, rows, C]`
+    /// (padding rows 0, as [`conv3x3`](Self::conv3x3) read it) and the gradient `g`
+    /// `[groups, rows, C_out]` of its output (0 on padding rows), summed over the groups, in
+    /// the products' own layout `[kh, C_out, (kw, C)]` flattened (turn it into the weight's
+    /// with [`weight_from_taps`](Self::weight_from_taps) once all partials are added): per
+    /// kernel row, `g` transposed times the windows of `x`, `[C_out, rows] × [rows, 3·C]`.
+    pub(crate) fn conv3x3_weight_grad(&self, x: Tensor<3>, g: Tensor<3>) -> Tensor<1> {
         let [groups, rows, c] = x.dims();
         let c_out = g.dims()[2];
         let row = self.w + 1;
@@ -230,16 +231,19 @@ impl RowGrid {
         let g_t = g.swap_dims(1, 2); // [groups, C_out, rows]
         let taps: Vec<Tensor<3>> = (0..3)
             .map(|k| {
-                // [C_out, rows] × [rows, 3·C], summed over the groups: [1, C_out, 3·C].
                 g_t.clone()
                     .matmul(windows.clone().narrow(1, k * row, rows))
                     .sum_dim(0)
             })
             .collect();
-        // [kh, C_out, (kw, C)] → [C_out, C, kh, kw].
-        Tensor::cat(taps, 0)
-            .reshape([3, c_out, 3, c])
-            .permute([1, 3, 0, 2])
+        Tensor::cat(taps, 0).reshape([9 * c_out * c])
+    }
+
+    /// A 3×3 weight `[C_out, C, 3, 3]` from the layout of
+    /// [`conv3x3_weight_grad`](Self::conv3x3_weight_grad).
+    pub(crate) fn weight_from_taps(taps: Tensor<1>, c_out: usize, c: usize) -> Tensor<4> {
+        // [kh, C_out, kw, C] → [C_out, C, kh, kw].
+        taps.reshape([3, c_out, 3, c]).permute([1, 3, 0, 2])
     }
 
     /// The gradient of a 1×1 convolution's weight `[C_out, C, 1, 1]` from its input `x`
