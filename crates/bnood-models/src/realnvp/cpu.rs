@@ -188,9 +188,8 @@ fn forward_on_threads(
     let [n, _, h, w] = x.dims();
     let grid = RowGrid::new(n, h, w, &x.device());
     let rows = grid.to_rows(x);
-    let parts = on_shares(&grid, threads, |run, groups, set| {
+    let parts = on_shares(&grid, threads, |_, groups, set| {
         let rows = rows.clone().narrow(0, groups.start, groups.len());
-        let _ = run;
         body(net, &grid, rows, mode, set, None)
     })?;
     Ok(grid.to_nchw(Tensor::cat(parts, 0)))

@@ -42,7 +42,12 @@ pub(crate) fn forward_differentiable(
     }
     #[cfg(feature = "flex")]
     if x.clone().try_into_primitive::<Autodiff<burn::backend::Flex>>().is_ok() {
-        return Some(attach::<burn::backend::Flex>(net, x.clone(), mode));
+        return Some(attach::<burn::backend::Flex>(
+            net,
+            x.clone(),
+            mode,
+            available_threads(),
+        ));
     }
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)]
@@ -51,7 +56,12 @@ pub(crate) fn forward_differentiable(
         .try_into_primitive::<Autodiff<burn::backend::NdArray>>()
         .is_ok()
     {
-        return Some(attach::<burn::backend::NdArray>(net, x.clone(), mode));
+        return Some(attach::<burn::backend::NdArray>(
+            net,
+            x.clone(),
+            mode,
+            available_threads(),
+        ));
     }
     None
 }
@@ -95,27 +105,23 @@ where
         let [node_x, node_theta] = ops.parents;
         let g_out = Tensor::<4>::from_primitive::<B>(grads.consume::<B>(&ops.node));
         let (g_x, g_theta) = backward(&ops.state, g_out);
-        let primitive = |t: Tensor<1>| {
-            t.try_into_primitive::<B>()
-                .expect("gradients are on the forward pass's device")
-        };
+        let on_device = "gradients are on the forward pass's device";
         if let Some(node) = node_x {
-            let g_x = g_x
-                .try_into_primitive::<B>()
-                .expect("gradients are on the forward pass's device");
-            grads.register::<B>(node.id, g_x);
+            grads.register::<B>(node.id, g_x.try_into_primitive::<B>().expect(on_device));
         }
         if let Some(node) = node_theta {
-            grads.register::<B>(node.id, primitive(g_theta));
+            grads.register::<B>(node.id, g_theta.try_into_primitive::<B>().expect(on_device));
         }
     }
 }
 
-/// [`forward_differentiable`] on the autodiff form of backend `B`.
-fn attach<B: Backend>(
+/// [`forward_differentiable`] on the autodiff form of backend `B`, forward and backward
+/// passes on at most `threads` threads (at least 1; the results do not depend on it).
+pub(crate) fn attach<B: Backend>(
     net: &ResNet,
     x: Tensor<4>,
     mode: &StatsMode,
+    threads: usize,
 ) -> Result<Tensor<4>, ModelError>
 where
     DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
@@ -127,7 +133,7 @@ where
     let [n, _, h, w] = x_inner.dims();
     let grid = RowGrid::new(n, h, w, &x_inner.device());
     let rows = grid.to_rows(x_inner);
-    let threads = available_threads();
+    let threads = threads.max(1);
     let expect_autodiff = "checked by forward_differentiable";
     let x_node = x
         .try_into_primitive::<Autodiff<B>>()

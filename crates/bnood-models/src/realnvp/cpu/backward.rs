@@ -434,6 +434,43 @@ pub(crate) mod tests {
         }
     }
 
+    /// The same network's gradients on 1, 2 and 3 threads are the same bits: the shares,
+    /// the order of the BatchNorm sums and of the groups' partial gradients are fixed.
+    #[test]
+    #[cfg(feature = "flex")]
+    fn gradients_do_not_depend_on_the_thread_count() {
+        use crate::realnvp::cpu::autodiff::attach;
+        let device = Device::flex().autodiff();
+        let model = small().init(&device).expect("valid config");
+        let net = &model.scales[0].checkerboard[0].net;
+        // After CReLU: 6 images in 3 groups of 2, 2 shares of 1 and 2 groups.
+        let u = uniform([6, 2, 28, 28], -1.0..3.0, 5, &device);
+        let projection = uniform([6, 2, 28, 28], -1.0..1.0, 6, &device);
+        for mode in [StatsMode::Batch, StatsMode::Running] {
+            let bits = |threads: usize| -> Vec<u32> {
+                let u = u.clone().require_grad();
+                let out = attach::<burn::backend::Flex>(net, u.clone(), &mode, threads)
+                    .expect("forward");
+                let mut grads = (out * projection.clone()).sum().backward();
+                let g_u = u.grad_remove(&mut grads).expect("u requires grad");
+                let params = GradientsParams::from_grads(grads, net);
+                let mut visitor = Collect {
+                    grads: Some(&params),
+                    out: Vec::new(),
+                };
+                net.visit(&mut visitor);
+                host(g_u)
+                    .into_iter()
+                    .chain(visitor.out.into_iter().flat_map(|(_, g)| g))
+                    .map(|v| (v as f32).to_bits())
+                    .collect()
+            };
+            let one = bits(1);
+            assert_eq!(bits(2), one, "{mode:?}: 2 threads");
+            assert_eq!(bits(3), one, "{mode:?}: 3 threads");
+        }
+    }
+
     #[test]
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)]
