@@ -281,7 +281,10 @@ fn body(
     let input: Vec<Tensor<3>> = (0..groups).map(|g| rows.clone().narrow(0, g, 1)).collect();
     let in_conv = grid.kernel3x3(&net.in_conv);
     let mut offset = in_conv.bias();
-    let mut h: Vec<Tensor<3>> = input.iter().map(|x| grid.conv3x3(x.clone(), &in_conv)).collect();
+    let mut h: Vec<Tensor<3>> = input
+        .iter()
+        .map(|x| grid.conv3x3(x.clone(), &in_conv))
+        .collect();
     if let Some(tape) = tape.as_deref_mut() {
         tape.input = input;
     }
@@ -329,7 +332,9 @@ fn body(
         offset = add_offsets(offset, conv2.bias());
     }
     let out_conv = RowGrid::kernel1x1(&net.out_conv);
-    let out = norm_relu(&net.out_norm, h, offset, &|_, x| RowGrid::conv1x1(x, &out_conv))?;
+    let out = norm_relu(&net.out_norm, h, offset, &|_, x| {
+        RowGrid::conv1x1(x, &out_conv)
+    })?;
     Ok(Tensor::cat(out, 0))
 }
 

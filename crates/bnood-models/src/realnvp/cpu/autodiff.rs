@@ -41,7 +41,10 @@ pub(crate) fn forward_differentiable(
         return None;
     }
     #[cfg(feature = "flex")]
-    if x.clone().try_into_primitive::<Autodiff<burn::backend::Flex>>().is_ok() {
+    if x.clone()
+        .try_into_primitive::<Autodiff<burn::backend::Flex>>()
+        .is_ok()
+    {
         return Some(attach::<burn::backend::Flex>(
             net,
             x.clone(),
@@ -51,8 +54,7 @@ pub(crate) fn forward_differentiable(
     }
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)]
-    if x
-        .clone()
+    if x.clone()
         .try_into_primitive::<Autodiff<burn::backend::NdArray>>()
         .is_ok()
     {

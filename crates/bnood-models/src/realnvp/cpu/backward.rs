@@ -75,7 +75,14 @@ fn norm_backward(
     g_y: Vec<Tensor<3>>,
     shares: &ShareSet<'_>,
 ) -> (Vec<Tensor<3>>, Tensor<1>, Tensor<1>) {
-    batch_norm::norm_backward(grid.valid(), &norm.input, &norm.gamma, &norm.stats, g_y, shares)
+    batch_norm::norm_backward(
+        grid.valid(),
+        &norm.input,
+        &norm.gamma,
+        &norm.stats,
+        g_y,
+        shares,
+    )
 }
 
 /// ReLU's gradient: `g` where `act > 0`, 0 elsewhere. The backend's own ReLU gradient is
@@ -258,7 +265,10 @@ pub(crate) mod tests {
         }
     }
 
-    fn collect(model: &RealNvp, grads: Option<&GradientsParams>) -> Vec<(String, Vec<f64>)> {
+    /// Named (by shape) flattened tensors, in visiting order.
+    type Tensors = Vec<(String, Vec<f64>)>;
+
+    fn collect(model: &RealNvp, grads: Option<&GradientsParams>) -> Tensors {
         let mut visitor = Collect {
             grads,
             out: Vec::new(),
@@ -269,11 +279,7 @@ pub(crate) mod tests {
 
     /// The gradients of `Σ log p(x)` with respect to every parameter and to `x`, the model's
     /// running statistics after the step's update (Train mode), and the loss.
-    fn step(
-        model: &RealNvp,
-        x: &Tensor<4>,
-        mode: &StatsMode,
-    ) -> (Vec<(String, Vec<f64>)>, Vec<f64>, Vec<(String, Vec<f64>)>, f64) {
+    fn step(model: &RealNvp, x: &Tensor<4>, mode: &StatsMode) -> (Tensors, Vec<f64>, Tensors, f64) {
         let x = x.clone().require_grad();
         let loss = model.log_prob(x.clone(), mode).expect("forward").sum();
         let value = host(loss.clone())[0];
@@ -284,7 +290,12 @@ pub(crate) mod tests {
             StatsMode::Train(tape) => tape.apply(model.clone()),
             _ => model.clone(),
         };
-        (collect(model, Some(&params)), g_x, collect(&after, None), value)
+        (
+            collect(model, Some(&params)),
+            g_x,
+            collect(&after, None),
+            value,
+        )
     }
 
     /// `a` equals `b` within `rel` of `b`'s largest magnitude (gradients of one tensor
@@ -334,7 +345,9 @@ pub(crate) mod tests {
     /// The whole model's gradients (of `Σ log p(x)`) and running-statistics update, rows
     /// layout against burn's layers, within `rel` per tensor.
     fn assert_gradients_agree(config: RealNvpConfig, n: usize, device: &Device, rel: f64) {
-        let model = config.init(&device.clone().autodiff()).expect("valid config");
+        let model = config
+            .init(&device.clone().autodiff())
+            .expect("valid config");
         let [c, h, w] = model.image_shape();
         let x = uniform([n, c, h, w], 0.0..256.0, 3, &device.clone().autodiff());
         for mode in [StatsMode::Batch, StatsMode::train(), StatsMode::Running] {
@@ -347,12 +360,26 @@ pub(crate) mod tests {
             );
             let abs = 1e-6 * largest(&slow);
             let outliers = fast_x.len() / 100;
-            assert_close(&format!("{mode:?}: ∂x"), &fast_x, &slow_x, rel, 0.0, outliers);
+            assert_close(
+                &format!("{mode:?}: ∂x"),
+                &fast_x,
+                &slow_x,
+                rel,
+                0.0,
+                outliers,
+            );
             assert_eq!(fast.len(), slow.len());
             for (k, ((dims, a), (_, b))) in fast.iter().zip(&slow).enumerate() {
                 assert_eq!(a.is_empty(), b.is_empty(), "{mode:?}: parameter {k} {dims}");
                 let outliers = a.len() / 100;
-                assert_close(&format!("{mode:?}: parameter {k} {dims}"), a, b, rel, abs, outliers);
+                assert_close(
+                    &format!("{mode:?}: parameter {k} {dims}"),
+                    a,
+                    b,
+                    rel,
+                    abs,
+                    outliers,
+                );
             }
             for (k, ((dims, a), (_, b))) in fast_after.iter().zip(&slow_after).enumerate() {
                 let what = format!("{mode:?}: state {k} {dims} after");
@@ -425,11 +452,25 @@ pub(crate) mod tests {
             let (slow, slow_u) = with_burn_layers(|| run(&fresh(&mode)));
             let abs = 1e-6 * largest(&slow);
             let outliers = fast_u.len() / 100;
-            assert_close(&format!("{mode:?}: ∂u"), &fast_u, &slow_u, 1e-4, 0.0, outliers);
+            assert_close(
+                &format!("{mode:?}: ∂u"),
+                &fast_u,
+                &slow_u,
+                1e-4,
+                0.0,
+                outliers,
+            );
             for (k, ((dims, a), (_, b))) in fast.iter().zip(&slow).enumerate() {
                 assert_eq!(a.is_empty(), b.is_empty(), "{mode:?}: parameter {k} {dims}");
                 let outliers = a.len() / 100;
-                assert_close(&format!("{mode:?}: parameter {k} {dims}"), a, b, 1e-4, abs, outliers);
+                assert_close(
+                    &format!("{mode:?}: parameter {k} {dims}"),
+                    a,
+                    b,
+                    1e-4,
+                    abs,
+                    outliers,
+                );
             }
         }
     }
@@ -449,8 +490,8 @@ pub(crate) mod tests {
         for mode in [StatsMode::Batch, StatsMode::Running] {
             let bits = |threads: usize| -> Vec<u32> {
                 let u = u.clone().require_grad();
-                let out = attach::<burn::backend::Flex>(net, u.clone(), &mode, threads)
-                    .expect("forward");
+                let out =
+                    attach::<burn::backend::Flex>(net, u.clone(), &mode, threads).expect("forward");
                 let mut grads = (out * projection.clone()).sum().backward();
                 let g_u = u.grad_remove(&mut grads).expect("u requires grad");
                 let params = GradientsParams::from_grads(grads, net);

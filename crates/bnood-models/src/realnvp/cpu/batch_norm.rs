@@ -230,7 +230,12 @@ pub(crate) fn norm_backward(
     let partials = g_y
         .iter()
         .zip(input)
-        .map(|(g, x)| Tensor::cat(vec![rows.sum(g.clone()), rows.sum(g.clone() * x.clone())], 2))
+        .map(|(g, x)| {
+            Tensor::cat(
+                vec![rows.sum(g.clone()), rows.sum(g.clone() * x.clone())],
+                2,
+            )
+        })
         .collect();
     let sums = shares.batch_sum(partials).reshape([2 * c]);
     let sum_g = sums.clone().narrow(0, 0, c);
@@ -253,7 +258,9 @@ pub(crate) fn norm_backward(
             let n = stats.values as f64;
             let d_gamma = inv_std.clone() * sum_gx;
             let k1_c = k1.clone().reshape([c]);
-            let k2 = (k1_c.clone() * sum_g.clone()).div_scalar(n).reshape([1, 1, c]);
+            let k2 = (k1_c.clone() * sum_g.clone())
+                .div_scalar(n)
+                .reshape([1, 1, c]);
             let k3 = (k1_c * inv_std.clone() * d_gamma.clone())
                 .div_scalar(n)
                 .reshape([1, 1, c]);
