@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::plot::{Series, line_png, roc_png};
-use crate::protocol::{CalibrationRow, ContaminationRow, Row, Setting, SweepSeries};
+use crate::protocol::{CalibrationRow, ContaminationRow, DecisionUnit, Row, Setting, SweepSeries};
 use crate::{EvalError, Result, paper};
 use bnood_detect::DetectorKind;
 
@@ -303,17 +303,27 @@ pub fn write_contamination_plots(
     Ok(written)
 }
 
-/// The calibration study as Markdown: per detector, pool size and target, the share of
-/// in-distribution images flagged over all seeds, the 95 % sampling interval at the target
-/// (`bnood_eval::sampling_interval`) and the range over seeds.
+/// The calibration study as Markdown: per detector, pool size and target, what the detector
+/// decides on (image or pool), the share of in-distribution images flagged over all seeds,
+/// the two 95 % intervals (`bnood_eval::sampling_interval` for independent flags,
+/// `bnood_eval::between_pool_interval` with the pool as the unit), whether the share lies
+/// within the one that fits the detector (`CalibrationRow::yardstick`), and the per-seed
+/// range; a closing line says which interval judges which detector, and why.
 pub fn markdown_calibration(model: &str, rows: &[CalibrationRow]) -> String {
     let mut out = format!(
-        "| {model}: detector | pool | seeds | target | flagged | 95 % sampling interval | within | per-seed range |\n|---|---|---|---|---|---|---|---|\n"
+        "| {model}: detector | decides per | pool | seeds | target | flagged | 95 % interval, independent images | 95 % interval, between pools | within | per-seed range |\n|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
-        let within = r.share >= r.interval.0 && r.share <= r.interval.1;
+        let unit = match r.decisions {
+            Some(DecisionUnit::Image) => "image",
+            Some(DecisionUnit::Pool) => "pool",
+            None => "–",
+        };
+        let between = r
+            .between_pool_interval
+            .map_or_else(|| "–".to_string(), |(a, b)| format!("[{a:.4}, {b:.4}]"));
         out.push_str(&format!(
-            "| {} | {} | {} | {:.2} | **{:.4}** ({}/{}) | [{:.4}, {:.4}] | {} | {:.3}–{:.3} |\n",
+            "| {} | {unit} | {} | {} | {:.2} | **{:.4}** ({}/{}) | [{:.4}, {:.4}] | {between} | {} | {:.3}–{:.3} |\n",
             detector_label(r.detector, &r.setting),
             r.pool_size,
             r.seeds,
@@ -323,11 +333,14 @@ pub fn markdown_calibration(model: &str, rows: &[CalibrationRow]) -> String {
             r.total,
             r.interval.0,
             r.interval.1,
-            if within { "yes" } else { "**no**" },
+            if r.is_within() { "yes" } else { "**no**" },
             r.per_seed_range.0,
             r.per_seed_range.1
         ));
     }
+    out.push_str(
+        "\n*within*: judged by the binomial interval when the detector decides per image (its flags are independent); by the between-pool interval (target ± t·sd/√seeds of the per-pool shares) when it decides per pool, because a pool's images share its mixed batches and their flags are correlated, so the pool, not the image, is the independent unit.\n",
+    );
     out
 }
 
@@ -442,4 +455,39 @@ pub fn write_sweep_plot(model: &str, series: &[SweepSeries], path: &Path) -> Res
         &curves,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(decisions: Option<DecisionUnit>) -> CalibrationRow {
+        CalibrationRow {
+            detector: DetectorKind::BnTest,
+            setting: Setting::Default,
+            decisions,
+            pool_size: 250,
+            seeds: 30,
+            target_fpr: 0.05,
+            flagged: 480,
+            total: 7500,
+            share: 0.064,
+            calibration_images: 200,
+            interval: (0.044, 0.056),
+            between_pool_interval: Some((0.03, 0.07)),
+            per_seed_shares: vec![0.064; 30],
+            per_seed_range: (0.0, 0.2),
+        }
+    }
+
+    #[test]
+    fn calibration_table_names_the_decision_unit_and_judges_by_its_interval() {
+        let md = markdown_calibration("m", &[row(Some(DecisionUnit::Pool))]);
+        assert!(md.contains("| pool | 250 | 30 | 0.05 |"), "{md}");
+        assert!(md.contains("[0.0300, 0.0700] | yes |"), "{md}");
+        let md = markdown_calibration("m", &[row(Some(DecisionUnit::Image))]);
+        assert!(md.contains("| image | 250 |"), "{md}");
+        assert!(md.contains("[0.0300, 0.0700] | **no** |"), "{md}");
+        assert!(md.contains("*within*: judged by"), "{md}");
+    }
 }
