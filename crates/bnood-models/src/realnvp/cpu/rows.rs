@@ -35,8 +35,11 @@
 //! instead of being added: with batch statistics it cancels exactly, with running
 //! statistics it moves the shift. That saves a pass per convolution.
 //!
-//! The windows are views, whose gradient burn computes one window at a time: this layout
-//! is for inference (`Running` and `Batch` modes without autodiff) only.
+//! The windows are views, whose gradient burn computes one window at a time: burn's
+//! autodiff never sees this layout. Training differentiates it by hand
+//! ([`super::backward`]): the input gradient of a 3×3 convolution is the convolution of the
+//! output gradient with [`RowGrid::kernel3x3_transposed`], its weight gradient
+//! [`RowGrid::conv3x3_weight_grad`].
 
 use std::ops::Range;
 
