@@ -305,6 +305,17 @@ pub fn train<M: Trainable>(
         ProgressBar::hidden()
     };
 
+    // Checkpoint (model, optimiser state and progress) at `step`, when a path is set.
+    let save = |model: &M, optim: &burn::optim::ModuleOptimizer, step: usize| match &cfg.checkpoint
+    {
+        Some(path) => checkpoint::save_with_optimizer(
+            model,
+            optim,
+            (step, step * cfg.batch_size, cfg.background_mutation),
+            path,
+        ),
+        None => Ok(()),
+    };
     let time_limit = cfg.budget.time_limit();
     let started = Instant::now();
     let mut history = Vec::new();
@@ -347,26 +358,12 @@ pub fn train<M: Trainable>(
         bar.inc(1);
         bar.set_message(format!("loss {:.3} bits/dim", to_bpd(loss_value)));
 
-        if let Some(path) = &cfg.checkpoint
-            && step.is_multiple_of(cfg.checkpoint_every.max(1))
-        {
-            checkpoint::save_with_optimizer(
-                &model,
-                &optim,
-                (step, step * cfg.batch_size, cfg.background_mutation),
-                path,
-            )?;
+        if step.is_multiple_of(cfg.checkpoint_every.max(1)) {
+            save(&model, &optim, step)?;
         }
     }
     bar.finish_and_clear();
-    if let Some(path) = &cfg.checkpoint {
-        checkpoint::save_with_optimizer(
-            &model,
-            &optim,
-            (step, step * cfg.batch_size, cfg.background_mutation),
-            path,
-        )?;
-    }
+    save(&model, &optim, step)?;
     let seconds = started.elapsed().as_secs_f64();
     let run_samples = (step - start_step) * cfg.batch_size;
     let tail: Vec<f64> = history.iter().rev().take(50).map(|(_, l)| *l).collect();

@@ -121,10 +121,6 @@ fn conv_slots(net: &ResNet) -> ConvSlots {
 /// convolution's weight and bias ([`convs`] order), then every BatchNorm's γ and β
 /// ([`norms`] order). The gradient of [`backward`] comes in this order.
 fn parameters(net: &ResNet) -> Vec<Tensor<1>> {
-    let flat = |t: Tensor<4>| {
-        let len: usize = t.dims().iter().product();
-        t.reshape([len])
-    };
     let mut out = Vec::new();
     for conv in convs(net) {
         out.push(flat(conv.weight.val()));
@@ -137,6 +133,12 @@ fn parameters(net: &ResNet) -> Vec<Tensor<1>> {
         out.push(norm.beta.val());
     }
     out
+}
+
+/// A tensor flattened to `[len]`.
+fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    let len: usize = t.dims().iter().product();
+    t.reshape([len])
 }
 
 /// The devices of the CPU backends compiled in, listed once.
@@ -315,7 +317,6 @@ fn body(
             .collect();
         tape.norms.push(NormTape {
             input: centred,
-            gamma: norm.gamma.val(),
             stats: norm_stats,
             acts,
         });

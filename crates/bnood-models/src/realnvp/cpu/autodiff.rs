@@ -16,6 +16,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor};
 use burn::module::Module;
 use burn::tensor::Tensor;
@@ -41,29 +42,13 @@ pub(crate) fn forward_differentiable(
         return None;
     }
     #[cfg(feature = "flex")]
-    if x.clone()
-        .try_into_primitive::<Autodiff<burn::backend::Flex>>()
-        .is_ok()
-    {
-        return Some(attach::<burn::backend::Flex>(
-            net,
-            x.clone(),
-            mode,
-            available_threads(),
-        ));
+    if let Some(out) = attach::<burn::backend::Flex>(net, x, mode, available_threads()) {
+        return Some(out);
     }
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)]
-    if x.clone()
-        .try_into_primitive::<Autodiff<burn::backend::NdArray>>()
-        .is_ok()
-    {
-        return Some(attach::<burn::backend::NdArray>(
-            net,
-            x.clone(),
-            mode,
-            available_threads(),
-        ));
+    if let Some(out) = attach::<burn::backend::NdArray>(net, x, mode, available_threads()) {
+        return Some(out);
     }
     None
 }
@@ -118,31 +103,50 @@ where
 }
 
 /// [`forward_differentiable`] on the autodiff form of backend `B`, forward and backward
-/// passes on at most `threads` threads (at least 1; the results do not depend on it).
+/// passes on at most `threads` threads (at least 1; the results do not depend on it);
+/// `None` when `x` is not on that backend's autodiff form (with the default checkpointing).
 pub(crate) fn attach<B: Backend>(
     net: &ResNet,
-    x: Tensor<4>,
+    x: &Tensor<4>,
+    mode: &StatsMode,
+    threads: usize,
+) -> Option<Result<Tensor<4>, ModelError>>
+where
+    DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
+{
+    let x_node = x.clone().try_into_primitive::<Autodiff<B>>().ok()?;
+    // Parameters on the plain device (a module built there and not moved) are constants.
+    let theta_node = Tensor::cat(parameters(net), 0)
+        .autodiff()
+        .try_into_primitive::<Autodiff<B>>()
+        .ok()?;
+    Some(attach_nodes::<B>(
+        net,
+        x,
+        x_node,
+        theta_node,
+        mode,
+        threads.max(1),
+    ))
+}
+
+/// [`attach`] once the graph nodes of the input and of the flat parameters are known.
+fn attach_nodes<B: Backend>(
+    net: &ResNet,
+    x: &Tensor<4>,
+    x_node: FloatTensor<Autodiff<B>>,
+    theta_node: FloatTensor<Autodiff<B>>,
     mode: &StatsMode,
     threads: usize,
 ) -> Result<Tensor<4>, ModelError>
 where
     DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
 {
-    // Parameters on the plain device (a module built there and not moved) are constants.
-    let theta = Tensor::cat(parameters(net), 0).autodiff();
     let inner = Arc::new(net.valid());
     let x_inner = x.clone().inner();
     let [n, _, h, w] = x_inner.dims();
     let grid = RowGrid::new(n, h, w, &x_inner.device());
     let rows = grid.to_rows(x_inner);
-    let threads = threads.max(1);
-    let expect_autodiff = "checked by forward_differentiable";
-    let x_node = x
-        .try_into_primitive::<Autodiff<B>>()
-        .expect(expect_autodiff);
-    let theta_node = theta
-        .try_into_primitive::<Autodiff<B>>()
-        .expect(expect_autodiff);
     let run = |taped: bool| -> Result<(Tensor<4>, Vec<ShareTape>), ModelError> {
         let parts = on_shares(&grid, threads, |_, groups, set| {
             let rows = rows.clone().narrow(0, groups.start, groups.len());

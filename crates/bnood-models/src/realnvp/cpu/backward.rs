@@ -22,11 +22,14 @@
 //! in share order ([`ShareSet::batch_sum`]): the gradients do not depend on the number of
 //! threads.
 
+use bnood_norm::BatchNorm;
 use burn::backend::Dispatch;
 use burn::backend::ops::ActivationOps;
+use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
 use super::batch_norm::{self, NormStats};
+use super::flat;
 use super::rows::RowGrid;
 use super::share::ShareSet;
 use crate::realnvp::ResNet;
@@ -37,8 +40,6 @@ pub(crate) struct NormTape {
     /// The chunks the map was applied to (`[images, P, C]` blocks): centred on the batch
     /// mean with batch statistics, the raw input with running statistics.
     pub(crate) input: Vec<Tensor<3>>,
-    /// γ `[C]`.
-    pub(crate) gamma: Tensor<1>,
     /// The statistics behind the map.
     pub(crate) stats: NormStats,
     /// `ReLU(map(input))` per chunk, as groups `[1, rows, C]` (the next layer's input).
@@ -66,23 +67,18 @@ pub(crate) struct ShareGrads {
     pub(crate) norms: Vec<Tensor<1>>,
 }
 
-/// [`batch_norm::norm_backward`] of one taped BatchNorm: the gradients of its input (as
-/// groups `[1, rows, C]`), γ and β, from those of its output `g_y` (groups, 0 on padding
-/// rows).
+/// [`batch_norm::norm_backward`] of the BatchNorm `layer` taped as `tape`: the gradients
+/// of its input (as groups `[1, rows, C]`), γ and β, from those of its output `g_y`
+/// (groups, 0 on padding rows).
 fn norm_backward(
     grid: &RowGrid,
-    norm: &NormTape,
+    tape: &NormTape,
+    layer: &BatchNorm,
     g_y: Vec<Tensor<3>>,
     shares: &ShareSet<'_>,
 ) -> (Vec<Tensor<3>>, Tensor<1>, Tensor<1>) {
-    batch_norm::norm_backward(
-        grid.valid(),
-        &norm.input,
-        &norm.gamma,
-        &norm.stats,
-        g_y,
-        shares,
-    )
+    let gamma = layer.gamma.val();
+    batch_norm::norm_backward(grid.valid(), &tape.input, &gamma, &tape.stats, g_y, shares)
 }
 
 /// ReLU's gradient: `g` where `act > 0`, 0 elsewhere. The backend's own ReLU gradient is
@@ -92,12 +88,6 @@ fn relu_backward(g: Tensor<3>, act: &Tensor<3>) -> Tensor<3> {
         act.clone().into_dispatch(),
         g.into_dispatch(),
     ))
-}
-
-/// Flattens a tensor to `[len]`.
-fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
-    let len: usize = t.dims().iter().product();
-    t.reshape([len])
 }
 
 /// Per convolution parameter, the partial gradients of each group.
@@ -115,6 +105,38 @@ impl ConvGrads {
             self.partials[slot + 1].push(flat(g.clone().sum_dim(1)));
         }
     }
+
+    /// The backward pass of the 3×3 convolution `conv` (parameter slot `slot`) group by
+    /// group: records its weight and bias gradients from its input groups `inputs` and
+    /// output gradients `g` (0 on padding rows), and returns its input's gradients
+    /// (garbage on padding rows).
+    fn conv3x3(
+        &mut self,
+        grid: &RowGrid,
+        slot: usize,
+        conv: &Conv2d,
+        inputs: &[Tensor<3>],
+        g: &[Tensor<3>],
+    ) -> Vec<Tensor<3>> {
+        let transposed = grid.kernel3x3_transposed(conv);
+        inputs
+            .iter()
+            .zip(g)
+            .map(|(x, g)| {
+                let weight = grid.conv3x3_weight_grad(x.clone(), g.clone());
+                self.push(slot, weight, g, conv.bias.is_some());
+                grid.conv3x3(g.clone(), &transposed)
+            })
+            .collect()
+    }
+}
+
+/// [`relu_backward`] of every group.
+fn relu_backward_all(g: Vec<Tensor<3>>, acts: &[Tensor<3>]) -> Vec<Tensor<3>> {
+    g.into_iter()
+        .zip(acts)
+        .map(|(g, act)| relu_backward(g, act))
+        .collect()
 }
 
 /// The backward pass of [`super::body`] over one thread's groups: `g_out`
@@ -132,7 +154,6 @@ pub(crate) fn body_backward(
     };
     let groups = g_out.dims()[0];
     let mut norms = tape.norms;
-    let mut norm_grads: Vec<Tensor<1>> = Vec::with_capacity(2 * norms.len());
     let mut take_norm = || norms.pop().expect("one tape entry per BatchNorm");
 
     // Output: 1×1 convolution, then ReLU and out_norm.
@@ -152,66 +173,29 @@ pub(crate) fn body_backward(
             relu_backward(g.matmul(matrix_t.clone()), act)
         })
         .collect();
-    let (mut g_h, gamma, beta) = norm_backward(grid, &out_norm, g_y, shares);
+    let (mut g_h, gamma, beta) = norm_backward(grid, &out_norm, &net.out_norm, g_y, shares);
+    // γ and β of every BatchNorm, gathered backwards (β first, last BatchNorm first).
     let mut tail = vec![beta, gamma];
 
     for (j, block) in net.blocks.iter().enumerate().rev() {
         let (norm2, norm1) = (take_norm(), take_norm());
-        let transposed2 = grid.kernel3x3_transposed(&block.conv2);
-        let g_y2: Vec<Tensor<3>> = g_h
-            .iter()
-            .zip(&norm2.acts)
-            .map(|(g, act)| {
-                grads.push(
-                    slots.blocks[j].1,
-                    grid.conv3x3_weight_grad(act.clone(), g.clone()),
-                    g,
-                    block.conv2.bias.is_some(),
-                );
-                relu_backward(grid.conv3x3(g.clone(), &transposed2), act)
-            })
-            .collect();
-        let (g_c1, gamma2, beta2) = norm_backward(grid, &norm2, g_y2, shares);
-        let transposed1 = grid.kernel3x3_transposed(&block.conv1);
-        let g_y1: Vec<Tensor<3>> = g_c1
-            .iter()
-            .zip(&norm1.acts)
-            .map(|(g, act)| {
-                grads.push(
-                    slots.blocks[j].0,
-                    grid.conv3x3_weight_grad(act.clone(), g.clone()),
-                    g,
-                    block.conv1.bias.is_some(),
-                );
-                relu_backward(grid.conv3x3(g.clone(), &transposed1), act)
-            })
-            .collect();
-        let (g_z1, gamma1, beta1) = norm_backward(grid, &norm1, g_y1, shares);
+        let (slot1, slot2) = slots.blocks[j];
+        let g_a2 = grads.conv3x3(grid, slot2, &block.conv2, &norm2.acts, &g_h);
+        let g_y2 = relu_backward_all(g_a2, &norm2.acts);
+        let (g_c1, gamma2, beta2) = norm_backward(grid, &norm2, &block.norm2, g_y2, shares);
+        let g_a1 = grads.conv3x3(grid, slot1, &block.conv1, &norm1.acts, &g_c1);
+        let g_y1 = relu_backward_all(g_a1, &norm1.acts);
+        let (g_z1, gamma1, beta1) = norm_backward(grid, &norm1, &block.norm1, g_y1, shares);
         g_h = g_h.into_iter().zip(g_z1).map(|(a, b)| a + b).collect();
         tail.extend([beta2, gamma2, beta1, gamma1]);
     }
-    // The tail was gathered backwards (β before γ, last BatchNorm first).
-    norm_grads.extend(tail.into_iter().rev());
 
     // Input convolution.
-    let transposed = grid.kernel3x3_transposed(&net.in_conv);
-    let g_in: Vec<Tensor<3>> = g_h
-        .iter()
-        .zip(tape.input)
-        .map(|(g, x)| {
-            grads.push(
-                slots.in_conv,
-                grid.conv3x3_weight_grad(x, g.clone()),
-                g,
-                net.in_conv.bias.is_some(),
-            );
-            grid.conv3x3(g.clone(), &transposed)
-        })
-        .collect();
+    let g_in = grads.conv3x3(grid, slots.in_conv, &net.in_conv, &tape.input, &g_h);
     ShareGrads {
         input: Tensor::cat(g_in, 0),
         convs: grads.partials,
-        norms: norm_grads,
+        norms: tail.into_iter().rev().collect(),
     }
 }
 
@@ -490,8 +474,9 @@ pub(crate) mod tests {
         for mode in [StatsMode::Batch, StatsMode::Running] {
             let bits = |threads: usize| -> Vec<u32> {
                 let u = u.clone().require_grad();
-                let out =
-                    attach::<burn::backend::Flex>(net, u.clone(), &mode, threads).expect("forward");
+                let out = attach::<burn::backend::Flex>(net, &u, &mode, threads)
+                    .expect("u is on flex's autodiff device")
+                    .expect("forward");
                 let mut grads = (out * projection.clone()).sum().backward();
                 let g_u = u.grad_remove(&mut grads).expect("u requires grad");
                 let params = GradientsParams::from_grads(grads, net);

@@ -241,7 +241,9 @@ pub(crate) fn norm_backward(
     let sum_g = sums.clone().narrow(0, 0, c);
     let sum_gx = sums.narrow(0, c, c);
     let inv_std = stats.inv_std.clone();
-    let k1 = (gamma.clone() * inv_std.clone()).reshape([1, 1, c]);
+    // ∂x = k1·g_y (− the statistics' terms with batch statistics), k1 = γ·inv_std.
+    let k1 = gamma.clone() * inv_std.clone();
+    let channel = |t: Tensor<1>| t.reshape([1, 1, c]);
     let back = |g: Tensor<3>| {
         let [blocks, p, c] = g.dims();
         g.reshape([1, blocks * p, c])
@@ -250,6 +252,7 @@ pub(crate) fn norm_backward(
         Some(shift) => {
             // Running statistics: x̂ = (x + shift)·inv_std.
             let d_gamma = inv_std * (sum_gx + shift.clone() * sum_g.clone());
+            let k1 = channel(k1);
             let g_x = g_y.into_iter().map(|g| back(g * k1.clone())).collect();
             (g_x, d_gamma, sum_g)
         }
@@ -257,13 +260,9 @@ pub(crate) fn norm_backward(
             // Batch statistics, x centred: x̂ = x·inv_std.
             let n = stats.values as f64;
             let d_gamma = inv_std.clone() * sum_gx;
-            let k1_c = k1.clone().reshape([c]);
-            let k2 = (k1_c.clone() * sum_g.clone())
-                .div_scalar(n)
-                .reshape([1, 1, c]);
-            let k3 = (k1_c * inv_std.clone() * d_gamma.clone())
-                .div_scalar(n)
-                .reshape([1, 1, c]);
+            let k2 = channel((k1.clone() * sum_g.clone()).div_scalar(n));
+            let k3 = channel((k1.clone() * inv_std * d_gamma.clone()).div_scalar(n));
+            let k1 = channel(k1);
             // Masked like the map, so that padding rows get exactly 0.
             let (a, b) = (rows.column.clone() * k3, rows.column.clone() * k2);
             let g_x = g_y
