@@ -11,11 +11,15 @@
 //! detector fails it once in a thousand runs. `docs/results.md` ("Calibration") has every
 //! detector, including the BN test's pool and per-input modes, from `bnood eval
 //! --calibration-seeds`.
+//!
+//! The BN test's pool mode with in-pool calibration flags correlated images (a pool's images
+//! share its mixed batches), so its test judges the mean share over pools by the spread
+//! between them (`bnood_eval::between_pool_interval`), not by a binomial interval.
 
 use std::path::PathBuf;
 
 use bnood::data::{Locator, load_named};
-use bnood::detect::DetectorKind;
+use bnood::detect::{BnCalibration, BnTestParams, DetectorKind};
 use bnood::eval::{Protocol, calibration};
 use bnood::models::AnyModel;
 use bnood::models::zoo::ModelsDir;
@@ -80,4 +84,64 @@ fn per_input_detectors_flag_the_requested_share_of_real_in_distribution_images()
             target + slack
         );
     }
+}
+
+#[test]
+fn the_bn_pool_mode_with_in_pool_calibration_flags_the_requested_share_of_real_in_distribution_images()
+ {
+    // Sampling error: 10 seeds, each its own reference set (400 Fashion-MNIST train images,
+    // 200 held out and shuffled into the pool), detector seed and pool of 250 Fashion-MNIST
+    // test images. A calibrated detector's mean share falls in 0.05 ± t₀.₉₇₅,₉ · sd / √10
+    // with probability 95 %, sd the spread of the 10 per-pool shares; the test allows the
+    // 99.9 % half-width (× 3.29 / 1.96, about × 1.9 with 9 degrees of freedom: it is lenient).
+    let device = Device::flex();
+    let locator = Locator::only(data_dir());
+    let models = ModelsDir::only(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+    let path = models.resolve("realnvp-fmnist").expect("shipped model");
+    let model = AnyModel::load_for_scoring(&path, &device, None).expect("loads");
+    let train = load_named("fmnist-train", &locator, None, 0).expect("Fashion-MNIST train");
+    let test = load_named("fmnist", &locator, None, 0).expect("Fashion-MNIST test");
+    let protocol = Protocol {
+        detectors: vec![DetectorKind::BnTest],
+        bn: BnTestParams::new().calibration(BnCalibration::InPool),
+        progress: false,
+        ..Protocol::default()
+    };
+    let specs = protocol.specs(1, false).expect("valid");
+    let (seeds, pool, target) = (10, 250, 0.05);
+    let rows = calibration(
+        &specs,
+        &[model],
+        None,
+        &train,
+        400,
+        &test,
+        &[pool],
+        seeds,
+        &[target],
+        false,
+        &device,
+    )
+    .expect("study");
+    let r = &rows[0];
+    let (lo, hi) = r.between_pool_interval.expect("10 pools");
+    let slack = (hi - lo) / 2.0 * 3.29 / 1.96;
+    println!(
+        "{} ({}): flagged {}/{} = {:.4}; 95 % between-pool interval [{lo:.4}, {hi:.4}]; per pool {:.3}–{:.3}",
+        r.detector.title(),
+        r.setting,
+        r.flagged,
+        r.total,
+        r.share,
+        r.per_seed_range.0,
+        r.per_seed_range.1
+    );
+    assert_eq!(r.total, seeds * pool);
+    assert!(
+        (r.share - target).abs() <= slack,
+        "flagged {:.4} of in-distribution images at a {target} target (allowed {:.4}–{:.4})",
+        r.share,
+        target - slack,
+        target + slack
+    );
 }

@@ -45,7 +45,36 @@ pub struct BnTestValidParams {
     /// Absent in files written before it existed: they were calibrated with one draw.
     #[serde(default = "one")]
     calibration_draws: usize,
+    /// Absent in files written before it existed: they were calibrated on the held-out pool.
+    #[serde(default)]
+    calibration: BnCalibration,
     scoring: ValidScoringParams,
+}
+
+/// Which Δs the pool mode ranks a test image's Δ against (eq. 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BnCalibration {
+    /// The paper's: at [`fit`](Detector::fit), the held-out reference images are scored as a
+    /// pool of their own, and every test image is ranked against their Δs. A pool whose
+    /// images are all OoD gets small p-values throughout: this answers "is this pool OoD?".
+    /// Per image it is **not** calibrated: the images of one mixed batch share its
+    /// statistics, so a test pool's Δs carry that pool's own batch effects, which the
+    /// held-out pool's do not (`docs/results.md`, "Calibration").
+    #[default]
+    HeldOut,
+    /// Conformal, inside the pool: the held-out images are shuffled **into every scored
+    /// pool** and scored in the same mixed batches as the test images, and each test image
+    /// is ranked against their Δs from that run. When the test images are in-distribution
+    /// they are exchangeable with the held-out ones, batch effects included, so
+    /// `P(p ≤ α) ≤ α` for every test image (conformal prediction; the flags of one pool are
+    /// still correlated, but their expected share is the target). This answers "which
+    /// images of this mostly in-distribution pool are odd?"; it cannot flag a pool that is
+    /// OoD as a whole (the held-out images then share its shifted batches), and it costs
+    /// the held-out images' scoring on every call. Not with the per-input mode, whose Δs
+    /// do not share batches.
+    #[value(name = "in-pool")]
+    InPool,
 }
 
 fn one() -> usize {
@@ -86,6 +115,11 @@ impl BnTestValidParams {
     /// How many independent batch compositions of the held-out images calibrate Δ.
     pub fn calibration_draws(&self) -> usize {
         self.calibration_draws
+    }
+
+    /// Which Δs a test image is ranked against ([`BnCalibration`]).
+    pub fn calibration(&self) -> BnCalibration {
+        self.calibration
     }
 
     /// Whether a test image's score depends on that image and the reference set only: one
@@ -144,6 +178,7 @@ impl Default for BnTestParams {
             seed: 0,
             held_out_fraction: 0.5,
             calibration_draws: DEFAULT_CALIBRATION_DRAWS,
+            calibration: BnCalibration::HeldOut,
             scoring: ValidScoringParams::default(),
         })
     }
@@ -172,14 +207,24 @@ impl BnTestParams {
     }
 
     /// Turns these parameters into the per-input mode ([`per_input`](Self::per_input)) with
-    /// batch size `b`: `r1 = 0`, `r2 = 1/b`, and one calibration draw (the held-out
+    /// batch size `b`: `r1 = 0`, `r2 = 1/b`, one calibration draw (the held-out
     /// images' Δs are already independent of each other in this mode; set more with
-    /// [`calibration_draws`](Self::calibration_draws) afterwards).
+    /// [`calibration_draws`](Self::calibration_draws) afterwards) and the held-out
+    /// calibration.
     pub fn per_input_batch_size(mut self, b: usize) -> Self {
         self.0.batch_size = b;
         self.0.r1 = 0.0;
         self.0.r2 = 1.0 / b.max(1) as f64;
         self.0.calibration_draws = 1;
+        self.0.calibration = BnCalibration::HeldOut;
+        self
+    }
+
+    /// Which Δs the pool mode ranks a test image against (default
+    /// [`BnCalibration::HeldOut`], the paper's); [`BnCalibration::InPool`] gives per-image
+    /// p-values that are calibrated within mostly in-distribution pools.
+    pub fn calibration(mut self, calibration: BnCalibration) -> Self {
+        self.0.calibration = calibration;
         self
     }
 
@@ -274,6 +319,19 @@ impl ParamGuard for BnTestParams {
                 p.calibration_draws
             ));
         }
+        if p.calibration == BnCalibration::InPool {
+            if p.is_per_input() {
+                return bad(
+                    "in-pool calibration is for the pool mode, whose test images share mixed batches: the per-input mode's Δs are calibrated on the held-out images already (drop `--bn-calibration in-pool` or use `--mode pool`)".into(),
+                );
+            }
+            if p.calibration_draws != 1 {
+                return bad(format!(
+                    "calibration_draws = {} with in-pool calibration: the held-out images are scored once inside every test pool, so there is nothing to draw again (drop `--calibration-draws`)",
+                    p.calibration_draws
+                ));
+            }
+        }
         if !(p.held_out_fraction > 0.0 && p.held_out_fraction < 1.0) {
             return bad(format!(
                 "held_out_fraction = {} must lie strictly between 0 and 1: part of the reference set is mixed into batches, the rest calibrates Δ (0.5 is a good default)",
@@ -317,7 +375,8 @@ pub struct BnTestScores {
     pub s_r2: Vec<f64>,
     /// `Δ(x) = |S_{b,r1}(x) − S_{b,r2}(x)|` (eq. 7), the score: higher = more OoD.
     pub delta: Vec<f64>,
-    /// `T(x) = #{i : Δ(xᵢ) ≤ Δ(x)}` over the held-out reference images (eq. 8).
+    /// `T(x) = #{i : Δ(xᵢ) ≤ Δ(x)}` over the held-out reference images (eq. 8): their Δs
+    /// from `fit`, or with [`BnCalibration::InPool`] from this pool's batches.
     pub rank: Vec<usize>,
     /// `(1 + #{i : Δ(xᵢ) ≥ Δ(x)}) / (1 + n_ref)`.
     pub p_values: Vec<f64>,
@@ -342,6 +401,8 @@ pub(crate) struct Fitted {
     pub(crate) deltas: Vec<f64>,
     /// The same, for ranks and p-values.
     pub(crate) reference: ReferenceScores,
+    /// The held-out images, kept for [`BnCalibration::InPool`] (`None` otherwise).
+    pub(crate) held_out: Option<ImageSet>,
 }
 
 /// The BatchNorm permutation test (section 5). A **test on batches**: a test image is
@@ -372,7 +433,10 @@ pub(crate) struct Fitted {
 /// and carry that pool's batch effects (at a 5 % target, 0–27 % between in-distribution
 /// pools of 250 images over 40 seeds, 8.3 % on average — above the target even by an
 /// interval that treats the pool as the unit — and more when a pool holds OoD images;
-/// `docs/results.md`, "Calibration"). The pool mode's decision unit is the pool. The
+/// `docs/results.md`, "Calibration"). With that calibration the pool mode's decision unit
+/// is the pool. [`BnCalibration::InPool`] instead shuffles the held-out images into every
+/// scored pool and ranks each test image against *their* Δs from the same batches: per-image
+/// p-values that are valid (conformal) when the pool is mostly in-distribution. The
 /// per-input mode ([`BnTestParams::per_input`]) has exchangeable Δs and calibrated p-values.
 /// A test image's rank is `T(x) = #{i : Δ(xᵢ) ≤ Δ(x)}` and its p-value
 /// `(1 + #{i : Δ(xᵢ) ≥ Δ(x)}) / (1 + n_ref)`. If neither ratio needs reference rows
@@ -402,8 +466,12 @@ impl<M: LikelihoodModel> BnTest<M> {
         let name = if params.is_per_input() {
             format!("BN test per-input (b = {})", params.batch_size)
         } else {
+            let in_pool = match params.calibration {
+                BnCalibration::InPool => ", in-pool calibration",
+                BnCalibration::HeldOut => "",
+            };
             format!(
-                "BN test (b = {}, r1 = {}, r2 = {})",
+                "BN test (b = {}, r1 = {}, r2 = {}{in_pool})",
                 params.batch_size, params.r1, params.r2
             )
         };
@@ -476,13 +544,26 @@ impl<M: LikelihoodModel> BnTest<M> {
         for ratio in self.params.ratios() {
             self.check_pool(test, &ratio)?;
         }
-        let (s_r1, s_r2) = self.statistics(test, fitted.mixing.as_ref(), TAG_TEST, 0)?;
-        let delta: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
-        let n_ref = fitted.reference.len() as f64;
+        let n = test.len();
+        // In-pool calibration scores the held-out images in the same batches (shuffled in).
+        let pool = match &fitted.held_out {
+            Some(held_out) => {
+                std::borrow::Cow::Owned(ImageSet::concat(test.name(), &[test, held_out])?)
+            }
+            None => std::borrow::Cow::Borrowed(test),
+        };
+        let (mut s_r1, mut s_r2) = self.statistics(&pool, fitted.mixing.as_ref(), TAG_TEST, 0)?;
+        let mut delta: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
+        let in_pool = (fitted.held_out.is_some()).then(|| ReferenceScores::new(&delta[n..]));
+        let reference = in_pool.as_ref().unwrap_or(&fitted.reference);
+        for v in [&mut s_r1, &mut s_r2, &mut delta] {
+            v.truncate(n);
+        }
+        let n_ref = reference.len() as f64;
         let (rank, p_values) = delta
             .iter()
             .map(|&d| {
-                let (le, ge) = fitted.reference.counts_le_ge(d);
+                let (le, ge) = reference.counts_le_ge(d);
                 (le, (1 + ge) as f64 / (1.0 + n_ref)) // eq. 8 and its p-value
             })
             .unzip();
@@ -683,6 +764,7 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
             mixing,
             reference: ReferenceScores::new(&deltas),
             deltas,
+            held_out: (self.params.calibration == BnCalibration::InPool).then_some(held_out),
         });
         Ok(())
     }
@@ -721,6 +803,20 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
 
     fn restore(&mut self, state: FittedState) -> Result<()> {
         let fitted = state.into_bn_test(&self.name, self.model.image_shape())?;
+        let in_pool = self.params.calibration == BnCalibration::InPool;
+        if in_pool != fitted.held_out.is_some() {
+            return Err(DetectError::InvalidParameter(format!(
+                "the saved state of {} {} held-out images, but its {} calibration {} them: the file is inconsistent, fit the detector again",
+                self.name,
+                if fitted.held_out.is_some() {
+                    "holds"
+                } else {
+                    "holds no"
+                },
+                if in_pool { "in-pool" } else { "held-out" },
+                if in_pool { "needs" } else { "needs none of" },
+            )));
+        }
         let needs_mixing = self.params.ratios().iter().any(|r| r.reference > 0);
         if needs_mixing != fitted.mixing.is_some() {
             return Err(DetectError::InvalidParameter(format!(

@@ -16,8 +16,8 @@ use bnood_models::LikelihoodModel;
 
 use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
 use crate::{
-    BnTest, BnTestParams, DetectError, Detector, InputComplexity, LikelihoodRatio, LogLikelihood,
-    Result, TPerm, Typicality, Waic,
+    BnCalibration, BnTest, BnTestParams, DetectError, Detector, InputComplexity, LikelihoodRatio,
+    LogLikelihood, Result, TPerm, Typicality, Waic,
 };
 
 /// Every detector of bnood: the four of the paper's Table 2 and three per-input detectors
@@ -191,7 +191,7 @@ pub enum BnMode {
 
 /// [`DetectorParams`] as command-line flags (a clap `Args` group, flattened into every
 /// front end that builds detectors): `--mode`, `--batch-size`, `--r1`, `--r2`, `--draws`,
-/// `--calibration-draws`, `--held-out-fraction`, `--seed`.
+/// `--calibration-draws`, `--bn-calibration`, `--held-out-fraction`, `--seed`.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct DetectorArgs {
     /// BN test mode: `pool` (the paper's, ratios --r1/--r2) or `per-input` (one scored image per batch).
@@ -210,6 +210,9 @@ pub struct DetectorArgs {
     /// Batch compositions of the held-out images that calibrate the BN test's p-values [default: 1].
     #[arg(long)]
     pub calibration_draws: Option<usize>,
+    /// What the BN test's pool mode ranks an image's Δ against: `held-out` (the paper's: the held-out images scored as their own pool; decides per pool) or `in-pool` (the held-out images scored inside every test pool: per-image p-values calibrated in mostly in-distribution pools).
+    #[arg(long, value_enum, default_value_t = BnCalibration::HeldOut)]
+    pub bn_calibration: BnCalibration,
     /// Share of the BN test's reference images held out to calibrate Δ (the rest is mixed into batches).
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub held_out_fraction: f64,
@@ -246,7 +249,8 @@ impl DetectorArgs {
         let bn = match self.calibration_draws {
             Some(k) => bn.calibration_draws(k),
             None => bn,
-        };
+        }
+        .calibration(self.bn_calibration);
         Ok(DetectorParams {
             bn: bn
                 .held_out_fraction(self.held_out_fraction)

@@ -101,7 +101,7 @@ mod window;
 use bnood_data::ImageSet;
 
 pub use bn_test::{
-    BnTest, BnTestParams, BnTestScores, BnTestValidParams, DEFAULT_CALIBRATION_DRAWS,
+    BnCalibration, BnTest, BnTestParams, BnTestScores, BnTestValidParams, DEFAULT_CALIBRATION_DRAWS,
 };
 pub use error::{DetectError, Result};
 pub use factory::{BnMode, DetectorArgs, DetectorKind, DetectorParams, build};

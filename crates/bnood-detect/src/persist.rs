@@ -39,10 +39,14 @@ pub struct FittedState(State);
 enum State {
     /// Sorted reference values (scores, or log-likelihoods for `T_perm`).
     Reference { values: ReferenceScores },
-    /// The BN test's held-out Δs (in held-out order) and the images it mixes into batches.
+    /// The BN test's held-out Δs (in held-out order), the images it mixes into batches and,
+    /// for in-pool calibration, the held-out images.
     BnTest {
         deltas: Vec<f64>,
         mixing: Option<StoredImages>,
+        /// The held-out images of in-pool calibration (absent otherwise, and in older files).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held_out: Option<StoredImages>,
     },
 }
 
@@ -55,6 +59,7 @@ impl FittedState {
         Self(State::BnTest {
             deltas: fitted.deltas,
             mixing: fitted.mixing.as_ref().map(StoredImages::from_set),
+            held_out: fitted.held_out.as_ref().map(StoredImages::from_set),
         })
     }
 
@@ -67,24 +72,30 @@ impl FittedState {
 
     pub(crate) fn into_bn_test(self, detector: &str, image_shape: [usize; 3]) -> Result<BnFitted> {
         match self.0 {
-            State::BnTest { deltas, mixing } => {
+            State::BnTest {
+                deltas,
+                mixing,
+                held_out,
+            } => {
                 let reference = ReferenceScores::try_from(deltas.clone()).map_err(|e| {
                     DetectError::InvalidParameter(format!("the saved state of {detector}: {e}"))
                 })?;
                 let mixing = mixing.map(StoredImages::into_set).transpose()?;
-                if let Some(set) = &mixing
-                    && set.image_shape() != image_shape
-                {
-                    return Err(DetectError::ShapeMismatch {
-                        set: set.name().to_string(),
-                        expected: image_shape,
-                        got: set.image_shape(),
-                    });
+                let held_out = held_out.map(StoredImages::into_set).transpose()?;
+                for set in mixing.iter().chain(&held_out) {
+                    if set.image_shape() != image_shape {
+                        return Err(DetectError::ShapeMismatch {
+                            set: set.name().to_string(),
+                            expected: image_shape,
+                            got: set.image_shape(),
+                        });
+                    }
                 }
                 Ok(BnFitted {
                     mixing,
                     deltas,
                     reference,
+                    held_out,
                 })
             }
             State::Reference { .. } => Err(wrong_state(detector, "reference-score")),

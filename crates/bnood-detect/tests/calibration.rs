@@ -4,7 +4,7 @@
 mod common;
 
 use bnood_data::ImageSet;
-use bnood_detect::{BnTest, BnTestParams, Detector, Scores};
+use bnood_detect::{BnCalibration, BnTest, BnTestParams, Detector, Scores};
 use bnood_metrics::auroc;
 use burn::tensor::Device;
 
@@ -14,10 +14,13 @@ const SIGMA: f64 = 0.01;
 const PAIRS: usize = 16;
 
 fn fitted_detector(seed: u64) -> BnTest<AppendixDFlow> {
+    fitted_with(BnTestParams::new().seed(seed), seed)
+}
+
+fn fitted_with(params: BnTestParams, seed: u64) -> BnTest<AppendixDFlow> {
     let device = Device::flex();
     let flow = AppendixDFlow::on_pixels(&device, SIGMA, PAIRS);
-    let mut detector =
-        BnTest::new(flow, &device, BnTestParams::new().seed(seed)).expect("valid parameters");
+    let mut detector = BnTest::new(flow, &device, params).expect("valid parameters");
     // 800 reference images: 400 mixed into batches, 400 held out to calibrate Δ.
     detector
         .fit(&p_set("p reference", 800, PAIRS, SIGMA, 100 + seed))
@@ -114,4 +117,65 @@ fn a_clearly_shifted_pool_gets_small_p_values_and_an_auroc_near_one() {
         in_dist.decisions(alpha).iter().filter(|&&d| d).count() as f64 / 400.0,
         flagged_in
     );
+}
+
+#[test]
+fn in_pool_calibration_ranks_each_image_against_held_out_images_scored_in_the_same_batches() {
+    // 800 reference images: 400 mixed into batches, 400 held out and shuffled into every
+    // scored pool, so p-values live on the grid k/401 and α(5 %) = 20/401, as with the
+    // paper's calibration.
+    let detector = fitted_with(
+        BnTestParams::new()
+            .seed(3)
+            .calibration(BnCalibration::InPool),
+        3,
+    );
+    let alpha = detector.threshold_for_fpr(0.05).expect("threshold");
+    assert!((alpha - 20.0 / 401.0).abs() < 1e-12, "α = {alpha}");
+    let pool = p_set("p pool", 400, PAIRS, SIGMA, 3007);
+    let scores = detector.score_detailed(&pool).expect("score");
+    assert_eq!(
+        scores.delta.len(),
+        400,
+        "one Δ per test image, none for held-out ones"
+    );
+    for &p in &scores.p_values {
+        let k = p * 401.0;
+        assert!(
+            (k - k.round()).abs() < 1e-9 && (1.0..=401.0).contains(&k.round()),
+            "p = {p}"
+        );
+    }
+    // The test images' Δs come from batches shared with the held-out images: they differ
+    // from those of the paper's calibration, where the pool is scored alone.
+    let alone = fitted_detector(3).score_detailed(&pool).expect("score");
+    assert_ne!(scores.delta, alone.delta);
+    // Same seed, same numbers.
+    assert_eq!(detector.score_detailed(&pool).expect("score"), scores);
+}
+
+#[test]
+fn in_pool_p_values_are_close_to_uniform_for_in_distribution_pools() {
+    // Over independent repetitions (seed, reference set, pool), the share of p ≤ 0.1 of a
+    // pool of 400 in-distribution images averages 0.1: conformal validity, P(p ≤ α) ≤ α
+    // with equality on the p-value grid. Sampling error: the per-repetition shares are
+    // correlated within a pool; the bound on the mean (±0.04) is ±2.5 standard errors of
+    // the 6-repetition mean at the spread measured for the paper's calibration above.
+    let reps: Vec<f64> = (1..=6u64)
+        .map(|seed| {
+            let detector = fitted_with(
+                BnTestParams::new()
+                    .seed(seed)
+                    .calibration(BnCalibration::InPool),
+                seed,
+            );
+            let pool = p_set("p pool", 400, PAIRS, SIGMA, 1000 * seed + 7);
+            let share = fraction_at_most(&detector.score(&pool).expect("score"), 0.1);
+            println!("seed {seed}: P(p ≤ 0.1) = {share:.3}");
+            share
+        })
+        .collect();
+    let mean = reps.iter().sum::<f64>() / reps.len() as f64;
+    println!("mean: P(p ≤ 0.1) = {mean:.3}");
+    assert!((mean - 0.1).abs() < 0.04, "mean P(p ≤ 0.1) = {mean}");
 }

@@ -4,8 +4,8 @@ mod common;
 
 use bnood_data::ImageSet;
 use bnood_detect::{
-    BnTest, BnTestParams, DetectError, Detector, LogLikelihood, ParamGuard, ScoringParams, TPerm,
-    Waic,
+    BnCalibration, BnTest, BnTestParams, DetectError, Detector, LogLikelihood, ParamGuard,
+    ScoringParams, TPerm, Waic,
 };
 use burn::tensor::Device;
 
@@ -233,4 +233,19 @@ fn target_false_positive_rates_outside_zero_to_one_are_rejected() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn in_pool_calibration_is_refused_with_the_per_input_mode_and_with_calibration_draws() {
+    let per_input = invalid(BnTestParams::per_input().calibration(BnCalibration::InPool));
+    assert!(per_input.contains("pool mode"), "{per_input}");
+    let draws = invalid(
+        BnTestParams::new()
+            .calibration(BnCalibration::InPool)
+            .calibration_draws(3),
+    );
+    assert!(draws.contains("calibration_draws = 3"), "{draws}");
+    let ok = build(BnTestParams::new().calibration(BnCalibration::InPool)).expect("valid");
+    assert_eq!(ok.params().calibration(), BnCalibration::InPool);
+    assert!(ok.name().contains("in-pool"), "{}", ok.name());
 }

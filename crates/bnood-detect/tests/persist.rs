@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use bnood_data::ImageSet;
 use bnood_detect::{
-    DetectError, DetectorKind, DetectorParams, ModelFile, build, load_detector, save_detector,
+    BnCalibration, DetectError, DetectorKind, DetectorParams, ModelFile, build, load_detector,
+    save_detector,
 };
 use bnood_models::{AnyModel, RealNvpConfig, checkpoint};
 use burn::tensor::Device;
@@ -63,9 +64,19 @@ fn every_detector_scores_bit_identically_after_save_and_load() {
         model_file(dir.path(), 1, &device),
     ];
     let (reference, test) = (images("reference", 200, 1), images("test", 40, 2));
-    for kind in DetectorKind::ALL {
+    // Every detector, and the BN test once more with in-pool calibration (which keeps the
+    // held-out images in the file).
+    let in_pool = DetectorParams {
+        bn: params().bn.calibration(BnCalibration::InPool),
+        ..params()
+    };
+    let cases = DetectorKind::ALL
+        .into_iter()
+        .map(|kind| (kind, params()))
+        .chain([(DetectorKind::BnTest, in_pool)]);
+    for (kind, params) in cases {
         let (models, files) = load_models(&paths, &device);
-        let mut fitted = build(kind, models, &device, &params()).expect("built");
+        let mut fitted = build(kind, models, &device, &params).expect("built");
         assert_eq!(fitted.kind(), kind);
         fitted.fit(&reference).expect("fitted");
         let file = dir.path().join(format!("{}.json", kind.id()));

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use bnood_data::ImageSet;
 use bnood_data::seeds;
 use bnood_detect::{
-    BnTest, BnTestParams, Detector, DetectorKind, DetectorParams, LikelihoodModel, ParamGuard,
-    Scores,
+    BnCalibration, BnTest, BnTestParams, Detector, DetectorKind, DetectorParams, LikelihoodModel,
+    ParamGuard, Scores,
 };
 
 use crate::progress::BarProgress;
@@ -45,6 +45,10 @@ pub enum Setting {
         r2: f64,
         /// Monte Carlo draws.
         draws: usize,
+        /// Whether p-values come from in-pool calibration (`BnCalibration::InPool`); absent
+        /// (false) in older reports.
+        #[serde(default)]
+        in_pool: bool,
     },
 }
 
@@ -60,6 +64,7 @@ impl Setting {
             r1: p.r1(),
             r2: p.r2(),
             draws: p.draws(),
+            in_pool: p.calibration() == BnCalibration::InPool,
         })
     }
 
@@ -89,6 +94,7 @@ impl Setting {
                 r1,
                 r2,
                 draws,
+                in_pool: words.split_whitespace().any(|w| w == "in-pool"),
             };
         }
         match words.strip_suffix(" models").map(str::parse) {
@@ -108,7 +114,14 @@ impl std::fmt::Display for Setting {
                 r1,
                 r2,
                 draws,
-            } => write!(f, "b={batch_size} r1={r1:.2} r2={r2:.2} draws={draws}"),
+                in_pool,
+            } => {
+                write!(f, "b={batch_size} r1={r1:.2} r2={r2:.2} draws={draws}")?;
+                if *in_pool {
+                    write!(f, " in-pool")?;
+                }
+                Ok(())
+            }
         }
     }
 }
