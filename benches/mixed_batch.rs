@@ -64,6 +64,7 @@ const RATIOS: [f64; 2] = [0.1, 0.9];
 const POOL_BATCHES: usize = 2;
 
 /// The backends this build can bench, with their names.
+#[allow(clippy::vec_init_then_push)] // each push depends on a cargo feature
 fn backends() -> Vec<(&'static str, Device)> {
     let mut out = Vec::new();
     #[cfg(feature = "flex")]
