@@ -1,10 +1,12 @@
 //! Throughput of the BN test's mixed-batch scoring, of running-statistics scoring and of
 //! one training step, for the paper's Fashion-MNIST RealNVP (Appendix C.1, ≈763k
-//! parameters), on every compiled backend.
+//! parameters) and for the Fashion-MNIST VAE of the shipped checkpoint (`cpu` preset), on
+//! every compiled backend.
 //!
 //! ```sh
 //! RAYON_NUM_THREADS=2 BNOOD_DATA_DIR=../shared/datasets cargo bench --bench mixed_batch
 //! cargo bench --bench mixed_batch --features ndarray -- score_mixed   # one group only
+//! cargo bench --bench mixed_batch -- vae                               # the VAE cases only
 //! ```
 //!
 //! Groups (criterion ids `group/backend/case`), each reporting **samples per second**
@@ -20,6 +22,17 @@
 //!   clipping, update, running-statistics update), the same operations as
 //!   `bnood_models::train::train`.
 //!
+//! VAE groups, the same model as `models/vae-fmnist-cpu-seed0.bpk` (`VaeConfig::cpu_fmnist()`:
+//! widths 8/16, 64 in inference layer 6 and generator layer 7, latent 64, K = 16; seed 0,
+//! untrained: the cost does not depend on the weights):
+//! - `vae_score_batch/<backend>/b=64`: `log_prob` of 64 images in `Batch` mode (the BN test's
+//!   scoring mode: batch statistics, running averages untouched, no autodiff), K = 16
+//!   importance samples, the generator running all 64·16 = 1024 latent samples as one
+//!   batch; read back to the host. Throughput counts the 64 images.
+//! - `vae_score_running/<backend>/b=64`: the same with running statistics.
+//! - `vae_train_step/<backend>/b=64`: one Adam step on 64 images (negative ELBO with one
+//!   latent sample per image), as `train_step`.
+//!
 //! Images: Fashion-MNIST (test images as the pool, train images as reference) when
 //! `BNOOD_DATA_DIR` points at the datasets, otherwise seeded random pixels (the cost does
 //! not depend on the pixel values). The model is the paper preset with seed 0 and its last
@@ -27,8 +40,8 @@
 //!
 //! Backends: `flex` and `ndarray` when their cargo features are on; `wgpu` only when the
 //! feature is on *and* `BNOOD_BENCH_WGPU=1` (a software Vulkan driver would measure
-//! nothing useful). The PyTorch reference and the ratio: `benches/reference/` and
-//! `docs/performance.md`.
+//! nothing useful). The PyTorch references (`realnvp_torch.py`, `vae_torch.py`) and the
+//! ratio: `benches/reference/` and `docs/performance.md`.
 
 use std::cell::OnceCell;
 use std::hint::black_box;
@@ -36,7 +49,7 @@ use std::time::Duration;
 
 use bnood::data::{Dataset, ImageSet, Locator, Split};
 use bnood::detect::{BnTest, BnTestParams, Detector};
-use bnood::models::{LikelihoodModel, RealNvp, RealNvpConfig, StatsMode};
+use bnood::models::{LikelihoodModel, RealNvp, RealNvpConfig, StatsMode, Vae, VaeConfig};
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, GradientsParams};
@@ -51,6 +64,7 @@ const RATIOS: [f64; 2] = [0.1, 0.9];
 const POOL_BATCHES: usize = 2;
 
 /// The backends this build can bench, with their names.
+#[allow(clippy::vec_init_then_push)] // each push depends on a cargo feature
 fn backends() -> Vec<(&'static str, Device)> {
     let mut out = Vec::new();
     #[cfg(feature = "flex")]
@@ -76,6 +90,13 @@ fn paper_model(device: &Device) -> RealNvp {
     }
     .init(device)
     .expect("the paper preset is a valid configuration")
+}
+
+/// The Fashion-MNIST VAE of the shipped checkpoint (`cpu` preset, K = 16), seed 0.
+fn vae_model(device: &Device) -> Vae {
+    VaeConfig::cpu_fmnist()
+        .init(device)
+        .expect("the cpu preset is a valid configuration")
 }
 
 /// `(test pool source, reference set)`: Fashion-MNIST test/train when available, else
@@ -192,13 +213,28 @@ fn score_running(c: &mut Criterion) {
 
 /// `train_step/<backend>/b=64`: one Adam step, as in `bnood_models::train::train`.
 fn train_step(c: &mut Criterion) {
+    bench_train_step(c, "train_step", paper_model);
+}
+
+/// `vae_train_step/<backend>/b=64`: one Adam step of the VAE (negative ELBO).
+fn vae_train_step(c: &mut Criterion) {
+    bench_train_step(c, "vae_train_step", vae_model);
+}
+
+/// `<group>/<backend>/b=64`: one Adam step (loss, backward, gradient clipping at norm 100,
+/// update, running-statistics update) of the model `init` builds, on 64 reference images.
+fn bench_train_step<M: Module + LikelihoodModel>(
+    c: &mut Criterion,
+    group_name: &str,
+    init: fn(&Device) -> M,
+) {
     let (_, reference) = image_sets();
     for (name, device) in backends() {
         let device = device.autodiff();
-        let mut group = configure(c, format!("train_step/{name}"));
+        let mut group = configure(c, format!("{group_name}/{name}"));
         group.throughput(Throughput::Elements(BATCH as u64));
         group.bench_function(format!("b={BATCH}"), |b| {
-            let mut model = Some(paper_model(&device).train());
+            let mut model = Some(init(&device).train());
             let x = batch(&reference, BATCH, &device);
             let mut optim = AdamConfig::new()
                 .with_grad_clipping(Some(GradientClippingConfig::Norm(100.0)))
@@ -226,10 +262,40 @@ fn train_step(c: &mut Criterion) {
     }
 }
 
+/// `vae_score_batch/<backend>/b=64`: VAE `log_prob` (K = 16) of one batch in `Batch` mode.
+fn vae_score_batch(c: &mut Criterion) {
+    bench_vae_score(c, "vae_score_batch", StatsMode::Batch);
+}
+
+/// `vae_score_running/<backend>/b=64`: VAE `log_prob` (K = 16) with running statistics.
+fn vae_score_running(c: &mut Criterion) {
+    bench_vae_score(c, "vae_score_running", StatsMode::Running);
+}
+
+/// `<group>/<backend>/b=64`: VAE `log_prob` of 64 test images in `mode` (no autodiff),
+/// read back to the host.
+fn bench_vae_score(c: &mut Criterion, group_name: &str, mode: StatsMode) {
+    let (test, _) = image_sets();
+    for (name, device) in backends() {
+        let mut group = configure(c, format!("{group_name}/{name}"));
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(format!("b={BATCH}"), |b| {
+            let model = vae_model(&device);
+            let x = batch(&test, BATCH, &device);
+            b.iter(|| {
+                let lp = model.log_prob(x.clone(), &mode).expect("scoring runs");
+                black_box(lp.into_data())
+            })
+        });
+        group.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     // No plots: criterion's plotters backend needs system fonts that servers often lack.
     config = Criterion::default().without_plots();
-    targets = score_mixed, score_running, train_step
+    targets = score_mixed, score_running, train_step, vae_score_batch, vae_score_running,
+        vae_train_step
 }
 criterion_main!(benches);

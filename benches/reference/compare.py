@@ -1,9 +1,16 @@
-"""Runs the criterion bench `benches/mixed_batch.rs` and the PyTorch reference
-`realnvp_torch.py` back to back on this machine with the same thread count, and prints
-samples per second of each and the ratio bnood / PyTorch.
+"""Runs the criterion bench `benches/mixed_batch.rs` and the PyTorch references
+`realnvp_torch.py` (groups `score_mixed`, `score_running`, `train_step`) and `vae_torch.py`
+(groups `vae_score_batch`, `vae_score_running`, `vae_train_step`) back to back on this
+machine with the same thread count, and prints samples per second of each and the ratio
+bnood / PyTorch.
 
     python3 benches/reference/compare.py --threads 2 --features ndarray
     python3 benches/reference/compare.py --torch-python ~/venv/bin/python --filter score_mixed
+    python3 benches/reference/compare.py --torch-python ~/venv/bin/python --filter vae
+
+`--filter` is criterion's (a regular expression on the ids `group/backend/case`); the
+PyTorch side then runs exactly the groups the bench ran (a reference script is skipped
+when none of its groups ran), and rows pair by group and case.
 
 The bench runs through `cargo bench` (so `CARGO_TARGET_DIR` and the cargo features apply);
 criterion writes its estimates to a fresh `CRITERION_HOME`, which this script reads. The
@@ -59,18 +66,30 @@ def run_bnood(args, env):
     return out
 
 
-def run_torch(args, env):
-    """samples/s per (group, case), and the reference's JSON header."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        path = f.name
-    cases = ",".join(g for g in ("score_mixed", "score_running", "train_step")
-                     if not args.filter or g in args.filter) or "score_mixed"
-    cmd = [args.torch_python, str(ROOT / "benches/reference/realnvp_torch.py"),
-           "--threads", str(args.threads), "--json", path, "--cases", cases]
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
-    report = json.loads(Path(path).read_text())
-    return {(r["group"], r["case"]): r["samples_per_s"] for r in report["results"]}, report
+# The groups each PyTorch reference script measures.
+TORCH_SCRIPTS = {
+    "realnvp_torch.py": ("score_mixed", "score_running", "train_step"),
+    "vae_torch.py": ("vae_score_batch", "vae_score_running", "vae_train_step"),
+}
+
+
+def run_torch(args, env, groups):
+    """samples/s per (group, case) of the reference scripts for `groups` (the groups the
+    bench ran), and the JSON header of the last script run."""
+    out, report = {}, {}
+    for script, known in TORCH_SCRIPTS.items():
+        cases = [g for g in known if g in groups]
+        if not cases:
+            continue
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+            path = f.name
+        cmd = [args.torch_python, str(ROOT / "benches/reference" / script),
+               "--threads", str(args.threads), "--json", path, "--cases", ",".join(cases)]
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+        report = json.loads(Path(path).read_text())
+        out.update({(r["group"], r["case"]): r["samples_per_s"] for r in report["results"]})
+    return out, report
 
 
 def main():
@@ -89,7 +108,8 @@ def main():
     load_before = load()
     bnood = run_bnood(args, env)
     load_mid = load()
-    torch, header = ({}, {}) if args.skip_torch else run_torch(args, env)
+    groups = {group for group, _, _ in bnood}
+    torch, header = ({}, {}) if args.skip_torch else run_torch(args, env, groups)
     load_after = load()
 
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
