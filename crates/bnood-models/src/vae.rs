@@ -81,6 +81,7 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::tensor::activation::relu;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -502,6 +503,32 @@ fn pixel_of(v: f32) -> u32 {
     v.floor().clamp(0.0, 255.0) as u32
 }
 
+/// `conv` applied to `x` `[N, C_in, H, W]`. A stride-1 deconvolution (no output padding,
+/// dilation or groups) is the convolution with the kernel's channel axes swapped and its
+/// taps flipped, padded `k − 1 − p` (`5 × 5`, `p = 2`: "same"; `1 × 1`: none): the same
+/// values, computed by the backend's convolution. burn-flex's transposed convolution
+/// adds into a freshly zeroed output, whose copy-on-write page faults took 40–57 % of VAE
+/// scoring time on 2 threads (`perf`, docs/performance.md); stride-2 ones keep it.
+fn deconv(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
+    let [k, p] = [conv.kernel_size, conv.padding];
+    let plain = conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && conv.padding_out == [0, 0]
+        && p[0] < k[0]
+        && p[1] < k[1];
+    if !plain {
+        return conv.forward(x);
+    }
+    let weight = conv.weight.val().swap_dims(0, 1).flip([2, 3]);
+    burn::tensor::module::conv2d(
+        x,
+        weight,
+        conv.bias.as_ref().map(|b| b.val()),
+        ConvOptions::new([1, 1], [k[0] - 1 - p[0], k[1] - 1 - p[1]], [1, 1], 1),
+    )
+}
+
 impl Vae {
     /// The model's configuration.
     pub fn config(&self) -> &VaeConfig {
@@ -566,7 +593,7 @@ impl Vae {
             .reshape([m, d0, self.height / 4, self.width / 4]);
         let mut h = relu(self.from_latent_norm.forward(h, mode)?);
         for block in &self.decoder {
-            h = relu(block.norm.forward(block.conv.forward(h), mode)?);
+            h = relu(block.norm.forward(deconv(&block.conv, h), mode)?);
         }
         Ok(h)
     }
@@ -574,7 +601,7 @@ impl Vae {
     /// Generator layers 7–8 (no BatchNorm): `[M, 256, C, H, W]` logits.
     fn decode_tail(&self, h: Tensor<4>) -> Tensor<5> {
         let m = h.dims()[0];
-        let out = self.logits.forward(relu(self.hidden.forward(h)));
+        let out = deconv(&self.logits, relu(deconv(&self.hidden, h)));
         out.reshape([m, PIXEL_LEVELS, self.channels, self.height, self.width])
     }
 
@@ -786,7 +813,34 @@ mod tests {
     use burn::nn::conv::{Conv2d, ConvTranspose2d};
     use burn::tensor::Device;
 
-    use super::{LayerSpec, Vae, VaeConfig};
+    use super::{LayerSpec, Vae, VaeConfig, deconv};
+
+    #[test]
+    fn stride_one_deconvolutions_as_convolutions_equal_burn_conv_transpose() {
+        use burn::nn::conv::ConvTranspose2dConfig;
+        use burn::tensor::{Distribution, Tensor};
+        let device = Device::flex();
+        // The generator's kinds: 5×5 "same" (p = 2), 1×1, and a stride-2 one (kept as is).
+        for (kernel, padding, stride, out_pad) in
+            [(5, 2, 1, 0), (1, 0, 1, 0), (3, 1, 1, 0), (5, 2, 2, 1)]
+        {
+            let conv = ConvTranspose2dConfig::new([3, 4], [kernel, kernel])
+                .with_padding([padding, padding])
+                .with_stride([stride, stride])
+                .with_padding_out([out_pad, out_pad])
+                .init(&device);
+            let x = Tensor::<4>::random([2, 3, 6, 5], Distribution::Normal(0.0, 1.0), &device);
+            let expected: Vec<f32> = conv.forward(x.clone()).into_data().to_vec().expect("f32");
+            let got: Vec<f32> = deconv(&conv, x).into_data().to_vec().expect("f32");
+            assert_eq!(got.len(), expected.len(), "k = {kernel}, stride {stride}");
+            for (a, b) in got.iter().zip(&expected) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "k = {kernel}, stride {stride}: {a} vs {b}"
+                );
+            }
+        }
+    }
 
     fn conv_spec(conv: &Conv2d, batch_norm: bool) -> LayerSpec {
         let [out_channels, in_channels, kh, kw] = conv.weight.dims();
