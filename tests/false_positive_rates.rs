@@ -18,7 +18,7 @@
 
 use std::path::PathBuf;
 
-use bnood::data::{Locator, load_named};
+use bnood::data::{ImageSet, Locator, load_named};
 use bnood::detect::{BnCalibration, BnTestParams, DetectorKind};
 use bnood::eval::{Protocol, calibration};
 use bnood::models::AnyModel;
@@ -32,8 +32,8 @@ fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets")
 }
 
-#[test]
-fn per_input_detectors_flag_the_requested_share_of_real_in_distribution_images() {
+/// The flex device, the shipped `realnvp-fmnist` on it, Fashion-MNIST train and test.
+fn shipped_model_and_fmnist() -> (Device, AnyModel, ImageSet, ImageSet) {
     let device = Device::flex();
     let locator = Locator::only(data_dir());
     let models = ModelsDir::only(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
@@ -41,6 +41,12 @@ fn per_input_detectors_flag_the_requested_share_of_real_in_distribution_images()
     let model = AnyModel::load_for_scoring(&path, &device, None).expect("loads");
     let train = load_named("fmnist-train", &locator, None, 0).expect("Fashion-MNIST train");
     let test = load_named("fmnist", &locator, None, 0).expect("Fashion-MNIST test");
+    (device, model, train, test)
+}
+
+#[test]
+fn per_input_detectors_flag_the_requested_share_of_real_in_distribution_images() {
+    let (device, model, train, test) = shipped_model_and_fmnist();
     let protocol = Protocol {
         detectors: vec![DetectorKind::LogLikelihood, DetectorKind::Typicality],
         progress: false,
@@ -94,13 +100,7 @@ fn the_bn_pool_mode_with_in_pool_calibration_flags_the_requested_share_of_real_i
     // test images. A calibrated detector's mean share falls in 0.05 ± t₀.₉₇₅,₉ · sd / √10
     // with probability 95 %, sd the spread of the 10 per-pool shares; the test allows the
     // 99.9 % half-width (× 3.29 / 1.96, about × 1.9 with 9 degrees of freedom: it is lenient).
-    let device = Device::flex();
-    let locator = Locator::only(data_dir());
-    let models = ModelsDir::only(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
-    let path = models.resolve("realnvp-fmnist").expect("shipped model");
-    let model = AnyModel::load_for_scoring(&path, &device, None).expect("loads");
-    let train = load_named("fmnist-train", &locator, None, 0).expect("Fashion-MNIST train");
-    let test = load_named("fmnist", &locator, None, 0).expect("Fashion-MNIST test");
+    let (device, model, train, test) = shipped_model_and_fmnist();
     let protocol = Protocol {
         detectors: vec![DetectorKind::BnTest],
         bn: BnTestParams::new().calibration(BnCalibration::InPool),

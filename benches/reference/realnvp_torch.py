@@ -216,13 +216,17 @@ def timed(fn, warm_up_s, measure_s, min_iters=10):
     return statistics.fmean(times), statistics.median(times), len(times)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def setup(description, default_cases, make_model):
+    """The command line and setup shared by the reference scripts (this one and
+    `vae_torch.py`): threads, data, the model, and `record(group, case, samples, fn)`, which
+    times `fn` and appends its result. Returns `(args, model, test, reference, gen, cases,
+    record, results)`."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("RAYON_NUM_THREADS", 2)))
     ap.add_argument("--data-dir", default=os.environ.get("BNOOD_DATA_DIR"))
     ap.add_argument("--warm-up", type=float, default=2.0, help="seconds per case")
     ap.add_argument("--measure", type=float, default=10.0, help="seconds per case")
-    ap.add_argument("--cases", default="score_mixed,score_running,train_step")
+    ap.add_argument("--cases", default=default_cases)
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
 
@@ -230,7 +234,7 @@ def main():
     torch.set_num_interop_threads(1)
     torch.manual_seed(0)
     test, reference = image_sets(args.data_dir)
-    model = RealNvp()
+    model = make_model()
     trainable = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() for b in model.buffers())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -246,6 +250,13 @@ def main():
                             samples_per_s=samples / mean))
         print(f"{group}/torch/{case}: {mean * 1e3:.1f} ms/iter (median {median * 1e3:.1f}, "
               f"{iters} iters), {samples / mean:.1f} samples/s")
+
+    return args, model, test, reference, gen, cases, record, results
+
+
+def main():
+    args, model, test, reference, gen, cases, record, results = setup(
+        __doc__.split("\n\n")[0], "score_mixed,score_running,train_step", RealNvp)
 
     if "score_mixed" in cases:
         for r in RATIOS:

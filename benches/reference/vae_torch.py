@@ -36,10 +36,8 @@ figures with the torch version, thread count and machine (the format of
 realnvp_torch.py, which compare.py reads).
 """
 
-import argparse
 import json
 import math
-import os
 import platform
 from pathlib import Path
 
@@ -47,7 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from realnvp_torch import BATCH, BatchNorm, image_sets, timed
+from realnvp_torch import BATCH, BatchNorm, setup
 
 PIXEL_LEVELS = 256
 IW_SAMPLES = 16
@@ -144,35 +142,8 @@ class Vae(nn.Module):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("RAYON_NUM_THREADS", 2)))
-    ap.add_argument("--data-dir", default=os.environ.get("BNOOD_DATA_DIR"))
-    ap.add_argument("--warm-up", type=float, default=2.0, help="seconds per case")
-    ap.add_argument("--measure", type=float, default=10.0, help="seconds per case")
-    ap.add_argument("--cases", default="vae_score_batch,vae_score_running,vae_train_step")
-    ap.add_argument("--json", help="write the results here")
-    args = ap.parse_args()
-
-    torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
-    torch.manual_seed(0)
-    test, reference = image_sets(args.data_dir)
-    model = Vae()
-    trainable = sum(p.numel() for p in model.parameters())
-    buffers = sum(b.numel() for b in model.buffers())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{trainable} trainable parameters + {buffers} running statistics = {trainable + buffers}")
-    gen = torch.Generator().manual_seed(0)
-    results = []
-    cases = args.cases.split(",")
-
-    def record(group, case, samples, fn):
-        mean, median, iters = timed(fn, args.warm_up, args.measure)
-        results.append(dict(group=group, case=case, samples_per_iter=samples,
-                            mean_s=mean, median_s=median, iterations=iters,
-                            samples_per_s=samples / mean))
-        print(f"{group}/torch/{case}: {mean * 1e3:.1f} ms/iter (median {median * 1e3:.1f}, "
-              f"{iters} iters), {samples / mean:.1f} samples/s")
+    args, model, test, reference, gen, cases, record, results = setup(
+        __doc__.split("\n\n")[0], "vae_score_batch,vae_score_running,vae_train_step", Vae)
 
     x_test = test[:BATCH].float() + 0.5
     for group, mode in (("vae_score_batch", "batch"), ("vae_score_running", "running")):

@@ -805,32 +805,41 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
         let fitted = state.into_bn_test(&self.name, self.model.image_shape())?;
         let in_pool = self.params.calibration == BnCalibration::InPool;
         if in_pool != fitted.held_out.is_some() {
-            return Err(DetectError::InvalidParameter(format!(
-                "the saved state of {} {} held-out images, but its {} calibration {} them: the file is inconsistent, fit the detector again",
-                self.name,
-                if fitted.held_out.is_some() {
-                    "holds"
-                } else {
-                    "holds no"
-                },
+            return Err(inconsistent_state(
+                &self.name,
+                fitted.held_out.is_some(),
+                "held-out images",
                 if in_pool { "in-pool" } else { "held-out" },
-                if in_pool { "needs" } else { "needs none of" },
-            )));
+                in_pool,
+            ));
         }
         let needs_mixing = self.params.ratios().iter().any(|r| r.reference > 0);
         if needs_mixing != fitted.mixing.is_some() {
-            return Err(DetectError::InvalidParameter(format!(
-                "the saved state of {} {} reference images for mixing, but its ratios {} them: the file is inconsistent, fit the detector again",
-                self.name,
-                if fitted.mixing.is_some() {
-                    "holds"
-                } else {
-                    "holds no"
-                },
-                if needs_mixing { "need" } else { "need none of" },
-            )));
+            return Err(inconsistent_state(
+                &self.name,
+                fitted.mixing.is_some(),
+                "reference images for mixing",
+                "ratios",
+                needs_mixing,
+            ));
         }
         self.fitted = Some(fitted);
         Ok(())
     }
+}
+
+/// The error for a saved state of `detector` that `holds` (or not) `what`, where its
+/// `setting` (ratios, calibration) `needs` them (or not).
+fn inconsistent_state(
+    detector: &str,
+    holds: bool,
+    what: &str,
+    setting: &str,
+    needs: bool,
+) -> DetectError {
+    DetectError::InvalidParameter(format!(
+        "the saved state of {detector} {} {what}, but with its {setting} setting it needs {}: the file is inconsistent, fit the detector again",
+        if holds { "holds" } else { "holds no" },
+        if needs { "them" } else { "none" },
+    ))
 }
