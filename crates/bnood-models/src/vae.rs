@@ -830,8 +830,15 @@ mod tests {
                 .with_padding_out([out_pad, out_pad])
                 .init(&device);
             let x = Tensor::<4>::random([2, 3, 6, 5], Distribution::Normal(0.0, 1.0), &device);
-            let expected: Vec<f32> = conv.forward(x.clone()).into_data().to_vec().expect("f32");
-            let got: Vec<f32> = deconv(&conv, x).into_data().to_vec().expect("f32");
+            let expected = conv
+                .forward(x.clone())
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32");
+            let got = deconv(&conv, x)
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32");
             assert_eq!(got.len(), expected.len(), "k = {kernel}, stride {stride}");
             for (a, b) in got.iter().zip(&expected) {
                 assert!(
