@@ -254,6 +254,35 @@ def setup(description, default_cases, make_model):
     return args, model, test, reference, gen, cases, record, results
 
 
+def record_train_step(record, group, model, loss_fn):
+    """Times one Adam step (lr 1e-3, eps 1e-5 as burn's default; each parameter's gradient
+    clipped to norm 100) of `loss_fn()` on a batch of `BATCH`."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-5)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        for p in model.parameters():
+            torch.nn.utils.clip_grad_norm_([p], 100.0)
+        opt.step()
+        return loss.item()
+
+    record(group, f"b={BATCH}", BATCH, step)
+
+
+def write_results(args, model, results):
+    """Writes the results as JSON to `--json`, if given (the form compare.py reads)."""
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(
+            backend="torch", torch=torch.__version__, threads=torch.get_num_threads(),
+            python=platform.python_version(), machine=platform.machine(),
+            processor=platform.processor(),
+            trainable_parameters=sum(p.numel() for p in model.parameters()),
+            running_statistics=sum(b.numel() for b in model.buffers()), results=results),
+            indent=2))
+
+
 def main():
     args, model, test, reference, gen, cases, record, results = setup(
         __doc__.split("\n\n")[0], "score_mixed,score_running,train_step", RealNvp)
@@ -282,26 +311,9 @@ def main():
 
         record("score_running", f"b={BATCH}", BATCH, running)
     if "train_step" in cases:
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-5)
         x = reference[:BATCH].float() + 0.5
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss = -model.log_prob(x, "train").mean()
-            loss.backward()
-            for p in model.parameters():
-                torch.nn.utils.clip_grad_norm_([p], 100.0)
-            opt.step()
-            return loss.item()
-
-        record("train_step", f"b={BATCH}", BATCH, step)
-
-    if args.json:
-        Path(args.json).write_text(json.dumps(dict(
-            backend="torch", torch=torch.__version__, threads=torch.get_num_threads(),
-            python=platform.python_version(), machine=platform.machine(),
-            processor=platform.processor(), trainable_parameters=trainable,
-            running_statistics=buffers, results=results), indent=2))
+        record_train_step(record, "train_step", model, lambda: -model.log_prob(x, "train").mean())
+    write_results(args, model, results)
 
 
 if __name__ == "__main__":

@@ -36,16 +36,13 @@ figures with the torch version, thread count and machine (the format of
 realnvp_torch.py, which compare.py reads).
 """
 
-import json
 import math
-import platform
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from realnvp_torch import BATCH, BatchNorm, setup
+from realnvp_torch import BATCH, BatchNorm, record_train_step, setup, write_results
 
 PIXEL_LEVELS = 256
 IW_SAMPLES = 16
@@ -154,27 +151,10 @@ def main():
 
             record(group, f"b={BATCH}", BATCH, score)
     if "vae_train_step" in cases:
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-5)
         x = reference[:BATCH].float() + 0.5
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            loss = model.negative_elbo(x, "train", gen=gen).mean()
-            loss.backward()
-            for p in model.parameters():
-                torch.nn.utils.clip_grad_norm_([p], 100.0)
-            opt.step()
-            return loss.item()
-
-        record("vae_train_step", f"b={BATCH}", BATCH, step)
-
-    if args.json:
-        Path(args.json).write_text(json.dumps(dict(
-            backend="torch", torch=torch.__version__, threads=torch.get_num_threads(),
-            python=platform.python_version(), machine=platform.machine(),
-            processor=platform.processor(), trainable_parameters=trainable,
-            running_statistics=buffers, results=results), indent=2))
-
+        record_train_step(record, "vae_train_step", model,
+                          lambda: model.negative_elbo(x, "train", gen=gen).mean())
+    write_results(args, model, results)
 
 if __name__ == "__main__":
     main()
