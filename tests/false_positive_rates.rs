@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use bnood::data::{ImageSet, Locator, load_named};
 use bnood::detect::{BnCalibration, BnTestParams, DetectorKind};
-use bnood::eval::{Protocol, calibration};
+use bnood::eval::{CalibrationRow, Protocol, calibration};
 use bnood::models::AnyModel;
 use bnood::models::zoo::ModelsDir;
 use burn::tensor::Device;
@@ -69,27 +69,40 @@ fn per_input_detectors_flag_the_requested_share_of_real_in_distribution_images()
     )
     .expect("study");
     for r in &rows {
-        let (lo, hi) = r.interval;
-        let slack = (hi - lo) / 2.0 * 3.29 / 1.96;
-        println!(
-            "{}: flagged {}/{} = {:.4}; 95 % sampling interval [{lo:.4}, {hi:.4}]; per seed {:.3}–{:.3}",
-            r.detector.title(),
-            r.flagged,
-            r.total,
-            r.share,
-            r.per_seed_range.0,
-            r.per_seed_range.1
-        );
-        assert_eq!(r.total, seeds * pool);
-        assert!(
-            (r.share - target).abs() <= slack,
-            "{}: flagged {:.4} of in-distribution images at a {target} target (allowed {:.4}–{:.4})",
-            r.detector.title(),
-            r.share,
-            target - slack,
-            target + slack
-        );
+        assert_share_within(r, r.interval, "sampling", seeds * pool, target);
     }
+}
+
+/// Asserts that `r`'s flagged share lies within the 99.9 % widening (× 3.29 / 1.96) of its
+/// 95 % interval `interval` (`which` names it) around `target`, over `total` images.
+fn assert_share_within(
+    r: &CalibrationRow,
+    interval: (f64, f64),
+    which: &str,
+    total: usize,
+    target: f64,
+) {
+    let (lo, hi) = interval;
+    let slack = (hi - lo) / 2.0 * 3.29 / 1.96;
+    println!(
+        "{} ({}): flagged {}/{} = {:.4}; 95 % {which} interval [{lo:.4}, {hi:.4}]; per seed {:.3}–{:.3}",
+        r.detector.title(),
+        r.setting,
+        r.flagged,
+        r.total,
+        r.share,
+        r.per_seed_range.0,
+        r.per_seed_range.1
+    );
+    assert_eq!(r.total, total);
+    assert!(
+        (r.share - target).abs() <= slack,
+        "{}: flagged {:.4} of in-distribution images at a {target} target (allowed {:.4}–{:.4})",
+        r.detector.title(),
+        r.share,
+        target - slack,
+        target + slack
+    );
 }
 
 #[test]
@@ -124,24 +137,6 @@ fn the_bn_pool_mode_with_in_pool_calibration_flags_the_requested_share_of_real_i
     )
     .expect("study");
     let r = &rows[0];
-    let (lo, hi) = r.between_pool_interval.expect("10 pools");
-    let slack = (hi - lo) / 2.0 * 3.29 / 1.96;
-    println!(
-        "{} ({}): flagged {}/{} = {:.4}; 95 % between-pool interval [{lo:.4}, {hi:.4}]; per pool {:.3}–{:.3}",
-        r.detector.title(),
-        r.setting,
-        r.flagged,
-        r.total,
-        r.share,
-        r.per_seed_range.0,
-        r.per_seed_range.1
-    );
-    assert_eq!(r.total, seeds * pool);
-    assert!(
-        (r.share - target).abs() <= slack,
-        "flagged {:.4} of in-distribution images at a {target} target (allowed {:.4}–{:.4})",
-        r.share,
-        target - slack,
-        target + slack
-    );
+    let interval = r.between_pool_interval.expect("10 pools");
+    assert_share_within(r, interval, "between-pool", seeds * pool, target);
 }

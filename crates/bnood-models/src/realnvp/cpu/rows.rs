@@ -339,6 +339,47 @@ mod flex {
 
     use super::Kernel3x3;
 
+    /// `dst ← [dst +] lhs · rhs` for `[m, n] = [m, k] · [k, n]` (`dims = [m, n, k]`), the
+    /// destination `(pointer, row stride)` with unit column stride, each operand
+    /// `(pointer, column stride, row stride)`; `accumulate` adds to what `dst` holds. One
+    /// thread (the callers run on share threads already).
+    ///
+    /// # Safety
+    /// Every element the strides address lies inside its buffer, and `dst` is initialised
+    /// when `accumulate` is set (gemm reads it then, not otherwise).
+    unsafe fn gemm_add(
+        [m, n, k]: [usize; 3],
+        (dst, dst_rs): (*mut f32, usize),
+        accumulate: bool,
+        (lhs, lhs_cs, lhs_rs): (*const f32, usize, usize),
+        (rhs, rhs_cs, rhs_rs): (*const f32, usize, usize),
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst,
+                1,
+                dst_rs as isize,
+                accumulate,
+                lhs,
+                lhs_cs as isize,
+                lhs_rs as isize,
+                rhs,
+                rhs_cs as isize,
+                rhs_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+
     /// [`RowGrid::conv3x3`](super::RowGrid::conv3x3) with three kernel-row matrices on
     /// flex: per group, the three products `windows_kh · W_kh` are added into one output by
     /// gemm itself (it reads and adds to its destination), instead of three products, each
@@ -387,26 +428,12 @@ mod flex {
                 // the destination block `[rows, C_out]` of group `g` lies inside `out`'s
                 // capacity, and the first product writes it before the others read it.
                 unsafe {
-                    gemm::gemm(
-                        rows,
-                        c_out,
-                        3 * c,
-                        dst.add(g * rows * c_out),
-                        1,
-                        c_out as isize,
+                    gemm_add(
+                        [rows, c_out, 3 * c],
+                        (dst.add(g * rows * c_out), c_out),
                         k > 0,
-                        lhs.as_ptr(),
-                        1,
-                        c as isize,
-                        m.as_ptr(),
-                        1,
-                        c_out as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        (lhs.as_ptr(), 1, c),
+                        (m.as_ptr(), 1, c_out),
                     );
                 }
             }
@@ -458,26 +485,12 @@ mod flex {
                 // `[C_out, 3·C]` of kernel row `k` lies in `out`'s capacity and is written
                 // by group 0 before later groups add to it.
                 unsafe {
-                    gemm::gemm(
-                        c_out,
-                        3 * c,
-                        rows,
-                        dst.add(k * c_out * 3 * c),
-                        1,
-                        (3 * c) as isize,
+                    gemm_add(
+                        [c_out, 3 * c, rows],
+                        (dst.add(k * c_out * 3 * c), 3 * c),
                         b > 0,
-                        lhs.as_ptr(),
-                        c_out as isize,
-                        1,
-                        rhs.as_ptr(),
-                        1,
-                        c as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        (lhs.as_ptr(), c_out, 1),
+                        (rhs.as_ptr(), 1, c),
                     );
                 }
             }
