@@ -54,7 +54,7 @@ use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 
 /// Batch size of every benchmark (the paper's `b`).
 const BATCH: usize = 64;
@@ -298,4 +298,10 @@ criterion_group! {
     targets = score_mixed, score_running, train_step, vae_score_batch, vae_score_running,
         vae_train_step
 }
-criterion_main!(benches);
+fn main() {
+    // As the `bnood` binary does: glibc keeps freed tensor buffers for reuse
+    // (bnood_models::allocator). Before criterion or any backend starts a thread.
+    bnood::models::allocator::keep_freed_memory();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

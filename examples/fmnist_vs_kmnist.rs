@@ -76,6 +76,9 @@ struct Options {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before any thread starts: glibc keeps freed tensor buffers for reuse (VAE scoring
+    // +50 %, docs/performance.md); elsewhere this does nothing.
+    bnood::models::allocator::keep_freed_memory();
     match run(Options::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -69,6 +69,9 @@ fn evaluate(
 }
 
 fn main() -> Result<(), bnood::experiment::Error> {
+    // Before any thread starts: glibc keeps freed tensor buffers for reuse (VAE scoring
+    // +50 %, docs/performance.md); elsewhere this does nothing.
+    bnood::models::allocator::keep_freed_memory();
     let o = Options::parse();
     let device = o.backend.resolve()?.device()?;
     println!("{} preset {} on {device:?}", o.model.model, o.model.preset);

@@ -19,13 +19,18 @@
 //! - [`zoo`]: the trained checkpoints shipped in the repository's `models/` folder, by name
 //!   (`realnvp-fmnist`, `vae-fmnist`, …), MD5-verified, with how each was trained.
 //!
+//! - [`allocator`]: [`keep_freed_memory`](allocator::keep_freed_memory), for a binary's
+//!   `main`: glibc keeps freed memory for reuse instead of page-faulting it in anew.
+//!
 //! Inputs are *dequantised* pixels, continuous values in `[0, 256)`: integer pixels plus
 //! uniform noise (`bnood_data::Dequantizer`) or plus 0.5. A density on that scale equals the
 //! probability of the integer pixel vector under the matching discrete model, so bits per
 //! dimension need no further correction.
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod catalogue;
+mod categorical;
 pub mod checkpoint;
 mod init;
 pub mod realnvp;
@@ -39,6 +44,15 @@ pub use bnood_norm::StatsMode;
 pub use catalogue::{AnyModel, ModelConfig, ModelKind, ModelPreset};
 pub use realnvp::{RealNvp, RealNvpConfig};
 pub use vae::{Vae, VaeConfig};
+
+/// Threads of one CPU computation at most: the cores this process may use
+/// (`std::thread::available_parallelism`, which follows `taskset`), read once. Results never
+/// depend on it.
+pub(crate) fn available_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+}
 
 /// Errors of `bnood-models`.
 #[derive(Debug, thiserror::Error)]

@@ -82,13 +82,14 @@ use burn::nn::Linear;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::tensor::activation::relu;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use bnood_norm::{BatchNorm, BatchNormConfig, StatsMode};
 
+use crate::categorical::{self, Pixels};
 use crate::init::{conv_transpose2d, conv2d_strided, linear, splitmix64, standard_normals};
 use crate::{LikelihoodModel, ModelError, check_shape};
 
@@ -627,47 +628,36 @@ impl Vae {
         Ok(())
     }
 
-    /// `ln p(x|z)` `[M]` from the layer-6 output `h` `[M, ...]` and integer pixels
-    /// `[M, 1, C, H, W]`, in chunks of samples (layers 7–8 are per-sample).
-    fn log_px(&self, h: Tensor<4>, pixels: Tensor<5, Int>) -> Tensor<1> {
+    /// `ln p(x|z)` `[M]` from the layer-6 output `h` `[M, ...]` and the integer pixels of
+    /// the M samples, in chunks of samples (layers 7–8 are per-sample).
+    fn log_px(&self, h: Tensor<4>, pixels: &Pixels) -> Tensor<1> {
         let m = h.dims()[0];
         let widest = (PIXEL_LEVELS * self.channels).max(self.config.decoder_channels[6]);
         let chunk = (TAIL_CHUNK_VALUES / (widest * self.height * self.width)).max(1);
-        let one = |h: Tensor<4>, p: Tensor<5, Int>| {
+        let one = |h: Tensor<4>, first: usize| {
             let len = h.dims()[0];
-            // ln softmax(l)[x] = l[x] − logsumexp(l), without materialising the full
-            // log-softmax (one pass less over the largest tensor of the model).
-            let logits = self.decode_tail(h);
-            let max = logits.clone().detach().max_dim(1);
-            let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
-            let lp = logits.gather(1, p) - lse;
-            lp.reshape([len, self.dims()]).sum_dim(1).reshape([len])
+            let logits = self
+                .decode_tail(h)
+                .reshape([len, PIXEL_LEVELS, self.dims()]);
+            categorical::log_likelihood(logits, pixels, first)
         };
         if m <= chunk {
-            return one(h, pixels);
+            return one(h, 0);
         }
         let parts = (0..m)
             .step_by(chunk)
-            .map(|s| {
-                let len = chunk.min(m - s);
-                one(
-                    h.clone().narrow(0, s, len),
-                    pixels.clone().narrow(0, s, len),
-                )
-            })
+            .map(|s| one(h.clone().narrow(0, s, chunk.min(m - s)), s))
             .collect();
         Tensor::cat(parts, 0)
     }
 
-    /// Integer pixels of `x` repeated `k` times per image: `[N·k, 1, C, H, W]`, row `n·k + j`.
-    fn pixel_indices(&self, x: Tensor<4>, k: usize) -> Tensor<5, Int> {
-        let n = x.dims()[0];
-        x.floor()
-            .clamp(0.0, 255.0)
-            .reshape([n, 1, self.dims()])
-            .repeat_dim(1, k)
-            .reshape([n * k, 1, self.channels, self.height, self.width])
-            .int()
+    /// Integer pixels of `x`, each image used by `k` consecutive samples.
+    fn pixels(&self, x: &Tensor<4>, k: usize) -> Result<Pixels, ModelError> {
+        let values = host_values(x)?
+            .into_iter()
+            .map(|v| pixel_of(v) as u8)
+            .collect();
+        Ok(Pixels::new(values, self.dims(), k))
     }
 
     /// Standard normal noise `[N, k, latent_dim]`, one ChaCha8 stream per image seeded by
@@ -747,7 +737,7 @@ impl Vae {
             .mul_scalar(-0.5)
             - logvar.sum_dim(1).mul_scalar(0.5);
         let h = self.decode_trunk(z.reshape([n * k, l]), mode)?;
-        let log_px = self.log_px(h, self.pixel_indices(x, k)).reshape([n, k]);
+        let log_px = self.log_px(h, &self.pixels(&x, k)?).reshape([n, k]);
         let log_w = log_px + log_pz - log_qz;
         let max = log_w.clone().detach().max_dim(1);
         let lse = (log_w - max.clone()).exp().sum_dim(1).log() + max;
@@ -774,7 +764,7 @@ impl Vae {
         let (mu, logvar) = self.encode(x.clone(), mode)?;
         let z = mu.clone() + logvar.clone().mul_scalar(0.5).exp() * eps;
         let h = self.decode_trunk(z, mode)?;
-        let log_px = self.log_px(h, self.pixel_indices(x, 1));
+        let log_px = self.log_px(h, &self.pixels(&x, 1)?);
         let kl = (mu.powi_scalar(2) + logvar.clone().exp() - logvar)
             .sub_scalar(1.0)
             .sum_dim(1)

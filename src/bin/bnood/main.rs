@@ -280,6 +280,9 @@ struct EvalArgs {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: glibc keeps freed tensor buffers for reuse (VAE scoring
+    // +50 %, docs/performance.md); elsewhere this does nothing.
+    bnood::models::allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -21,10 +21,10 @@ mod batch_norm;
 mod rows;
 mod share;
 
-use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::sync::OnceLock;
 
+use crate::available_threads;
 use bnood_norm::{BatchNorm, StatsMode};
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
@@ -159,12 +159,6 @@ fn cpu_devices() -> &'static [Device] {
         }
         Device::enumerate(types).into_vec()
     })
-}
-
-/// Threads of one forward pass at most: the cores this process may use, read once.
-fn available_threads() -> usize {
-    static THREADS: OnceLock<usize> = OnceLock::new();
-    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
 }
 
 /// `net` from the input convolution on, for its input `x` `[N, 2·C_in, H, W]` (after the

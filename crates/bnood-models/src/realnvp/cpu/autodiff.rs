@@ -23,8 +23,9 @@ use burn::tensor::Tensor;
 
 use super::backward::{ShareTape, body_backward};
 use super::rows::RowGrid;
-use super::{ResNet, available_threads, body, conv_slots, on_shares, parameters};
+use super::{ResNet, body, conv_slots, on_shares, parameters};
 use crate::ModelError;
+use crate::available_threads;
 
 /// `net` from its input convolution on, for `x` `[N, 2·C_in, H, W]` on the autodiff form of
 /// a CPU device, as one differentiable operation (see the module's documentation); `None`
