@@ -507,9 +507,10 @@ fn pixel_of(v: f32) -> u32 {
 /// `conv` applied to `x` `[N, C_in, H, W]`. A stride-1 deconvolution (no output padding,
 /// dilation or groups) is the convolution with the kernel's channel axes swapped and its
 /// taps flipped, padded `k − 1 − p` (`5 × 5`, `p = 2`: "same"; `1 × 1`: none): the same
-/// values, computed by the backend's convolution. burn-flex's transposed convolution
-/// adds into a freshly zeroed output, whose copy-on-write page faults took 40–57 % of VAE
-/// scoring time on 2 threads (`perf`, docs/performance.md); stride-2 ones keep it.
+/// values, computed by the backend's convolution, or for a `1 × 1` kernel in training by
+/// [`conv1x1_matmul`]. burn-flex's transposed convolution adds into a freshly zeroed
+/// output, whose copy-on-write page faults took 40–57 % of VAE scoring time on 2 threads
+/// (`perf`, docs/performance.md); stride-2 ones keep it.
 fn deconv(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     let [k, p] = [conv.kernel_size, conv.padding];
     let plain = conv.stride == [1, 1]
@@ -522,12 +523,33 @@ fn deconv(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
         return conv.forward(x);
     }
     let weight = conv.weight.val().swap_dims(0, 1).flip([2, 3]);
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    if k == [1, 1] && x.device().is_autodiff() {
+        return conv1x1_matmul(x, weight, bias);
+    }
     burn::tensor::module::conv2d(
         x,
         weight,
-        conv.bias.as_ref().map(|b| b.val()),
+        bias,
         ConvOptions::new([1, 1], [k[0] - 1 - p[0], k[1] - 1 - p[1]], [1, 1], 1),
     )
+}
+
+/// `1 × 1` convolution of `x` `[N, C, H, W]` with `weight` `[O, C, 1, 1]` as one batched
+/// matrix product `[O, C] · [N, C, H·W]`, so that its gradients are matrix products too
+/// (burn's matmul backward). burn 0.22's `conv2d` backward computes the weight gradient as
+/// a convolution with an `H × W` kernel: with it, a VAE training step ran at 240 samples/s,
+/// with this 375 (criterion, flex, 2 threads; docs/performance.md). In scoring (no
+/// gradients) burn's `conv2d` is as fast, and it stays.
+fn conv1x1_matmul(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let o = weight.dims()[0];
+    let out = weight.reshape([1, o, c]).matmul(x.reshape([n, c, h * w]));
+    let out = match bias {
+        Some(b) => out + b.reshape([1, o, 1]),
+        None => out,
+    };
+    out.reshape([n, o, h, w])
 }
 
 impl Vae {
@@ -801,14 +823,13 @@ impl crate::Trainable for Vae {
 mod tests {
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::{Conv2d, ConvTranspose2d};
-    use burn::tensor::Device;
+    use burn::tensor::{Device, Distribution, Tensor};
 
-    use super::{LayerSpec, Vae, VaeConfig, deconv};
+    use super::{LayerSpec, Vae, VaeConfig, conv1x1_matmul, deconv};
 
     #[test]
     fn stride_one_deconvolutions_as_convolutions_equal_burn_conv_transpose() {
         use burn::nn::conv::ConvTranspose2dConfig;
-        use burn::tensor::{Distribution, Tensor};
         let device = Device::flex();
         // The generator's kinds: 5×5 "same" (p = 2), 1×1, and a stride-2 one (kept as is).
         for (kernel, padding, stride, out_pad) in
@@ -835,6 +856,65 @@ mod tests {
                     (a - b).abs() < 1e-4,
                     "k = {kernel}, stride {stride}: {a} vs {b}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn one_by_one_convolution_as_a_matrix_product_has_burn_conv2ds_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        for (kernel, padding, [h, w]) in [(1, 0, [4, 5]), (1, 0, [1, 1])] {
+            let x = Tensor::<4>::random([3, 4, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let weight = Tensor::<4>::random(
+                [5, 4, kernel, kernel],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let bias = Tensor::<1>::random([5], Distribution::Normal(0.0, 1.0), &device);
+            let run = |matmul: bool| {
+                let (x, weight, bias) = (
+                    x.clone().require_grad(),
+                    weight.clone().require_grad(),
+                    bias.clone().require_grad(),
+                );
+                let out = if matmul {
+                    conv1x1_matmul(x.clone(), weight.clone(), Some(bias.clone()))
+                } else {
+                    burn::tensor::module::conv2d(
+                        x.clone(),
+                        weight.clone(),
+                        Some(bias.clone()),
+                        burn::tensor::ops::ConvOptions::new([1, 1], [padding; 2], [1, 1], 1),
+                    )
+                };
+                // A loss that weights every output differently.
+                let probe = out.clone().mul_scalar(0.0).add_scalar(1.0).cumsum(3);
+                let grads = (out.clone() * probe).sum().backward();
+                let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
+                [
+                    values(out.detach()),
+                    values(x.grad(&grads).expect("x gradient")),
+                    values(weight.grad(&grads).expect("weight gradient")),
+                    bias.grad(&grads)
+                        .expect("bias gradient")
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .expect("f32"),
+                ]
+            };
+            let (got, want) = (run(true), run(false));
+            for (part, (g, w)) in ["output", "x", "weight", "bias"]
+                .iter()
+                .zip(got.iter().zip(&want))
+            {
+                assert_eq!(g.len(), w.len(), "{part}, k = {kernel}");
+                let scale = w.iter().fold(1.0_f32, |a, v| a.max(v.abs()));
+                for (a, b) in g.iter().zip(w) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "{part}, k = {kernel}: {a} vs {b}"
+                    );
+                }
             }
         }
     }
