@@ -10,14 +10,15 @@
 //! `perf record` of one VAE training step (flex, 2 threads) put 32 % of its time in page
 //! faults and another 5 % in `munmap` (docs/performance.md).
 //!
-//! [`keep_freed_memory`] tells glibc to serve every block from its one heap and keep freed
-//! memory for reuse. Peak resident memory is unchanged (it is reached anyway); memory is not
+//! [`keep_freed_memory`] tells glibc to serve every block from its heaps and keep freed
+//! memory for reuse (per-thread arenas stay: limiting glibc to one arena cost RealNVP's
+//! two-thread scoring 10 %). Peak resident memory is unchanged (it is reached anyway); memory is not
 //! handed back to the system before the process ends. Measured on the criterion benches
-//! (flex, 2 threads): VAE scoring +50 %, a VAE training step +55 %; RealNVP's scoring and
-//! training, which keep their own buffers, within noise.
+//! (flex, 2 threads, before the VAE's fused likelihood): VAE scoring +50 %, a VAE training
+//! step +55 %; RealNVP's scoring and training within noise.
 
-/// Tells the C allocator to keep freed memory for reuse (glibc on Linux: every block from
-/// the main heap — no per-block `mmap`, one arena — and no trimming of the heap's top).
+/// Tells the C allocator to keep freed memory for reuse (glibc on Linux: no block gets its
+/// own `mmap`, and the heap's top is never trimmed).
 ///
 /// Call it first thing in `main`, before any thread is started: glibc's `mallopt` may only
 /// be called while the process has one thread. Returns `true` if the setting was applied;
@@ -40,8 +41,6 @@ mod imp {
             return false;
         }
         let settings = [
-            // One arena: blocks freed by a worker thread are reused by the next thread.
-            (libc::M_ARENA_MAX, 1),
             // No block is large enough to get its own mapping.
             (libc::M_MMAP_THRESHOLD, i32::MAX),
             // Never return the heap's top to the system.
