@@ -8,6 +8,8 @@ use bnood_models::RealNvpConfig;
 use burn::tensor::Device;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `bnood` binary does: glibc keeps freed tensor buffers for reuse.
+    bnood_models::allocator::keep_freed_memory();
     let device = Device::flex();
     let model = RealNvpConfig {
         image_shape: [1, 4, 4],
