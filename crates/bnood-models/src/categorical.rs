@@ -185,12 +185,15 @@ fn forward(l: &[f32], levels: usize, pixels: &Pixels, first: usize) -> (Vec<f32>
         |range, lse| {
             let mut sum = vec![0.0_f32; dims];
             let mut out = vec![0.0_f32; range.len()];
-            pulp::Arch::new().dispatch(Forward {
+            let samples = Samples {
                 l,
                 levels,
                 pixels,
                 first,
                 range,
+            };
+            pulp::Arch::new().dispatch(Forward {
+                samples,
                 lse,
                 sum: &mut sum,
                 out: &mut out,
@@ -201,14 +204,33 @@ fn forward(l: &[f32], levels: usize, pixels: &Pixels, first: usize) -> (Vec<f32>
     (parts.concat(), lse)
 }
 
+/// The samples one thread computes: their logits `[·, L, D]` and pixels.
 #[cfg(feature = "flex")]
-/// [`sample_forward`] over a range of samples, compiled for the CPU's vector width.
-struct Forward<'a> {
+struct Samples<'a> {
     l: &'a [f32],
     levels: usize,
     pixels: &'a Pixels,
     first: usize,
     range: std::ops::Range<usize>,
+}
+
+#[cfg(feature = "flex")]
+impl<'a> Samples<'a> {
+    /// Sample `m`'s logits `[L, D]` and pixels `[D]`.
+    #[inline(always)]
+    fn sample(&self, m: usize) -> (&'a [f32], &'a [u8]) {
+        let size = self.levels * self.pixels.dims;
+        (
+            &self.l[m * size..(m + 1) * size],
+            self.pixels.row(self.first + m),
+        )
+    }
+}
+
+/// [`sample_forward`] over a range of samples, compiled for the CPU's vector width.
+#[cfg(feature = "flex")]
+struct Forward<'a> {
+    samples: Samples<'a>,
     lse: &'a mut [f32],
     sum: &'a mut [f32],
     out: &'a mut [f32],
@@ -219,24 +241,17 @@ impl pulp::WithSimd for Forward<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        let size = self.levels * self.pixels.dims;
-        for ((m, lse), out) in self
-            .range
-            .zip(self.lse.chunks_exact_mut(self.pixels.dims))
-            .zip(self.out.iter_mut())
-        {
-            *out = sample_forward(
-                &self.l[m * size..(m + 1) * size],
-                self.pixels.row(self.first + m),
-                lse,
-                self.sum,
-            );
+        let dims = self.samples.pixels.dims;
+        let rows = self.lse.chunks_exact_mut(dims).zip(self.out.iter_mut());
+        for (m, (lse, out)) in self.samples.range.clone().zip(rows) {
+            let (l, x) = self.samples.sample(m);
+            *out = sample_forward(l, x, lse, self.sum);
         }
     }
 }
 
-#[cfg(feature = "flex")]
 /// Gradient of the logits `[M, L, D]` from the gradient `g` `[M]` of the output.
+#[cfg(feature = "flex")]
 fn backward(
     l: &[f32],
     levels: usize,
@@ -245,20 +260,22 @@ fn backward(
     lse: &[f32],
     g: &[f32],
 ) -> Vec<f32> {
-    let size = levels * pixels.dims;
     let mut out = vec![0.0_f32; l.len()];
     on_threads(
         g.len(),
         crate::available_threads(),
         &mut out,
-        size,
+        levels * pixels.dims,
         |range, out| {
-            pulp::Arch::new().dispatch(Backward {
+            let samples = Samples {
                 l,
                 levels,
                 pixels,
                 first,
                 range,
+            };
+            pulp::Arch::new().dispatch(Backward {
+                samples,
                 lse,
                 g,
                 out,
@@ -268,14 +285,10 @@ fn backward(
     out
 }
 
-#[cfg(feature = "flex")]
 /// [`sample_backward`] over a range of samples, compiled for the CPU's vector width.
+#[cfg(feature = "flex")]
 struct Backward<'a> {
-    l: &'a [f32],
-    levels: usize,
-    pixels: &'a Pixels,
-    first: usize,
-    range: std::ops::Range<usize>,
+    samples: Samples<'a>,
     lse: &'a [f32],
     g: &'a [f32],
     out: &'a mut [f32],
@@ -286,16 +299,16 @@ impl pulp::WithSimd for Backward<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        let dims = self.pixels.dims;
-        let size = self.levels * dims;
-        for (m, out) in self.range.zip(self.out.chunks_exact_mut(size)) {
-            sample_backward(
-                &self.l[m * size..(m + 1) * size],
-                self.pixels.row(self.first + m),
-                &self.lse[m * dims..(m + 1) * dims],
-                self.g[m],
-                out,
-            );
+        let dims = self.samples.pixels.dims;
+        let size = self.samples.levels * dims;
+        for (m, out) in self
+            .samples
+            .range
+            .clone()
+            .zip(self.out.chunks_exact_mut(size))
+        {
+            let (l, x) = self.samples.sample(m);
+            sample_backward(l, x, &self.lse[m * dims..(m + 1) * dims], self.g[m], out);
         }
     }
 }
