@@ -26,7 +26,7 @@ pub(crate) struct Pixels {
 impl Pixels {
     /// `values` `[N, D]` row-major, each image used by `repeats ≥ 1` samples.
     pub(crate) fn new(values: Vec<u8>, dims: usize, repeats: usize) -> Self {
-        debug_assert!(dims > 0 && repeats > 0 && values.len() % dims == 0);
+        debug_assert!(dims > 0 && repeats > 0 && values.len().is_multiple_of(dims));
         Self {
             values,
             dims,
@@ -86,7 +86,7 @@ fn exp_poly(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     p = p * r * r + r + 1.0;
     let n_int = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     f32::from_bits((n_int.wrapping_add(127) as u32).wrapping_shl(23)) * p
