@@ -12,18 +12,18 @@
 //!
 //! [`keep_freed_memory`] tells glibc to serve every block from its heaps and keep freed
 //! memory for reuse (per-thread arenas stay: limiting glibc to one arena cost RealNVP's
-//! two-thread scoring 10 %). Peak resident memory is unchanged (it is reached anyway); memory is not
-//! handed back to the system before the process ends. Measured on the criterion benches
-//! (flex, 2 threads, before the VAE's fused likelihood): VAE scoring +50 %, a VAE training
-//! step +55 %; RealNVP's scoring and training within noise.
+//! two-thread scoring 10 %). Peak resident memory is unchanged (it is reached anyway);
+//! memory is not handed back to the system before the process ends. Measured on the
+//! criterion benches (flex, 2 threads, before the VAE's fused likelihood): VAE scoring
+//! +33–50 %, a VAE training step +59 %; RealNVP's scoring and training within noise.
 
 /// Tells the C allocator to keep freed memory for reuse (glibc on Linux: no block gets its
 /// own `mmap`, and the heap's top is never trimmed).
 ///
 /// Call it first thing in `main`, before any thread is started: glibc's `mallopt` may only
 /// be called while the process has one thread. Returns `true` if the setting was applied;
-/// `false`, changing nothing, when the process already runs other threads, when it does not
-/// use glibc, or when glibc refused a value.
+/// `false`, changing nothing, when the process already runs other threads or does not use
+/// glibc; `false` also when glibc refused a value (the values set before it stay).
 pub fn keep_freed_memory() -> bool {
     imp::keep_freed_memory()
 }
