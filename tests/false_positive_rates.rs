@@ -18,7 +18,7 @@
 
 use std::path::PathBuf;
 
-use bnood::data::{ImageSet, Locator, load_named};
+use bnood::data::{Locator, load_named};
 use bnood::detect::{BnCalibration, BnTestParams, DetectorKind};
 use bnood::eval::{CalibrationRow, Protocol, calibration};
 use bnood::models::AnyModel;
@@ -32,8 +32,16 @@ fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets")
 }
 
-/// The flex device, the shipped `realnvp-fmnist` on it, Fashion-MNIST train and test.
-fn shipped_model_and_fmnist() -> (Device, AnyModel, ImageSet, ImageSet) {
+/// The calibration rows of `protocol`'s detectors on the flex device with the shipped
+/// `realnvp-fmnist`: `seeds` seeds, each with `reference` Fashion-MNIST train images and one
+/// pool of `pool` Fashion-MNIST test images, flagged at `target`.
+fn flagged_shares(
+    protocol: Protocol,
+    reference: usize,
+    pool: usize,
+    seeds: usize,
+    target: f64,
+) -> Vec<CalibrationRow> {
     let device = Device::flex();
     let locator = Locator::only(data_dir());
     let models = ModelsDir::only(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
@@ -41,25 +49,17 @@ fn shipped_model_and_fmnist() -> (Device, AnyModel, ImageSet, ImageSet) {
     let model = AnyModel::load_for_scoring(&path, &device, None).expect("loads");
     let train = load_named("fmnist-train", &locator, None, 0).expect("Fashion-MNIST train");
     let test = load_named("fmnist", &locator, None, 0).expect("Fashion-MNIST test");
-    (device, model, train, test)
-}
-
-#[test]
-fn per_input_detectors_flag_the_requested_share_of_real_in_distribution_images() {
-    let (device, model, train, test) = shipped_model_and_fmnist();
     let protocol = Protocol {
-        detectors: vec![DetectorKind::LogLikelihood, DetectorKind::Typicality],
         progress: false,
-        ..Protocol::default()
+        ..protocol
     };
     let specs = protocol.specs(1, false).expect("valid");
-    let (seeds, pool, target) = (10, 500, 0.05);
-    let rows = calibration(
+    calibration(
         &specs,
         &[model],
         None,
         &train,
-        1000,
+        reference,
         &test,
         &[pool],
         seeds,
@@ -67,8 +67,17 @@ fn per_input_detectors_flag_the_requested_share_of_real_in_distribution_images()
         false,
         &device,
     )
-    .expect("study");
-    for r in &rows {
+    .expect("study")
+}
+
+#[test]
+fn per_input_detectors_flag_the_requested_share_of_real_in_distribution_images() {
+    let protocol = Protocol {
+        detectors: vec![DetectorKind::LogLikelihood, DetectorKind::Typicality],
+        ..Protocol::default()
+    };
+    let (seeds, pool, target) = (10, 500, 0.05);
+    for r in &flagged_shares(protocol, 1000, pool, seeds, target) {
         assert_share_within(r, r.interval, "sampling", seeds * pool, target);
     }
 }
@@ -113,29 +122,13 @@ fn the_bn_pool_mode_with_in_pool_calibration_flags_the_requested_share_of_real_i
     // test images. A calibrated detector's mean share falls in 0.05 ± t₀.₉₇₅,₉ · sd / √10
     // with probability 95 %, sd the spread of the 10 per-pool shares; the test allows the
     // 99.9 % half-width (× 3.29 / 1.96, about × 1.9 with 9 degrees of freedom: it is lenient).
-    let (device, model, train, test) = shipped_model_and_fmnist();
     let protocol = Protocol {
         detectors: vec![DetectorKind::BnTest],
         bn: BnTestParams::new().calibration(BnCalibration::InPool),
-        progress: false,
         ..Protocol::default()
     };
-    let specs = protocol.specs(1, false).expect("valid");
     let (seeds, pool, target) = (10, 250, 0.05);
-    let rows = calibration(
-        &specs,
-        &[model],
-        None,
-        &train,
-        400,
-        &test,
-        &[pool],
-        seeds,
-        &[target],
-        false,
-        &device,
-    )
-    .expect("study");
+    let rows = flagged_shares(protocol, 400, pool, seeds, target);
     let r = &rows[0];
     let interval = r.between_pool_interval.expect("10 pools");
     assert_share_within(r, interval, "between-pool", seeds * pool, target);

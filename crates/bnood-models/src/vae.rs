@@ -673,28 +673,27 @@ impl Vae {
         Tensor::cat(parts, 0)
     }
 
-    /// Integer pixels of `x`, each image used by `k` consecutive samples.
-    fn pixels(&self, x: &Tensor<4>, k: usize) -> Result<Pixels, ModelError> {
-        let values = host_values(x)?
-            .into_iter()
-            .map(|v| pixel_of(v) as u8)
-            .collect();
-        Ok(Pixels::new(values, self.dims(), k))
+    /// Integer pixels of the images `values` (`[N, C·H·W]`, read back from the input), each
+    /// image used by `k` consecutive samples.
+    fn pixels(&self, values: &[f32], k: usize) -> Pixels {
+        let pixels = values.iter().map(|&v| pixel_of(v) as u8).collect();
+        Pixels::new(pixels, self.dims(), k)
     }
 
-    /// Standard normal noise `[N, k, latent_dim]`, one ChaCha8 stream per image seeded by
-    /// `seed` and a hash of `key(value)` over the image's values.
+    /// Standard normal noise `[N, k, latent_dim]` on `device`, one ChaCha8 stream per image
+    /// of `values` (`[N, C·H·W]`, read back from the input) seeded by `seed` and a hash of
+    /// `key(value)` over the image's values.
     fn noise(
         &self,
-        x: &Tensor<4>,
+        values: &[f32],
+        device: &Device,
         k: usize,
         seed: u64,
         domain: u64,
         key: fn(f32) -> u32,
-    ) -> Result<Tensor<3>, ModelError> {
-        let n = x.dims()[0];
+    ) -> Tensor<3> {
         let per_image = self.dims();
-        let values = host_values(x)?;
+        let n = values.len() / per_image;
         let mut eps = Vec::with_capacity(n * k * self.latent_dim);
         for image in values.chunks(per_image) {
             let mut h = splitmix64(seed ^ domain);
@@ -704,10 +703,7 @@ impl Vae {
             let mut rng = ChaCha8Rng::seed_from_u64(splitmix64(h ^ seed));
             eps.extend(standard_normals(&mut rng, k * self.latent_dim));
         }
-        Ok(Tensor::from_data(
-            TensorData::new(eps, [n, k, self.latent_dim]),
-            &x.device(),
-        ))
+        Tensor::from_data(TensorData::new(eps, [n, k, self.latent_dim]), device)
     }
 
     /// The noise ε `[N, k, latent_dim]` that [`log_prob_iw`](Self::log_prob_iw) uses for
@@ -717,7 +713,14 @@ impl Vae {
     /// [`ModelError::Shape`]; a data error if `x` cannot be read back.
     pub fn eval_noise(&self, x: &Tensor<4>, k: usize, seed: u64) -> Result<Tensor<3>, ModelError> {
         check_shape(x, self.image_shape())?;
-        self.noise(x, k, seed, EVAL_DOMAIN, pixel_of)
+        Ok(self.noise(
+            &host_values(x)?,
+            &x.device(),
+            k,
+            seed,
+            EVAL_DOMAIN,
+            pixel_of,
+        ))
     }
 
     /// Importance-weighted estimate of `ln p(x)` `[N]` (nats) with `k` samples and noise
@@ -741,8 +744,10 @@ impl Vae {
         check_shape(&x, self.image_shape())?;
         let n = x.dims()[0];
         let l = self.latent_dim;
-        let eps = self.eval_noise(&x, k, seed)?;
-        let (mu, logvar) = self.encode(x.clone(), mode)?;
+        // The images on the host, once: for the noise and for the pixels' likelihood.
+        let values = host_values(&x)?;
+        let eps = self.noise(&values, &x.device(), k, seed, EVAL_DOMAIN, pixel_of);
+        let (mu, logvar) = self.encode(x, mode)?;
         let std = logvar.clone().mul_scalar(0.5).exp();
         let z = mu.unsqueeze_dim::<3>(1) + std.unsqueeze_dim::<3>(1) * eps.clone();
         // ln p(z) − ln q(z|x); the −(L/2) ln 2π terms cancel. (z − μ)/σ = ε exactly.
@@ -759,7 +764,7 @@ impl Vae {
             .mul_scalar(-0.5)
             - logvar.sum_dim(1).mul_scalar(0.5);
         let h = self.decode_trunk(z.reshape([n * k, l]), mode)?;
-        let log_px = self.log_px(h, &self.pixels(&x, k)?).reshape([n, k]);
+        let log_px = self.log_px(h, &self.pixels(&values, k)).reshape([n, k]);
         let log_w = log_px + log_pz - log_qz;
         let max = log_w.clone().detach().max_dim(1);
         let lse = (log_w - max.clone()).exp().sum_dim(1).log() + max;
@@ -780,13 +785,14 @@ impl Vae {
     ) -> Result<Tensor<1>, ModelError> {
         check_shape(&x, self.image_shape())?;
         let n = x.dims()[0];
+        let values = host_values(&x)?;
         let eps = self
-            .noise(&x, 1, seed, TRAIN_DOMAIN, f32::to_bits)?
+            .noise(&values, &x.device(), 1, seed, TRAIN_DOMAIN, f32::to_bits)
             .reshape([n, self.latent_dim]);
-        let (mu, logvar) = self.encode(x.clone(), mode)?;
+        let (mu, logvar) = self.encode(x, mode)?;
         let z = mu.clone() + logvar.clone().mul_scalar(0.5).exp() * eps;
         let h = self.decode_trunk(z, mode)?;
-        let log_px = self.log_px(h, &self.pixels(&x, 1)?);
+        let log_px = self.log_px(h, &self.pixels(&values, 1));
         let kl = (mu.powi_scalar(2) + logvar.clone().exp() - logvar)
             .sub_scalar(1.0)
             .sum_dim(1)
