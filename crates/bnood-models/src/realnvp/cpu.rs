@@ -291,16 +291,16 @@ fn body(
                          offset: Option<Tensor<1>>,
                          then: &dyn Fn(usize, Tensor<3>) -> Tensor<3>|
      -> Result<Vec<Tensor<3>>, ModelError> {
-        let (centred, map, norm_stats) = grid.batch_norm_chunks(norm, chunks, offset, &stats)?;
+        let (blocks, map, norm_stats) = grid.batch_norm_chunks(norm, chunks, offset, &stats)?;
         let Some(tape) = tape.as_deref_mut() else {
-            return Ok(centred
+            return Ok(blocks
                 .into_iter()
                 .enumerate()
                 .map(|(i, x)| then(i, grid.activate(&map, x)))
                 .collect());
         };
-        let mut acts = Vec::with_capacity(centred.len());
-        let out = centred
+        let mut acts = Vec::with_capacity(blocks.len());
+        let out = blocks
             .iter()
             .enumerate()
             .map(|(i, x)| {
@@ -310,7 +310,7 @@ fn body(
             })
             .collect();
         tape.norms.push(NormTape {
-            input: centred,
+            input: blocks,
             stats: norm_stats,
             acts,
         });

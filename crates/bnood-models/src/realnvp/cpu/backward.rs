@@ -9,9 +9,10 @@
 //!   [`RowGrid::conv3x3_weight_grad`]), `∂b = Σ g`, and the input's gradient is the
 //!   convolution of `g` with the flipped, transposed kernel
 //!   ([`RowGrid::kernel3x3_transposed`]);
-//! - ReLU: `g` where the activation is positive, 0 elsewhere;
-//! - BatchNorm: [`norm_backward`] (batch statistics: the usual closed form, which runs
-//!   through the statistics; running statistics: a per-channel scale);
+//! - ReLU and the BatchNorm before it, together: [`norm_backward`] (`g` where the
+//!   activation is positive, 0 elsewhere; then with batch statistics the usual closed
+//!   form, which runs through the statistics; with running statistics a per-channel
+//!   scale), on flex in two passes over the buffers;
 //! - residual sums add their branches' gradients.
 //!
 //! Padding rows carry zero gradient throughout: the ReLU's mask is 0 there (the forward
@@ -23,8 +24,6 @@
 //! threads.
 
 use bnood_norm::BatchNorm;
-use burn::backend::Dispatch;
-use burn::backend::ops::ActivationOps;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
@@ -37,8 +36,8 @@ use crate::realnvp::ResNet;
 /// One BatchNorm → ReLU of the forward pass, as the backward pass needs it.
 #[derive(Debug, Clone)]
 pub(crate) struct NormTape {
-    /// The chunks the map was applied to (`[images, P, C]` blocks): centred on the batch
-    /// mean with batch statistics, the raw input with running statistics.
+    /// The chunks the map was applied to (`[images, P, C]` blocks, as the layer got them:
+    /// the map adds the statistics' centre itself).
     pub(crate) input: Vec<Tensor<3>>,
     /// The statistics behind the map.
     pub(crate) stats: NormStats,
@@ -67,27 +66,26 @@ pub(crate) struct ShareGrads {
     pub(crate) norms: Vec<Tensor<1>>,
 }
 
-/// [`batch_norm::norm_backward`] of the BatchNorm `layer` taped as `tape`: the gradients
-/// of its input (as groups `[1, rows, C]`), γ and β, from those of its output `g_y`
-/// (groups, 0 on padding rows).
+/// [`batch_norm::norm_relu_backward`] of the BatchNorm `layer` and the ReLU after it,
+/// taped as `tape`: the gradients of its input (as groups `[1, rows, C]`), γ and β, from
+/// those of the ReLU's output `g_a` (groups).
 fn norm_backward(
     grid: &RowGrid,
     tape: &NormTape,
     layer: &BatchNorm,
-    g_y: Vec<Tensor<3>>,
+    g_a: Vec<Tensor<3>>,
     shares: &ShareSet<'_>,
 ) -> (Vec<Tensor<3>>, Tensor<1>, Tensor<1>) {
     let gamma = layer.gamma.val();
-    batch_norm::norm_backward(grid.valid(), &tape.input, &gamma, &tape.stats, g_y, shares)
-}
-
-/// ReLU's gradient: `g` where `act > 0`, 0 elsewhere. The backend's own ReLU gradient is
-/// one fused pass; `mask_fill` with a comparison took 11 % of a training step on flex.
-fn relu_backward(g: Tensor<3>, act: &Tensor<3>) -> Tensor<3> {
-    Tensor::from_dispatch(<Dispatch as ActivationOps<Dispatch>>::relu_backward(
-        act.clone().into_dispatch(),
-        g.into_dispatch(),
-    ))
+    batch_norm::norm_relu_backward(
+        grid.valid(),
+        &tape.input,
+        &tape.acts,
+        &gamma,
+        &tape.stats,
+        g_a,
+        shares,
+    )
 }
 
 /// Per convolution parameter, the partial gradients of each group.
@@ -131,14 +129,6 @@ impl ConvGrads {
     }
 }
 
-/// [`relu_backward`] of every group.
-fn relu_backward_all(g: Vec<Tensor<3>>, acts: &[Tensor<3>]) -> Vec<Tensor<3>> {
-    g.into_iter()
-        .zip(acts)
-        .map(|(g, act)| relu_backward(g, act))
-        .collect()
-}
-
 /// The backward pass of [`super::body`] over one thread's groups: `g_out`
 /// `[groups, rows, C_out]` is the gradient of the network's output (0 on padding rows).
 pub(crate) fn body_backward(
@@ -160,7 +150,7 @@ pub(crate) fn body_backward(
     let out_norm = take_norm();
     let (matrix, bias) = RowGrid::kernel1x1(&net.out_conv);
     let matrix_t = matrix.swap_dims(1, 2);
-    let g_y: Vec<Tensor<3>> = (0..groups)
+    let g_a: Vec<Tensor<3>> = (0..groups)
         .map(|i| {
             let g = g_out.clone().narrow(0, i, 1);
             let act = &out_norm.acts[i];
@@ -170,10 +160,10 @@ pub(crate) fn body_backward(
                 &g,
                 bias.is_some(),
             );
-            relu_backward(g.matmul(matrix_t.clone()), act)
+            g.matmul(matrix_t.clone())
         })
         .collect();
-    let (mut g_h, gamma, beta) = norm_backward(grid, &out_norm, &net.out_norm, g_y, shares);
+    let (mut g_h, gamma, beta) = norm_backward(grid, &out_norm, &net.out_norm, g_a, shares);
     // γ and β of every BatchNorm, gathered backwards (β first, last BatchNorm first).
     let mut tail = vec![beta, gamma];
 
@@ -181,11 +171,9 @@ pub(crate) fn body_backward(
         let (norm2, norm1) = (take_norm(), take_norm());
         let (slot1, slot2) = slots.blocks[j];
         let g_a2 = grads.conv3x3(grid, slot2, &block.conv2, &norm2.acts, &g_h);
-        let g_y2 = relu_backward_all(g_a2, &norm2.acts);
-        let (g_c1, gamma2, beta2) = norm_backward(grid, &norm2, &block.norm2, g_y2, shares);
+        let (g_c1, gamma2, beta2) = norm_backward(grid, &norm2, &block.norm2, g_a2, shares);
         let g_a1 = grads.conv3x3(grid, slot1, &block.conv1, &norm1.acts, &g_c1);
-        let g_y1 = relu_backward_all(g_a1, &norm1.acts);
-        let (g_z1, gamma1, beta1) = norm_backward(grid, &norm1, &block.norm1, g_y1, shares);
+        let (g_z1, gamma1, beta1) = norm_backward(grid, &norm1, &block.norm1, g_a1, shares);
         g_h = g_h.into_iter().zip(g_z1).map(|(a, b)| a + b).collect();
         tail.extend([beta2, gamma2, beta1, gamma1]);
     }

@@ -6,11 +6,17 @@
 //!
 //! Padding rows may hold any finite values: they are left out of the statistics and come
 //! out as exactly 0. Statistics are two-pass, as `forward`'s: `μ = Σ valid·x / n`, then
-//! `σ² = Σ valid·(x − μ)² / n`, `n` the number of value rows; each block's rows are summed
-//! separately, then the blocks, then the shares of the batch (see [`ShareSet`]), which keeps
-//! float sums short and independent of the thread count.
+//! `σ² = Σ valid·(x − μ)² / n`, `n` the number of value rows; each chunk's rows are summed
+//! separately (in f64 on flex), then the chunks, then the shares of the batch (see
+//! [`ShareSet`]), which keeps float sums short and independent of the thread count.
+//!
+//! On flex every pass over the activations — the statistics' sums, the map with its ReLU,
+//! and the backward pass with the ReLU's mask — is one loop over the tensors' buffers
+//! ([`kernels`]), compiled for the CPU's vector width; other CPU backends (ndarray) run the
+//! same formulas as burn operations.
 
 use bnood_norm::{BatchNorm, NormError, StatsMode};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::share::ShareSet;
@@ -23,6 +29,8 @@ pub(crate) struct ValidRows {
     weights: Tensor<3>,
     /// `[1, P, 1]`: the same, as a column.
     column: Tensor<3>,
+    /// The same on the host, `P` entries.
+    valid: Vec<bool>,
     /// Value rows per block.
     count: usize,
 }
@@ -36,13 +44,14 @@ impl ValidRows {
         Self {
             column: weights.clone().reshape([1, p, 1]),
             weights: weights.reshape([1, 1, p]),
+            valid: valid.to_vec(),
             count: valid.iter().filter(|&&v| v).count(),
         }
     }
 
     /// Rows per block, `P`.
     pub(crate) fn rows(&self) -> usize {
-        self.weights.dims()[2]
+        self.valid.len()
     }
 
     /// `Σ_p valid_p · x[n, p, c]` summed over `n` too: `[1, 1, C]`. A matrix product reads
@@ -50,6 +59,38 @@ impl ValidRows {
     fn sum(&self, x: Tensor<3>) -> Tensor<3> {
         self.weights.clone().matmul(x).sum_dim(0)
     }
+
+    /// `Σ valid·(x + centre)` (or its square) per channel over the blocks `x` `[N, P, C]`:
+    /// `[1, 1, C]`.
+    fn centred_sum(&self, x: &Tensor<3>, centre: &[f32], square: bool) -> Tensor<3> {
+        let c = centre.len();
+        #[cfg(feature = "flex")]
+        if let Some(sums) =
+            kernels::with_values(x, |x| kernels::centred_sums(x, &self.valid, centre, square))
+                .flatten()
+        {
+            return host_tensor(sums, [1, 1, c], x);
+        }
+        let d = x.clone() + host_tensor(centre.to_vec(), [1, 1, c], x);
+        match square {
+            true => self.sum(d.clone() * d),
+            false => self.sum(d),
+        }
+    }
+}
+
+/// `values` as a tensor of `shape` on `like`'s device.
+fn host_tensor<const D: usize, const E: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    like: &Tensor<E>,
+) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), &like.device())
+}
+
+/// A `[C]` tensor's values on the host.
+fn host(t: Tensor<1>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
 }
 
 /// Where a channels-last BatchNorm takes its statistics from: the mode, the value rows of a
@@ -63,52 +104,90 @@ pub(crate) struct Statistics<'a> {
     pub(crate) shares: &'a ShareSet<'a>,
 }
 
-/// The per-channel affine map of a channels-last BatchNorm, `x·scale + shift` with both
-/// zero on padding rows (see [`normalise_chunks`]).
+/// The per-channel affine map of a channels-last BatchNorm,
+/// `y = valid·((x + centre)·scale + shift)`: exactly 0 on padding rows (see
+/// [`normalise_chunks`]). Each vector holds `C` values.
 #[derive(Debug, Clone)]
 pub(crate) struct ChannelsLastAffine {
-    /// `[1, P, C]`.
-    scale: Tensor<3>,
-    /// `[1, P, C]`.
-    shift: Tensor<3>,
+    centre: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    rows: ValidRows,
 }
 
 impl ChannelsLastAffine {
     /// The map applied to blocks `[N, P, C]`.
+    #[cfg(test)]
     pub(crate) fn apply(&self, x: Tensor<3>) -> Tensor<3> {
-        x * self.scale.clone() + self.shift.clone()
+        self.apply_ops(x)
+    }
+
+    /// The map as burn operations.
+    fn apply_ops(&self, x: Tensor<3>) -> Tensor<3> {
+        let c = self.centre.len();
+        let channel = |v: &[f32]| host_tensor(v.to_vec(), [1, 1, c], &x);
+        let column = self.rows.column.clone();
+        let (centre, scale, shift) = (
+            channel(&self.centre),
+            column.clone() * channel(&self.scale),
+            column * channel(&self.shift),
+        );
+        (x + centre) * scale + shift
+    }
+
+    /// `ReLU(map(x))` on blocks `[N, P, C]`: one pass on flex.
+    pub(crate) fn activate(&self, x: Tensor<3>) -> Tensor<3> {
+        #[cfg(feature = "flex")]
+        if let Some(y) = kernels::with_values(&x, |v| {
+            kernels::activate(
+                v,
+                &self.rows.valid,
+                [&self.centre, &self.scale, &self.shift],
+            )
+        })
+        .flatten()
+        {
+            return host_tensor(y, x.dims(), &x);
+        }
+        relu(self.apply_ops(x))
     }
 }
 
 /// What the backward pass needs of one channels-last BatchNorm besides its input chunks:
-/// the normalised value of a chunk `x` is `x̂ = (x + shift)·inv_std` per channel.
+/// the normalised value of a chunk `x` is `x̂ = (x + centre)·inv_std` per channel.
+///
+/// With batch statistics the map adds the centre to `x` first (`x − μ`, as a two-pass
+/// variance does) and the backward pass takes its sums of the same `x + centre`; with
+/// running statistics the map is `x·scale + shift` and the backward pass sums `x` and adds
+/// the centre's part afterwards: the same arithmetic as burn operations on the centred
+/// (batch) or raw (running) input.
 #[derive(Debug, Clone)]
 pub(crate) struct NormStats {
     /// `1/√(σ² + ε)` per channel `[C]`, σ² the batch (biased) or running variance.
-    pub(crate) inv_std: Tensor<1>,
-    /// `offset − μ_running` `[C]` with running statistics; `None` with batch statistics,
-    /// whose chunks come back already centred.
-    pub(crate) shift: Option<Tensor<1>>,
-    /// Values per channel behind batch statistics (`N·H·W`); 0 with running statistics.
-    pub(crate) values: usize,
+    pub(crate) inv_std: Vec<f32>,
+    /// `−μ` `[C]` with batch statistics (μ the batch mean of the input as given, without
+    /// the offset), `offset − μ_running` with running statistics.
+    pub(crate) centre: Vec<f32>,
+    /// Values per channel behind batch statistics (`N·H·W`); `None` with running
+    /// statistics.
+    pub(crate) values: Option<usize>,
 }
 
-/// The result of [`normalise_chunks`]: the chunks to apply the map to, the map, and the
-/// statistics the backward pass needs.
-pub(crate) type Normalised = (Vec<Tensor<3>>, ChannelsLastAffine, NormStats);
+/// The result of [`normalise_chunks`]: the map to apply to the chunks, and the statistics
+/// the backward pass needs.
+pub(crate) type Normalised = (ChannelsLastAffine, NormStats);
 
 /// The statistics step of `norm` on an input given in `chunks` (each `[N_i, P, C]`, this
 /// thread's blocks of the batch split along the first dimension, in share order), and the
-/// affine map that the caller applies chunk by chunk — so that the map, a ReLU and the next
-/// layer can run on one chunk while it is still in the CPU's cache. Returns the chunks to
-/// apply the map to (centred on the batch mean with batch statistics, unchanged with
-/// running statistics) and the map.
+/// affine map that the caller applies chunk by chunk ([`ChannelsLastAffine::activate`]) —
+/// so that the map, a ReLU and the next layer can run on one chunk while it is still in
+/// the CPU's cache.
 ///
 /// `offset` (`[C]`, optional) is a per-channel constant the caller left out of the input:
 /// the layer normalises `input + offset`, e.g. the bias of the convolution before it. With
 /// batch statistics the offset cancels (it only moves the batch mean, which
 /// [`StatsMode::Train`] records with the offset included); with running statistics it moves
-/// the shift. Leaving a convolution's bias to this layer saves a pass over the activations.
+/// the centre. Leaving a convolution's bias to this layer saves a pass over the activations.
 ///
 /// # Errors
 /// [`NormError::ChannelMismatch`] when a chunk's last dimension is not `C` or it does not
@@ -116,13 +195,13 @@ pub(crate) type Normalised = (Vec<Tensor<3>>, ChannelsLastAffine, NormStats);
 /// fewer than 2 values per channel or `chunks` is empty.
 pub(crate) fn normalise_chunks(
     norm: &BatchNorm,
-    chunks: Vec<Tensor<3>>,
+    chunks: &[Tensor<3>],
     offset: Option<Tensor<1>>,
     stats: &Statistics<'_>,
 ) -> Result<Normalised, NormError> {
     let (rows, c) = (stats.rows, norm.num_features());
     let mut local_blocks = 0;
-    for chunk in &chunks {
+    for chunk in chunks {
         let dims = chunk.dims();
         if dims[2] != c || dims[1] != rows.rows() {
             return Err(NormError::ChannelMismatch {
@@ -132,146 +211,496 @@ pub(crate) fn normalise_chunks(
         }
         local_blocks += dims[0];
     }
-    let gamma = norm.gamma.val();
-    // y = valid·(x·s + shift): padding rows come out as exactly 0.
-    let affine = |scale: Tensor<1>, shift: Tensor<1>| {
-        let column = rows.column.clone();
-        ChannelsLastAffine {
-            scale: column.clone() * scale.reshape([1, 1, c]),
-            shift: column * shift.reshape([1, 1, c]),
-        }
+    let gamma = host(norm.gamma.val());
+    let offset = offset.map(host);
+    let map = |centre: Vec<f32>, scale: Vec<f32>, shift: Vec<f32>| ChannelsLastAffine {
+        centre,
+        scale,
+        shift,
+        rows: rows.clone(),
+    };
+    // std = √(σ² + ε); scale = γ / std; inv_std = 1 / std.
+    let scales = |variance: &[f32]| -> (Vec<f32>, Vec<f32>) {
+        let eps = norm.epsilon as f32;
+        let std: Vec<f32> = variance.iter().map(|v| (v + eps).sqrt()).collect();
+        let scale = gamma.iter().zip(&std).map(|(g, s)| g / s).collect();
+        (scale, std.iter().map(|s| s.recip()).collect())
     };
     match stats.mode {
         StatsMode::Running => {
-            // s = γ / √(σ² + ε), shift = β − (μ − offset)·s.
-            let std = norm.running_var.val().add_scalar(norm.epsilon).sqrt();
-            let scale = gamma.div(std.clone());
-            let inv_std = std.recip();
-            let mean = match offset {
-                Some(o) => norm.running_mean.val() - o,
-                None => norm.running_mean.val(),
+            // shift = β − (μ − offset)·scale.
+            let (scale, inv_std) = scales(&host(norm.running_var.val()));
+            let mean: Vec<f32> = match &offset {
+                Some(o) => host(norm.running_mean.val())
+                    .iter()
+                    .zip(o)
+                    .map(|(m, o)| m - o)
+                    .collect(),
+                None => host(norm.running_mean.val()),
             };
-            let shift = norm.beta.val() - mean.clone() * scale.clone();
+            let shift = host(norm.beta.val())
+                .iter()
+                .zip(&mean)
+                .zip(&scale)
+                .map(|((b, m), s)| b - m * s)
+                .collect();
             let stats = NormStats {
                 inv_std,
-                shift: Some(mean.neg()),
-                values: 0,
+                centre: mean.iter().map(|m| -m).collect(),
+                values: None,
             };
-            Ok((chunks, affine(scale, shift), stats))
+            Ok((map(vec![0.0; c], scale, shift), stats))
         }
         StatsMode::Batch | StatsMode::Train(_) => {
             let values = stats.shares.total_blocks(local_blocks) * rows.count;
-            let shape = chunks
-                .first()
-                .map_or_else(|| vec![0, rows.rows(), c], |x| x.dims().to_vec());
             if values < 2 || chunks.is_empty() {
+                let shape = chunks
+                    .first()
+                    .map_or_else(|| vec![0, rows.rows(), c], |x| x.dims().to_vec());
                 return Err(NormError::TooFewValues { values, shape });
             }
-            let n = values as f64;
-            let batch_sum = |chunks: &[Tensor<3>], square: bool| {
+            let n = values as f32;
+            let batch_sum = |centre: &[f32], square: bool| -> Vec<f32> {
                 let partials = chunks
                     .iter()
-                    .map(|x| match square {
-                        true => rows.sum(x.clone() * x.clone()),
-                        false => rows.sum(x.clone()),
-                    })
+                    .map(|x| rows.centred_sum(x, centre, square))
                     .collect();
-                stats.shares.batch_sum(partials)
+                let sum = stats.shares.batch_sum(partials).reshape([c]);
+                host(sum).into_iter().map(|s| s / n).collect()
             };
-            let mean = batch_sum(&chunks, false).div_scalar(n); // [1, 1, C]
-            let centred: Vec<Tensor<3>> = chunks.into_iter().map(|x| x - mean.clone()).collect();
-            let variance = batch_sum(&centred, true).div_scalar(n).reshape([c]); // biased
-            let std = variance.clone().add_scalar(norm.epsilon).sqrt();
-            let scale = gamma / std.clone();
-            let inv_std = std.recip();
+            let mean = batch_sum(&vec![0.0; c], false);
+            let centre: Vec<f32> = mean.iter().map(|m| -m).collect();
+            let variance = batch_sum(&centre, true); // biased
+            let (scale, inv_std) = scales(&variance);
             if let (StatsMode::Train(tape), true) = (stats.mode, stats.shares.records()) {
-                let mean = mean.reshape([c]);
-                let mean = match offset {
-                    Some(o) => mean + o,
+                let mean: Vec<f32> = match &offset {
+                    Some(o) => mean.iter().zip(o).map(|(m, o)| m + o).collect(),
                     None => mean,
                 };
-                tape.record(norm, mean, variance, values)?;
+                let device = norm.gamma.val().device();
+                let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [c]), &device);
+                tape.record(norm, vector(mean), vector(variance), values)?;
             }
             let stats = NormStats {
                 inv_std,
-                shift: None,
-                values,
+                centre: centre.clone(),
+                values: Some(values),
             };
-            Ok((centred, affine(scale, norm.beta.val()), stats))
+            Ok((map(centre, scale, host(norm.beta.val())), stats))
         }
     }
 }
 
-/// The backward pass of [`normalise_chunks`] followed by its map: from the gradient `g_y`
-/// of the map's output (groups `[1, rows, C]` of this thread, 0 on padding rows) and the
-/// chunks `input` the map was applied to, the gradients of the layer's input (groups, 0 on
-/// padding rows), of γ and of β (`[C]` each, batch-wide).
+/// The backward pass of a ReLU after [`normalise_chunks`]' map: from the gradient `g_a`
+/// of the ReLU's output (groups `[1, rows, C]` of this thread), the activations `acts` it
+/// produced (the same groups) and the chunks `input` the map was applied to, the gradients
+/// of the layer's input (groups, 0 on padding rows), of γ and of β (`[C]` each,
+/// batch-wide).
 ///
-/// With `x̂ = (x + shift)·inv_std`: `∂γ = Σ g_y·x̂`, `∂β = Σ g_y`, over the pixel rows of the
-/// whole batch. With batch statistics the input's gradient runs through the mean and the
-/// variance too: `∂x = γ·inv_std·(g_y − ∂β/n − x̂·∂γ/n)`; with running statistics it is
-/// `γ·inv_std·g_y`.
-pub(crate) fn norm_backward(
+/// With `g_y = g_a·1{act > 0}` and `x̂ = (x + centre)·inv_std`: `∂γ = Σ g_y·x̂`,
+/// `∂β = Σ g_y`, over the value rows of the whole batch. With batch statistics the input's
+/// gradient runs through the mean and the variance too:
+/// `∂x = γ·inv_std·(g_y − ∂β/n − x̂·∂γ/n)`; with running statistics it is `γ·inv_std·g_y`.
+pub(crate) fn norm_relu_backward(
     rows: &ValidRows,
     input: &[Tensor<3>],
+    acts: &[Tensor<3>],
     gamma: &Tensor<1>,
     stats: &NormStats,
-    g_y: Vec<Tensor<3>>,
+    g_a: Vec<Tensor<3>>,
     shares: &ShareSet<'_>,
 ) -> (Vec<Tensor<3>>, Tensor<1>, Tensor<1>) {
-    let p = rows.rows();
-    let c = gamma.dims()[0];
-    let as_blocks = |g: Tensor<3>| {
-        let [groups, r, c] = g.dims();
-        g.reshape([groups * r / p, p, c])
+    let c = stats.centre.len();
+    let device = gamma.device();
+    // What the sums add to x (see `NormStats`): the centre with batch statistics.
+    let zeros = vec![0.0; c];
+    let inner = match stats.values {
+        Some(_) => &stats.centre,
+        None => &zeros,
     };
-    let g_y: Vec<Tensor<3>> = g_y.into_iter().map(as_blocks).collect();
-    // Σ g_y and Σ g_y·x per chunk, side by side, added over the batch in one round.
-    let partials = g_y
+    // Σ g_y and Σ g_y·(x + inner) per chunk, side by side, added over the batch in one round.
+    let partials = g_a
         .iter()
+        .zip(acts)
         .zip(input)
-        .map(|(g, x)| {
-            Tensor::cat(
-                vec![rows.sum(g.clone()), rows.sum(g.clone() * x.clone())],
-                2,
-            )
-        })
+        .map(|((g, act), x)| gradient_sums(rows, g, act, x, inner))
         .collect();
-    let sums = shares.batch_sum(partials).reshape([2 * c]);
-    let sum_g = sums.clone().narrow(0, 0, c);
-    let sum_gx = sums.narrow(0, c, c);
-    let inv_std = stats.inv_std.clone();
-    // ∂x = k1·g_y (− the statistics' terms with batch statistics), k1 = γ·inv_std.
-    let k1 = gamma.clone() * inv_std.clone();
-    let channel = |t: Tensor<1>| t.reshape([1, 1, c]);
-    let back = |g: Tensor<3>| {
-        let [blocks, p, c] = g.dims();
-        g.reshape([1, blocks * p, c])
+    let sums = host(shares.batch_sum(partials).reshape([2 * c]));
+    let (sum_g, sum_gx) = sums.split_at(c);
+    let gamma = host(gamma.clone());
+    let inv_std = &stats.inv_std;
+    // ∂x = k1·g_y (− (x + centre)·k3 − k2 with batch statistics), k1 = γ·inv_std.
+    let k1: Vec<f32> = gamma.iter().zip(inv_std).map(|(g, s)| g * s).collect();
+    let d_gamma: Vec<f32> = match stats.values {
+        Some(_) => (0..c).map(|i| inv_std[i] * sum_gx[i]).collect(),
+        None => (0..c)
+            .map(|i| inv_std[i] * (sum_gx[i] + stats.centre[i] * sum_g[i]))
+            .collect(),
     };
-    match &stats.shift {
-        Some(shift) => {
-            // Running statistics: x̂ = (x + shift)·inv_std.
-            let d_gamma = inv_std * (sum_gx + shift.clone() * sum_g.clone());
-            let k1 = channel(k1);
-            let g_x = g_y.into_iter().map(|g| back(g * k1.clone())).collect();
-            (g_x, d_gamma, sum_g)
+    let terms = stats.values.map(|n| {
+        let n = n as f32;
+        let k2: Vec<f32> = k1.iter().zip(sum_g).map(|(k, s)| k * s / n).collect();
+        let k3: Vec<f32> = (0..c)
+            .map(|i| k1[i] * inv_std[i] * d_gamma[i] / n)
+            .collect();
+        (k3, k2)
+    });
+    let g_x = g_a
+        .into_iter()
+        .zip(acts)
+        .zip(input)
+        .map(|((g, act), x)| input_gradient(rows, g, act, x, &stats.centre, &k1, terms.as_ref()))
+        .collect();
+    let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [c]), &device);
+    (g_x, vector(d_gamma), vector(sum_g.to_vec()))
+}
+
+/// One chunk's `[Σ g_y, Σ g_y·(x + centre)]` over its value rows, `[1, 1, 2·C]`
+/// (see [`norm_relu_backward`]).
+fn gradient_sums(
+    rows: &ValidRows,
+    g_a: &Tensor<3>,
+    act: &Tensor<3>,
+    x: &Tensor<3>,
+    centre: &[f32],
+) -> Tensor<3> {
+    let c = centre.len();
+    #[cfg(feature = "flex")]
+    if let Some(sums) = kernels::with_values(g_a, |g| {
+        kernels::with_values(act, |a| {
+            kernels::with_values(x, |x| kernels::gradient_sums(g, a, x, &rows.valid, centre))
+        })
+    })
+    .flatten()
+    .flatten()
+    .flatten()
+    {
+        return host_tensor(sums, [1, 1, 2 * c], x);
+    }
+    let p = rows.rows();
+    let g = as_blocks(relu_backward(g_a.clone(), act), p);
+    let d = x.clone() + host_tensor(centre.to_vec(), [1, 1, c], x);
+    Tensor::cat(vec![rows.sum(g.clone()), rows.sum(g * d)], 2)
+}
+
+/// One chunk's input gradient (see [`norm_relu_backward`]) as a group `[1, rows, C]`:
+/// `k1·g_y`, minus `(x + centre)·k3 + k2` on value rows when `terms` = `(k3, k2)` is given
+/// (batch statistics); exactly 0 on padding rows.
+fn input_gradient(
+    rows: &ValidRows,
+    g_a: Tensor<3>,
+    act: &Tensor<3>,
+    x: &Tensor<3>,
+    centre: &[f32],
+    k1: &[f32],
+    terms: Option<&(Vec<f32>, Vec<f32>)>,
+) -> Tensor<3> {
+    let c = centre.len();
+    let [_, total, _] = g_a.dims();
+    #[cfg(feature = "flex")]
+    if let Some(out) = kernels::with_values(&g_a, |g| {
+        kernels::with_values(act, |a| {
+            kernels::with_values(x, |x| {
+                let terms = terms.map(|(k3, k2)| [k3.as_slice(), k2.as_slice()]);
+                kernels::input_gradient(g, a, x, &rows.valid, [centre, k1], terms)
+            })
+        })
+    })
+    .flatten()
+    .flatten()
+    .flatten()
+    {
+        return host_tensor(out, [1, total, c], x);
+    }
+    let p = rows.rows();
+    let channel = |v: &[f32]| host_tensor(v.to_vec(), [1, 1, c], x);
+    let g = as_blocks(relu_backward(g_a, act), p) * channel(k1);
+    let g = match terms {
+        // Masked like the map, so that padding rows get exactly 0.
+        Some((k3, k2)) => {
+            let d = x.clone() + channel(centre);
+            let column = rows.column.clone();
+            g - (d * (column.clone() * channel(k3)) + column * channel(k2))
         }
-        None => {
-            // Batch statistics, x centred: x̂ = x·inv_std.
-            let n = stats.values as f64;
-            let d_gamma = inv_std.clone() * sum_gx;
-            let k2 = channel((k1.clone() * sum_g.clone()).div_scalar(n));
-            let k3 = channel((k1.clone() * inv_std * d_gamma.clone()).div_scalar(n));
-            let k1 = channel(k1);
-            // Masked like the map, so that padding rows get exactly 0.
-            let (a, b) = (rows.column.clone() * k3, rows.column.clone() * k2);
-            let g_x = g_y
-                .into_iter()
-                .zip(input)
-                .map(|(g, x)| back(g * k1.clone() - (x.clone() * a.clone() + b.clone())))
-                .collect();
-            (g_x, d_gamma, sum_g)
+        None => g,
+    };
+    g.reshape([1, total, c])
+}
+
+/// Groups `[G, rows, C]` as blocks `[·, P, C]`.
+fn as_blocks(g: Tensor<3>, p: usize) -> Tensor<3> {
+    let [groups, r, c] = g.dims();
+    g.reshape([groups * r / p, p, c])
+}
+
+/// ReLU's gradient: `g` where `act > 0`, 0 elsewhere (the backend's fused operation).
+fn relu_backward(g: Tensor<3>, act: &Tensor<3>) -> Tensor<3> {
+    use burn::backend::Dispatch;
+    use burn::backend::ops::ActivationOps;
+    Tensor::from_dispatch(<Dispatch as ActivationOps<Dispatch>>::relu_backward(
+        act.clone().into_dispatch(),
+        g.into_dispatch(),
+    ))
+}
+
+/// The passes of this module as loops over flex buffers, compiled for the CPU's vector
+/// width ([`pulp`]). Channels-last values: `x[r·C + c]`, row `r` a value row when
+/// `valid[r mod P]`.
+#[cfg(feature = "flex")]
+mod kernels {
+    use burn::backend::Flex;
+    use burn::tensor::Tensor;
+
+    /// `f` on a flex tensor's contiguous `f32` values; `None` for other backends and
+    /// strided views.
+    pub(super) fn with_values<const D: usize, R>(
+        t: &Tensor<D>,
+        f: impl FnOnce(&[f32]) -> R,
+    ) -> Option<R> {
+        let primitive = t.clone().try_into_primitive::<Flex>().ok()?;
+        let values: &[f32] = primitive.as_slice()?;
+        Some(f(values))
+    }
+
+    /// `(value row?, row)` for every row of `x` (rows of `c` values).
+    #[inline(always)]
+    fn rows<'a>(
+        x: &'a [f32],
+        valid: &'a [bool],
+        c: usize,
+    ) -> impl Iterator<Item = (bool, &'a [f32])> + 'a {
+        valid.iter().copied().cycle().zip(x.chunks_exact(c))
+    }
+
+    /// Whether the three buffers are the same number of whole blocks of `p` rows of `c`
+    /// values.
+    fn same_blocks(buffers: [&[f32]; 3], p: usize, c: usize) -> bool {
+        let len = buffers[0].len();
+        c > 0 && len.is_multiple_of(p * c) && buffers.iter().all(|b| b.len() == len)
+    }
+
+    /// `total += part`, element-wise.
+    #[inline(always)]
+    fn add(total: &mut [f32], part: &[f32]) {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t += p;
         }
+    }
+
+    // Each kernel below checks its buffers, then runs its loop (an `#[inline(always)]`
+    // function) from the `with_simd` of a `WithSimd` type, which pulp compiles per CPU
+    // kind: a closure given to pulp is not inlined there, and its loops ran on 4-wide SSE
+    // vectors only.
+
+    /// [`centred_sums_loop`]'s arguments.
+    struct CentredSums<'a>(&'a [f32], &'a [bool], &'a [f32], bool);
+
+    impl pulp::WithSimd for CentredSums<'_> {
+        type Output = Vec<f32>;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<f32> {
+            centred_sums_loop(self.0, self.1, self.2, self.3)
+        }
+    }
+
+    /// [`activate_loop`]'s arguments.
+    struct Activate<'a>(&'a [f32], &'a [bool], [&'a [f32]; 3]);
+
+    impl pulp::WithSimd for Activate<'_> {
+        type Output = Vec<f32>;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<f32> {
+            activate_loop(self.0, self.1, self.2)
+        }
+    }
+
+    /// [`gradient_sums_loop`]'s arguments.
+    struct GradientSums<'a>([&'a [f32]; 3], &'a [bool], &'a [f32]);
+
+    impl pulp::WithSimd for GradientSums<'_> {
+        type Output = Vec<f32>;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<f32> {
+            gradient_sums_loop(self.0, self.1, self.2)
+        }
+    }
+
+    /// [`input_gradient_loop`]'s arguments.
+    struct InputGradient<'a>(
+        [&'a [f32]; 3],
+        &'a [bool],
+        [&'a [f32]; 2],
+        Option<[&'a [f32]; 2]>,
+    );
+
+    impl pulp::WithSimd for InputGradient<'_> {
+        type Output = Vec<f32>;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<f32> {
+            input_gradient_loop(self.0, self.1, self.2, self.3)
+        }
+    }
+
+    /// `Σ valid·(x + centre)` per channel, or of its square; `None` when `x` is not whole
+    /// blocks. Each block's rows are added in order, then the blocks (in f32, as a matrix
+    /// product over the rows would).
+    pub(super) fn centred_sums(
+        x: &[f32],
+        valid: &[bool],
+        centre: &[f32],
+        square: bool,
+    ) -> Option<Vec<f32>> {
+        same_blocks([x, x, x], valid.len(), centre.len())
+            .then(|| pulp::Arch::new().dispatch(CentredSums(x, valid, centre, square)))
+    }
+
+    #[inline(always)]
+    fn centred_sums_loop(x: &[f32], valid: &[bool], centre: &[f32], square: bool) -> Vec<f32> {
+        let c = centre.len();
+        let mut total = vec![0.0_f32; c];
+        let mut sum = vec![0.0_f32; c];
+        for block in x.chunks_exact(valid.len() * c) {
+            sum.fill(0.0);
+            for (_, row) in rows(block, valid, c).filter(|(v, _)| *v) {
+                for ((s, &x), &m) in sum.iter_mut().zip(row).zip(centre) {
+                    let d = x + m;
+                    *s += if square { d * d } else { d };
+                }
+            }
+            add(&mut total, &sum);
+        }
+        total
+    }
+
+    /// `valid·max(0, (x + centre)·scale + shift)`, `map = [centre, scale, shift]`; `None`
+    /// when `x` is not whole blocks.
+    pub(super) fn activate(x: &[f32], valid: &[bool], map: [&[f32]; 3]) -> Option<Vec<f32>> {
+        let c = map[0].len();
+        (same_blocks([x, x, x], valid.len(), c) && map.iter().all(|m| m.len() == c))
+            .then(|| pulp::Arch::new().dispatch(Activate(x, valid, map)))
+    }
+
+    #[inline(always)]
+    fn activate_loop(x: &[f32], valid: &[bool], map: [&[f32]; 3]) -> Vec<f32> {
+        let [centre, scale, shift] = map;
+        let c = centre.len();
+        let mut out = vec![0.0_f32; x.len()];
+        for ((v, x), o) in rows(x, valid, c).zip(out.chunks_exact_mut(c)) {
+            if !v {
+                continue;
+            }
+            let map = centre.iter().zip(scale).zip(shift);
+            for ((o, &x), ((&m, &s), &t)) in o.iter_mut().zip(x).zip(map) {
+                let y = (x + m) * s + t;
+                *o = if y > 0.0 { y } else { 0.0 };
+            }
+        }
+        out
+    }
+
+    /// `[Σ g_y, Σ g_y·(x + centre)]` over value rows, `g_y = g·1{act > 0}`, summed as in
+    /// [`centred_sums`]; `None` unless the three are the same whole blocks.
+    pub(super) fn gradient_sums(
+        g: &[f32],
+        act: &[f32],
+        x: &[f32],
+        valid: &[bool],
+        centre: &[f32],
+    ) -> Option<Vec<f32>> {
+        same_blocks([g, act, x], valid.len(), centre.len())
+            .then(|| pulp::Arch::new().dispatch(GradientSums([g, act, x], valid, centre)))
+    }
+
+    #[inline(always)]
+    fn gradient_sums_loop(buffers: [&[f32]; 3], valid: &[bool], centre: &[f32]) -> Vec<f32> {
+        let [g, act, x] = buffers;
+        let c = centre.len();
+        let block = valid.len() * c;
+        let mut total = vec![0.0_f32; 2 * c];
+        let (mut sum_g, mut sum_gx) = (vec![0.0_f32; c], vec![0.0_f32; c]);
+        let blocks = x.chunks_exact(block).zip(g.chunks_exact(block));
+        for ((x, g), act) in blocks.zip(act.chunks_exact(block)) {
+            sum_g.fill(0.0);
+            sum_gx.fill(0.0);
+            let lines = rows(x, valid, c)
+                .zip(g.chunks_exact(c))
+                .zip(act.chunks_exact(c));
+            for (((v, x), g), a) in lines {
+                if !v {
+                    continue;
+                }
+                let sums = sum_g.iter_mut().zip(sum_gx.iter_mut());
+                let values = x.iter().zip(g).zip(a).zip(centre);
+                for ((sg, sgx), (((&x, &g), &a), &m)) in sums.zip(values) {
+                    let g = if a > 0.0 { g } else { 0.0 };
+                    *sg += g;
+                    *sgx += g * (x + m);
+                }
+            }
+            let (total_g, total_gx) = total.split_at_mut(c);
+            add(total_g, &sum_g);
+            add(total_gx, &sum_gx);
+        }
+        total
+    }
+
+    /// `valid·(k1·g_y − ((x + centre)·k3 + k2))` (the bracket only with `terms` =
+    /// `[k3, k2]`), `g_y = g·1{act > 0}`, `coefficients = [centre, k1]`; `None` unless the
+    /// three are the same whole blocks.
+    pub(super) fn input_gradient(
+        g: &[f32],
+        act: &[f32],
+        x: &[f32],
+        valid: &[bool],
+        coefficients: [&[f32]; 2],
+        terms: Option<[&[f32]; 2]>,
+    ) -> Option<Vec<f32>> {
+        let c = coefficients[0].len();
+        let fits = same_blocks([g, act, x], valid.len(), c)
+            && coefficients[1].len() == c
+            && terms.is_none_or(|t| t.iter().all(|k| k.len() == c));
+        fits.then(|| {
+            pulp::Arch::new().dispatch(InputGradient([g, act, x], valid, coefficients, terms))
+        })
+    }
+
+    #[inline(always)]
+    fn input_gradient_loop(
+        buffers: [&[f32]; 3],
+        valid: &[bool],
+        coefficients: [&[f32]; 2],
+        terms: Option<[&[f32]; 2]>,
+    ) -> Vec<f32> {
+        let [g, act, x] = buffers;
+        let [centre, k1] = coefficients;
+        let c = centre.len();
+        let mut out = vec![0.0_f32; x.len()];
+        let lines = rows(x, valid, c)
+            .zip(g.chunks_exact(c))
+            .zip(act.chunks_exact(c));
+        for ((((v, x), g), a), o) in lines.zip(out.chunks_exact_mut(c)) {
+            if !v {
+                continue;
+            }
+            let values = x.iter().zip(g).zip(a);
+            match terms {
+                Some([k3, k2]) => {
+                    let k = centre.iter().zip(k1).zip(k3).zip(k2);
+                    for ((o, ((&x, &g), &a)), (((&m, &k1), &k3), &k2)) in
+                        o.iter_mut().zip(values).zip(k)
+                    {
+                        let g = if a > 0.0 { g } else { 0.0 };
+                        *o = k1 * g - ((x + m) * k3 + k2);
+                    }
+                }
+                None => {
+                    for ((o, ((_, &g), &a)), &k1) in o.iter_mut().zip(values).zip(k1) {
+                        *o = if a > 0.0 { k1 * g } else { 0.0 };
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -306,9 +735,8 @@ mod tests {
             rows,
             shares: &shares,
         };
-        let (mut chunks, affine, _) = normalise_chunks(layer, vec![input], offset, &stats)?;
-        let x = chunks.pop().expect("one chunk in, one chunk out");
-        Ok(affine.apply(x))
+        let (affine, _) = normalise_chunks(layer, std::slice::from_ref(&input), offset, &stats)?;
+        Ok(affine.apply(input))
     }
 
     /// Channels with means 40, −3, 0.5 and spreads 2, 0.5, 8: a large mean against a small
@@ -351,16 +779,13 @@ mod tests {
     fn padded(x: Tensor<4>) -> (Tensor<3>, ValidRows) {
         let [n, c, h, w] = x.dims();
         let p = (h + 1) * (w + 1);
+        let device = x.device();
         let rows = x
             .permute([0, 2, 3, 1])
             .pad([(0, 0), (1, 0), (1, 0), (0, 0)], PadMode::Constant(GARBAGE))
             .reshape([n, p, c]);
         let valid: Vec<bool> = (0..p).map(|r| r / (w + 1) > 0 && r % (w + 1) > 0).collect();
-        (rows, ValidRows::new(&valid, &x_device()))
-    }
-
-    fn x_device() -> Device {
-        Device::flex()
+        (rows, ValidRows::new(&valid, &device))
     }
 
     /// Value rows back to `[N, C, H, W]`; asserts the padding rows are exactly 0.
@@ -409,9 +834,26 @@ mod tests {
         }
     }
 
+    /// The CPU devices: flex runs the passes as loops over its buffers, ndarray as burn
+    /// operations.
+    fn devices() -> Vec<Device> {
+        #[allow(unused_mut)]
+        let mut devices = vec![Device::flex()];
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        devices.push(Device::ndarray());
+        devices
+    }
+
     #[test]
     fn channels_last_equals_forward_in_every_mode_with_and_without_an_offset() {
-        let device = x_device();
+        for device in devices() {
+            equals_forward_in_every_mode(&device);
+        }
+    }
+
+    fn equals_forward_in_every_mode(device: &Device) {
+        let device = device.clone();
         let x = input(&device);
         let offset =
             Tensor::<1>::from_data(TensorData::new(vec![30.0f32, -1.0, 0.25], [3]), &device);
@@ -454,7 +896,42 @@ mod tests {
 
     #[test]
     fn chunked_statistics_then_the_map_equal_the_whole_input_in_every_mode() {
-        let device = x_device();
+        for device in devices() {
+            chunked_equals_whole(&device);
+        }
+    }
+
+    /// The map followed by a ReLU in one pass (flex) equals the two steps.
+    #[test]
+    fn activate_equals_relu_of_the_map_in_every_mode() {
+        for device in devices() {
+            let (rows, valid) = padded(input(&device));
+            for mode in [StatsMode::Running, StatsMode::Batch] {
+                let shares = ShareSet::all(vec![1]);
+                let stats = Statistics {
+                    mode: &mode,
+                    rows: &valid,
+                    shares: &shares,
+                };
+                let (map, _) =
+                    normalise_chunks(&layer(&device), std::slice::from_ref(&rows), None, &stats)
+                        .expect("statistics");
+                let fused = host(map.activate(rows.clone()));
+                let steps = host(burn::tensor::activation::relu(map.apply(rows.clone())));
+                assert_eq!(fused.len(), steps.len());
+                assert!(fused.iter().any(|&v| v > 0.0) && steps.contains(&0.0));
+                for (a, b) in fused.iter().zip(&steps) {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                        "{device:?}, {mode:?}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn chunked_equals_whole(device: &Device) {
+        let device = device.clone();
         let (rows, valid) = padded(input(&device));
         let offset = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, -2.0, 0.5], [3]), &device);
         for mode in [StatsMode::Running, StatsMode::Batch, StatsMode::train()] {
@@ -479,9 +956,8 @@ mod tests {
                 rows: &valid,
                 shares: &shares,
             };
-            let (chunks, map, _) =
-                normalise_chunks(&chunked_layer, chunks, Some(offset.clone()), &stats)
-                    .expect("chunked");
+            let (map, _) = normalise_chunks(&chunked_layer, &chunks, Some(offset.clone()), &stats)
+                .expect("chunked");
             let got: Vec<f32> = chunks
                 .into_iter()
                 .flat_map(|x| host(map.apply(x)))
@@ -499,7 +975,7 @@ mod tests {
             rows: &valid,
             shares: &shares,
         };
-        let err = normalise_chunks(&layer(&device), vec![], None, &stats);
+        let err = normalise_chunks(&layer(&device), &[], None, &stats);
         assert!(matches!(
             err,
             Err(NormError::TooFewValues { values: 0, .. })
@@ -508,7 +984,7 @@ mod tests {
 
     #[test]
     fn channels_last_rejects_a_wrong_shape_and_too_few_values() {
-        let device = x_device();
+        let device = Device::flex();
         let layer = layer(&device);
         let valid = ValidRows::new(&[false, true, false, false, false], &device);
         // Blocks of 5 rows, one of them a value row, in batch-statistics mode.

@@ -45,10 +45,9 @@ use std::ops::Range;
 
 use bnood_norm::{BatchNorm, NormError};
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::batch_norm::{ChannelsLastAffine, Normalised, Statistics, ValidRows, normalise_chunks};
+use super::batch_norm::{ChannelsLastAffine, NormStats, Statistics, ValidRows, normalise_chunks};
 
 /// Most rows per group. The images are split into groups of at most this many rows, one
 /// matrix product and one cache-resident chunk per group: gemm slows down more than twofold
@@ -153,23 +152,25 @@ impl RowGrid {
         chunks: Vec<Tensor<3>>,
         offset: Option<Tensor<1>>,
         stats: &Statistics<'_>,
-    ) -> Result<Normalised, NormError> {
+    ) -> Result<(Vec<Tensor<3>>, ChannelsLastAffine, NormStats), NormError> {
         let p = self.valid.rows();
-        let blocks = chunks
+        let blocks: Vec<Tensor<3>> = chunks
             .into_iter()
             .map(|x| {
                 let [groups, rows, c] = x.dims();
                 x.reshape([groups * rows / p, p, c])
             })
             .collect();
-        normalise_chunks(norm, blocks, offset, stats)
+        let (map, norm_stats) = normalise_chunks(norm, &blocks, offset, stats)?;
+        Ok((blocks, map, norm_stats))
     }
 
     /// `ReLU(map(x))` for a chunk from [`batch_norm_chunks`](Self::batch_norm_chunks), back
     /// as one group `[1, rows, C]` (padding rows 0, ready for the next convolution).
     pub(crate) fn activate(&self, map: &ChannelsLastAffine, x: Tensor<3>) -> Tensor<3> {
         let [images, p, c] = x.dims();
-        relu(map.apply(x)).reshape([images * p / self.rows(), self.rows(), c])
+        map.activate(x)
+            .reshape([images * p / self.rows(), self.rows(), c])
     }
 
     /// `conv`'s weights as matrices for [`conv3x3`](Self::conv3x3): prepared once per layer
