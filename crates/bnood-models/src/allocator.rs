@@ -11,14 +11,19 @@
 //! faults and another 5 % in `munmap` (docs/performance.md).
 //!
 //! [`keep_freed_memory`] tells glibc to serve every block from its heaps and keep freed
-//! memory for reuse (per-thread arenas stay: limiting glibc to one arena cost RealNVP's
-//! two-thread scoring 10 %). Peak resident memory is unchanged (it is reached anyway);
+//! memory for reuse, in the threads' arenas too (per-thread arenas stay: limiting glibc to
+//! one arena cost RealNVP's two-thread scoring 10 %). Without the top pad, a RealNVP
+//! training step on flex spent 12 % of its time zeroing fresh pages: its tape (the s/t
+//! networks' activations, hundreds of megabytes) filled the worker threads' heaps, which
+//! glibc unmapped when the backward pass emptied them. Peak resident memory is unchanged (it is reached anyway);
 //! memory is not handed back to the system before the process ends. Measured on the
 //! criterion benches (flex, 2 threads, before the VAE's fused likelihood): VAE scoring
-//! +33–50 %, a VAE training step +59 %; RealNVP's scoring and training within noise.
+//! +33–50 %, a VAE training step +59 %; RealNVP's scoring and training within noise. The
+//! top pad (added later): RealNVP training +11–20 %, scoring +3–7 %.
 
 /// Tells the C allocator to keep freed memory for reuse (glibc on Linux: no block gets its
-/// own `mmap`, and the heap's top is never trimmed).
+/// own `mmap`, the heap's top is never trimmed, and the threads' heaps are not unmapped
+/// when they empty).
 ///
 /// Call it first thing in `main`, before any thread is started: glibc's `mallopt` may only
 /// be called while the process has one thread. Returns `true` if the setting was applied;
@@ -45,6 +50,12 @@ mod imp {
             (libc::M_MMAP_THRESHOLD, i32::MAX),
             // Never return the heap's top to the system.
             (libc::M_TRIM_THRESHOLD, i32::MAX),
+            // A thread's arena is a chain of heaps of at most 64 MiB, and glibc unmaps a
+            // heap of the chain once it is empty unless the top pad is at least that size,
+            // whatever the trim threshold (`heap_trim` in glibc's arena.c). The pad also
+            // makes the main heap grow in 64 MiB steps of address space (pages are still
+            // only taken when touched).
+            (libc::M_TOP_PAD, 64 << 20),
         ];
         settings.into_iter().all(|(param, value)| {
             // SAFETY: `mallopt` takes two integers and touches only the allocator's own
