@@ -328,7 +328,7 @@ fn body(
     }
     let out_conv = RowGrid::kernel1x1(&net.out_conv);
     let out = norm_relu(&net.out_norm, h, offset, &|_, x| {
-        RowGrid::conv1x1(x, &out_conv)
+        RowGrid::conv1x1(grid.interior(x), &out_conv)
     })?;
     Ok(Tensor::cat(out, 0))
 }

@@ -41,7 +41,8 @@ pub(crate) struct NormTape {
     pub(crate) input: Vec<Tensor<3>>,
     /// The statistics behind the map.
     pub(crate) stats: NormStats,
-    /// `ReLU(map(input))` per chunk, as groups `[1, rows, C]` (the next layer's input).
+    /// `ReLU(map(input))` per chunk, as guarded groups (see [`RowGrid::activate`]; the next
+    /// layer's input).
     pub(crate) acts: Vec<Tensor<3>>,
 }
 
@@ -77,10 +78,11 @@ fn norm_backward(
     shares: &ShareSet<'_>,
 ) -> (Vec<Tensor<3>>, Tensor<1>, Tensor<1>) {
     let gamma = layer.gamma.val();
+    let acts: Vec<Tensor<3>> = tape.acts.iter().map(|a| grid.interior(a.clone())).collect();
     batch_norm::norm_relu_backward(
         grid.valid(),
         &tape.input,
-        &tape.acts,
+        &acts,
         &gamma,
         &tape.stats,
         g_a,
@@ -153,7 +155,7 @@ pub(crate) fn body_backward(
     let g_a: Vec<Tensor<3>> = (0..groups)
         .map(|i| {
             let g = g_out.clone().narrow(0, i, 1);
-            let act = &out_norm.acts[i];
+            let act = &grid.interior(out_norm.acts[i].clone());
             grads.push(
                 slots.out_conv,
                 flat(RowGrid::conv1x1_weight_grad(act.clone(), g.clone())),

@@ -135,21 +135,26 @@ impl ChannelsLastAffine {
         (x + centre) * scale + shift
     }
 
-    /// `ReLU(map(x))` on blocks `[N, P, C]`: one pass on flex.
-    pub(crate) fn activate(&self, x: Tensor<3>) -> Tensor<3> {
+    /// `ReLU(map(x))` on blocks `[N, P, C]`, as groups of `group` rows (a whole number of
+    /// blocks) with `guard` zero rows before and after each: `[G, guard + group + guard, C]`.
+    /// One pass on flex.
+    pub(crate) fn activate_guarded(&self, x: Tensor<3>, group: usize, guard: usize) -> Tensor<3> {
+        let [n, p, c] = x.dims();
+        let groups = n * p / group.max(1);
         #[cfg(feature = "flex")]
-        if let Some(y) = kernels::with_values(&x, |v| {
-            kernels::activate(
-                v,
-                &self.rows.valid,
-                [&self.centre, &self.scale, &self.shift],
-            )
-        })
-        .flatten()
         {
-            return host_tensor(y, x.dims(), &x);
+            let map = [&self.centre[..], &self.scale, &self.shift];
+            if let Some(y) = kernels::with_values(&x, |v| {
+                kernels::activate(v, &self.rows.valid, map, [group, guard])
+            })
+            .flatten()
+            {
+                return host_tensor(y, [groups, group + 2 * guard, c], &x);
+            }
         }
-        relu(self.apply_ops(x))
+        let y = relu(self.apply_ops(x)).reshape([groups, group, c]);
+        let zeros = Tensor::<3>::zeros([groups, guard, c], &y.device());
+        Tensor::cat(vec![zeros.clone(), y, zeros], 1)
     }
 }
 
@@ -179,7 +184,8 @@ pub(crate) type Normalised = (ChannelsLastAffine, NormStats);
 
 /// The statistics step of `norm` on an input given in `chunks` (each `[N_i, P, C]`, this
 /// thread's blocks of the batch split along the first dimension, in share order), and the
-/// affine map that the caller applies chunk by chunk ([`ChannelsLastAffine::activate`]) —
+/// affine map that the caller applies chunk by chunk
+/// ([`ChannelsLastAffine::activate_guarded`]) —
 /// so that the map, a ReLU and the next layer can run on one chunk while it is still in
 /// the CPU's cache.
 ///
@@ -504,13 +510,13 @@ mod kernels {
     }
 
     /// [`activate_loop`]'s arguments.
-    struct Activate<'a>(&'a [f32], &'a [bool], [&'a [f32]; 3]);
+    struct Activate<'a>(&'a [f32], &'a [bool], [&'a [f32]; 3], [usize; 2]);
 
     impl pulp::WithSimd for Activate<'_> {
         type Output = Vec<f32>;
         #[inline(always)]
         fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<f32> {
-            activate_loop(self.0, self.1, self.2)
+            activate_loop(self.0, self.1, self.2, self.3)
         }
     }
 
@@ -572,28 +578,56 @@ mod kernels {
         total
     }
 
-    /// `valid·max(0, (x + centre)·scale + shift)`, `map = [centre, scale, shift]`; `None`
-    /// when `x` is not whole blocks.
-    pub(super) fn activate(x: &[f32], valid: &[bool], map: [&[f32]; 3]) -> Option<Vec<f32>> {
+    /// `valid·max(0, (x + centre)·scale + shift)`, `map = [centre, scale, shift]`, in
+    /// groups of `layout = [group, guard]` rows with `guard` zero rows before and after
+    /// each; `None` unless `x` is whole groups of whole blocks.
+    pub(super) fn activate(
+        x: &[f32],
+        valid: &[bool],
+        map: [&[f32]; 3],
+        layout: [usize; 2],
+    ) -> Option<Vec<f32>> {
         let c = map[0].len();
-        (same_blocks([x, x, x], valid.len(), c) && map.iter().all(|m| m.len() == c))
-            .then(|| pulp::Arch::new().dispatch(Activate(x, valid, map)))
+        let group = layout[0];
+        let fits = same_blocks([x, x, x], valid.len(), c)
+            && map.iter().all(|m| m.len() == c)
+            && group > 0
+            && group.is_multiple_of(valid.len())
+            && x.len().is_multiple_of(group * c);
+        fits.then(|| pulp::Arch::new().dispatch(Activate(x, valid, map, layout)))
+    }
+
+    /// `ReLU((x + centre)·scale + shift)` of one value row into `out`.
+    #[inline(always)]
+    fn activate_row(x: &[f32], map: [&[f32]; 3], out: &mut [f32]) {
+        let [centre, scale, shift] = map;
+        let map = centre.iter().zip(scale).zip(shift);
+        for ((o, &x), ((&m, &s), &t)) in out.iter_mut().zip(x).zip(map) {
+            let y = (x + m) * s + t;
+            *o = if y > 0.0 { y } else { 0.0 };
+        }
     }
 
     #[inline(always)]
-    fn activate_loop(x: &[f32], valid: &[bool], map: [&[f32]; 3]) -> Vec<f32> {
-        let [centre, scale, shift] = map;
-        let c = centre.len();
-        let mut out = vec![0.0_f32; x.len()];
-        for ((v, x), o) in rows(x, valid, c).zip(out.chunks_exact_mut(c)) {
-            if !v {
-                continue;
+    fn activate_loop(x: &[f32], valid: &[bool], map: [&[f32]; 3], layout: [usize; 2]) -> Vec<f32> {
+        let c = map[0].len();
+        let [group, guard] = layout;
+        let groups = x.len() / (group * c);
+        // Row by row into a buffer that is not zero-filled first.
+        let mut out = Vec::with_capacity(x.len() + 2 * groups * guard * c);
+        let (mut row, blank) = (vec![0.0_f32; c], vec![0.0_f32; c]);
+        let guard_rows = vec![0.0_f32; guard * c];
+        for x in x.chunks_exact(group * c) {
+            out.extend_from_slice(&guard_rows);
+            for (v, x) in rows(x, valid, c) {
+                if v {
+                    activate_row(x, map, &mut row);
+                    out.extend_from_slice(&row);
+                } else {
+                    out.extend_from_slice(&blank);
+                }
             }
-            let map = centre.iter().zip(scale).zip(shift);
-            for ((o, &x), ((&m, &s), &t)) in o.iter_mut().zip(x).zip(map) {
-                let y = (x + m) * s + t;
-                *o = if y > 0.0 { y } else { 0.0 };
-            }
+            out.extend_from_slice(&guard_rows);
         }
         out
     }
@@ -901,9 +935,10 @@ mod tests {
         }
     }
 
-    /// The map followed by a ReLU in one pass (flex) equals the two steps.
+    /// The map followed by a ReLU in one pass (flex) equals the two steps, with zero guard
+    /// rows around every group.
     #[test]
-    fn activate_equals_relu_of_the_map_in_every_mode() {
+    fn activate_guarded_equals_relu_of_the_map_between_zero_guards() {
         for device in devices() {
             let (rows, valid) = padded(input(&device));
             for mode in [StatsMode::Running, StatsMode::Batch] {
@@ -916,7 +951,19 @@ mod tests {
                 let (map, _) =
                     normalise_chunks(&layer(&device), std::slice::from_ref(&rows), None, &stats)
                         .expect("statistics");
-                let fused = host(map.activate(rows.clone()));
+                let [n, p, c] = rows.dims();
+                let guarded = map.activate_guarded(rows.clone(), p, 2);
+                assert_eq!(guarded.dims(), [n, p + 4, c]);
+                let guards = [
+                    guarded.clone().narrow(1, 0, 2),
+                    guarded.clone().narrow(1, p + 2, 2),
+                ];
+                assert!(
+                    guards
+                        .into_iter()
+                        .all(|g| host(g).iter().all(|&v| v == 0.0))
+                );
+                let fused = host(guarded.narrow(1, 2, p));
                 let steps = host(burn::tensor::activation::relu(map.apply(rows.clone())));
                 assert_eq!(fused.len(), steps.len());
                 assert!(fused.iter().any(|&v| v > 0.0) && steps.contains(&0.0));

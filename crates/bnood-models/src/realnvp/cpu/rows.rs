@@ -166,11 +166,40 @@ impl RowGrid {
     }
 
     /// `ReLU(map(x))` for a chunk from [`batch_norm_chunks`](Self::batch_norm_chunks), back
-    /// as one group `[1, rows, C]` (padding rows 0, ready for the next convolution).
+    /// as groups in the *guarded* form `[groups, guard + rows + guard, C]` (padding and guard
+    /// rows 0): what [`conv3x3`](Self::conv3x3) and
+    /// [`conv3x3_weight_grad`](Self::conv3x3_weight_grad) read, without a copy into a
+    /// guarded buffer (which cost 3–5 % of a step). [`interior`](Self::interior) gives the
+    /// groups themselves.
     pub(crate) fn activate(&self, map: &ChannelsLastAffine, x: Tensor<3>) -> Tensor<3> {
-        let [images, p, c] = x.dims();
-        map.activate(x)
-            .reshape([images * p / self.rows(), self.rows(), c])
+        map.activate_guarded(x, self.rows(), self.guard())
+    }
+
+    /// Zero rows before and after each group in the guarded form: one image row and one
+    /// more, so that every 3×3 window of the group lies inside.
+    fn guard(&self) -> usize {
+        self.w + 2
+    }
+
+    /// `x` `[groups, rows, C]` in the guarded form `[groups, rows + 2·guard, C]`; unchanged
+    /// when it is guarded already.
+    fn guarded(&self, x: Tensor<3>) -> Tensor<3> {
+        let [groups, rows, c] = x.dims();
+        let guard = self.guard();
+        if rows == self.rows() + 2 * guard {
+            return x;
+        }
+        let zeros = Tensor::<3>::zeros([groups, guard, c], &x.device());
+        Tensor::cat(vec![zeros.clone(), x, zeros], 1)
+    }
+
+    /// The groups `[groups, rows, C]` of `x` in either form (a view of a guarded one).
+    pub(crate) fn interior(&self, x: Tensor<3>) -> Tensor<3> {
+        let guard = self.guard();
+        match x.dims()[1] == self.rows() + 2 * guard {
+            true => x.narrow(1, guard, self.rows()),
+            false => x,
+        }
     }
 
     /// `conv`'s weights as matrices for [`conv3x3`](Self::conv3x3): prepared once per layer
@@ -224,13 +253,11 @@ impl RowGrid {
     /// with [`weight_from_taps`](Self::weight_from_taps) once all partials are added): per
     /// kernel row, `g` transposed times the windows of `x`, `[C_out, rows] × [rows, 3·C]`.
     pub(crate) fn conv3x3_weight_grad(&self, x: Tensor<3>, g: Tensor<3>) -> Tensor<1> {
-        let [groups, rows, c] = x.dims();
-        let c_out = g.dims()[2];
+        let padded = self.guarded(x);
+        let [groups, _, c] = padded.dims();
+        let (rows, c_out) = (self.rows(), g.dims()[2]);
         let row = self.w + 1;
-        let guard = row + 1;
-        let zeros = Tensor::<3>::zeros([groups, guard, c], &x.device());
-        let padded = Tensor::cat(vec![zeros.clone(), x, zeros], 1);
-        let flat = padded.reshape([groups, (rows + 2 * guard) * c]);
+        let flat = padded.reshape([groups, (rows + 2 * self.guard()) * c]);
         #[cfg(feature = "flex")]
         if let Some(taps) = flex::conv3x3_weight_grad_rows(&flat, &g, rows, row) {
             return taps;
@@ -269,13 +296,12 @@ impl RowGrid {
     /// padding rows must be 0, without its bias (see [`Kernel3x3::bias`]); garbage on the
     /// output's padding rows.
     pub(crate) fn conv3x3(&self, x: Tensor<3>, kernel: &Kernel3x3) -> Tensor<3> {
-        let [groups, rows, c] = x.dims();
+        let padded = self.guarded(x);
+        let [groups, _, c] = padded.dims();
         debug_assert_eq!(c, kernel.channels, "the kernel's input channels");
+        let rows = self.rows();
         let row = self.w + 1;
-        let guard = row + 1;
-        let zeros = Tensor::<3>::zeros([groups, guard, c], &x.device());
-        let padded = Tensor::cat(vec![zeros.clone(), x, zeros], 1);
-        let flat = padded.reshape([groups, (rows + 2 * guard) * c]);
+        let flat = padded.reshape([groups, (rows + 2 * self.guard()) * c]);
         if kernel.spanning {
             let windows: Tensor<3> = flat.unfold(1, (2 * row + 3) * c, c);
             windows
