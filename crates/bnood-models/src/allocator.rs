@@ -19,7 +19,7 @@
 //! memory is not handed back to the system before the process ends. Measured on the
 //! criterion benches (flex, 2 threads, before the VAE's fused likelihood): VAE scoring
 //! +33–50 %, a VAE training step +59 %; RealNVP's scoring and training within noise. The
-//! top pad (added later): RealNVP training +11–20 %, scoring +3–7 %.
+//! top pad (added later): RealNVP training +11–20 %, running scoring +7–8 %.
 
 /// Tells the C allocator to keep freed memory for reuse (glibc on Linux: no block gets its
 /// own `mmap`, the heap's top is never trimmed, and the threads' heaps are not unmapped

@@ -6,9 +6,10 @@
 //!
 //! Padding rows may hold any finite values: they are left out of the statistics and come
 //! out as exactly 0. Statistics are two-pass, as `forward`'s: `μ = Σ valid·x / n`, then
-//! `σ² = Σ valid·(x − μ)² / n`, `n` the number of value rows; each chunk's rows are summed
-//! separately (in f64 on flex), then the chunks, then the shares of the batch (see
-//! [`ShareSet`]), which keeps float sums short and independent of the thread count.
+//! `σ² = Σ valid·(x − μ)² / n`, `n` the number of value rows; each block's rows are summed
+//! separately, then the blocks, then the shares of the batch (see [`ShareSet`]), which keeps
+//! float sums short and independent of the thread count. Sums are f32 like burn's own
+//! BatchNorm: f64 sums moved the results further from it, not closer (docs/performance.md).
 //!
 //! On flex every pass over the activations — the statistics' sums, the map with its ReLU,
 //! and the backward pass with the ReLU's mask — is one loop over the tensors' buffers
@@ -185,9 +186,8 @@ pub(crate) type Normalised = (ChannelsLastAffine, NormStats);
 /// The statistics step of `norm` on an input given in `chunks` (each `[N_i, P, C]`, this
 /// thread's blocks of the batch split along the first dimension, in share order), and the
 /// affine map that the caller applies chunk by chunk
-/// ([`ChannelsLastAffine::activate_guarded`]) —
-/// so that the map, a ReLU and the next layer can run on one chunk while it is still in
-/// the CPU's cache.
+/// ([`ChannelsLastAffine::activate_guarded`]), so that the map, a ReLU and the next layer
+/// can run on one chunk while it is still in the CPU's cache.
 ///
 /// `offset` (`[C]`, optional) is a per-channel constant the caller left out of the input:
 /// the layer normalises `input + offset`, e.g. the bias of the convolution before it. With
@@ -485,6 +485,13 @@ mod kernels {
         c > 0 && len.is_multiple_of(p * c) && buffers.iter().all(|b| b.len() == len)
     }
 
+    /// Whether the ReLU whose output is `act` blocks its gradient: `act ≤ 0`, so that a NaN
+    /// output passes it (as burn's `relu_backward`).
+    #[inline(always)]
+    fn shut(act: f32) -> bool {
+        act <= 0.0
+    }
+
     /// `total += part`, element-wise.
     #[inline(always)]
     fn add(total: &mut [f32], part: &[f32]) {
@@ -604,7 +611,8 @@ mod kernels {
         let map = centre.iter().zip(scale).zip(shift);
         for ((o, &x), ((&m, &s), &t)) in out.iter_mut().zip(x).zip(map) {
             let y = (x + m) * s + t;
-            *o = if y > 0.0 { y } else { 0.0 };
+            // A NaN stays NaN, as burn's ReLU keeps it (one comparison, which vectorises).
+            *o = if y <= 0.0 { 0.0 } else { y };
         }
     }
 
@@ -666,7 +674,7 @@ mod kernels {
                 let sums = sum_g.iter_mut().zip(sum_gx.iter_mut());
                 let values = x.iter().zip(g).zip(a).zip(centre);
                 for ((sg, sgx), (((&x, &g), &a), &m)) in sums.zip(values) {
-                    let g = if a > 0.0 { g } else { 0.0 };
+                    let g = if shut(a) { 0.0 } else { g };
                     *sg += g;
                     *sgx += g * (x + m);
                 }
@@ -723,13 +731,13 @@ mod kernels {
                     for ((o, ((&x, &g), &a)), (((&m, &k1), &k3), &k2)) in
                         o.iter_mut().zip(values).zip(k)
                     {
-                        let g = if a > 0.0 { g } else { 0.0 };
+                        let g = if shut(a) { 0.0 } else { g };
                         *o = k1 * g - ((x + m) * k3 + k2);
                     }
                 }
                 None => {
                     for ((o, ((_, &g), &a)), &k1) in o.iter_mut().zip(values).zip(k1) {
-                        *o = if a > 0.0 { k1 * g } else { 0.0 };
+                        *o = if shut(a) { 0.0 } else { k1 * g };
                     }
                 }
             }
@@ -935,6 +943,24 @@ mod tests {
         }
     }
 
+    /// `layer`'s map for the blocks `rows` as one chunk and one share, in `mode`.
+    fn map_of(
+        layer: &BatchNorm,
+        rows: &Tensor<3>,
+        valid: &ValidRows,
+        mode: &StatsMode,
+    ) -> super::ChannelsLastAffine {
+        let shares = ShareSet::all(vec![1]);
+        let stats = Statistics {
+            mode,
+            rows: valid,
+            shares: &shares,
+        };
+        let (map, _) =
+            normalise_chunks(layer, std::slice::from_ref(rows), None, &stats).expect("statistics");
+        map
+    }
+
     /// The map followed by a ReLU in one pass (flex) equals the two steps, with zero guard
     /// rows around every group.
     #[test]
@@ -942,15 +968,7 @@ mod tests {
         for device in devices() {
             let (rows, valid) = padded(input(&device));
             for mode in [StatsMode::Running, StatsMode::Batch] {
-                let shares = ShareSet::all(vec![1]);
-                let stats = Statistics {
-                    mode: &mode,
-                    rows: &valid,
-                    shares: &shares,
-                };
-                let (map, _) =
-                    normalise_chunks(&layer(&device), std::slice::from_ref(&rows), None, &stats)
-                        .expect("statistics");
+                let map = map_of(&layer(&device), &rows, &valid, &mode);
                 let [n, p, c] = rows.dims();
                 let guarded = map.activate_guarded(rows.clone(), p, 2);
                 assert_eq!(guarded.dims(), [n, p + 4, c]);
@@ -974,6 +992,25 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A NaN input comes out of the map and its ReLU as NaN on every backend, as it does
+    /// from burn's ReLU, instead of being clipped to 0.
+    #[test]
+    fn activate_guarded_keeps_a_nan() {
+        for device in devices() {
+            let (rows, valid) = padded(input(&device));
+            let map = map_of(&layer(&device), &rows, &valid, &StatsMode::Running);
+            let [n, p, c] = rows.dims();
+            let mut values = host(rows.clone());
+            // Image 0, pixel (0, 0) (row W + 2 of its block), channel 1.
+            let at = (SHAPE[3] + 2) * c + 1;
+            values[at] = f32::NAN;
+            let x = Tensor::<3>::from_data(TensorData::new(values, [n, p, c]), &device);
+            let y = host(map.activate_guarded(x, p, 1).narrow(1, 1, p));
+            assert!(y[at].is_nan(), "{device:?}: {}", y[at]);
+            assert_eq!(y.iter().filter(|v| v.is_nan()).count(), 1, "{device:?}");
         }
     }
 
