@@ -169,7 +169,7 @@ impl RowGrid {
     /// as groups in the *guarded* form `[groups, guard + rows + guard, C]` (padding and guard
     /// rows 0): what [`conv3x3`](Self::conv3x3) and
     /// [`conv3x3_weight_grad`](Self::conv3x3_weight_grad) read, without a copy into a
-    /// guarded buffer (which cost 3–5 % of a step). [`interior`](Self::interior) gives the
+    /// guarded buffer (such copies took 2–4 % of a step). [`interior`](Self::interior) gives the
     /// groups themselves.
     pub(crate) fn activate(&self, map: &ChannelsLastAffine, x: Tensor<3>) -> Tensor<3> {
         map.activate_guarded(x, self.rows(), self.guard())
