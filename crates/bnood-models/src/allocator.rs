@@ -15,11 +15,12 @@
 //! one arena cost RealNVP's two-thread scoring 10 %). Without the top pad, a RealNVP
 //! training step on flex spent 12 % of its time zeroing fresh pages: its tape (the s/t
 //! networks' activations, hundreds of megabytes) filled the worker threads' heaps, which
-//! glibc unmapped when the backward pass emptied them. Peak resident memory is unchanged (it is reached anyway);
-//! memory is not handed back to the system before the process ends. Measured on the
-//! criterion benches (flex, 2 threads, before the VAE's fused likelihood): VAE scoring
-//! +33–50 %, a VAE training step +59 %; RealNVP's scoring and training within noise. The
-//! top pad (added later): RealNVP training +11–20 %, running scoring +7–8 %.
+//! glibc unmapped when the backward pass emptied them. Peak resident memory is unchanged
+//! (it is reached anyway); memory is not handed back to the system before the process
+//! ends. Measured on the criterion benches (flex, 2 threads, before the VAE's fused
+//! likelihood): VAE scoring +33–50 %, a VAE training step +59 %; RealNVP's scoring and
+//! training within noise. The top pad (added later): RealNVP training +11–20 %, running
+//! scoring +7–8 %.
 
 /// Tells the C allocator to keep freed memory for reuse (glibc on Linux: no block gets its
 /// own `mmap`, the heap's top is never trimmed, and the threads' heaps are not unmapped

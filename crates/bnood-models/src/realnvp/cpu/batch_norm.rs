@@ -283,9 +283,12 @@ pub(crate) fn normalise_chunks(
                     Some(o) => mean.iter().zip(o).map(|(m, o)| m + o).collect(),
                     None => mean,
                 };
-                let device = norm.gamma.val().device();
-                let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [c]), &device);
-                tape.record(norm, vector(mean), vector(variance), values)?;
+                let like = norm.gamma.val();
+                let (mean, variance) = (
+                    host_tensor(mean, [c], &like),
+                    host_tensor(variance, [c], &like),
+                );
+                tape.record(norm, mean, variance, values)?;
             }
             let stats = NormStats {
                 inv_std,
@@ -317,7 +320,6 @@ pub(crate) fn norm_relu_backward(
     shares: &ShareSet<'_>,
 ) -> (Vec<Tensor<3>>, Tensor<1>, Tensor<1>) {
     let c = stats.centre.len();
-    let device = gamma.device();
     // What the sums add to x (see `NormStats`): the centre with batch statistics.
     let zeros = vec![0.0; c];
     let inner = match stats.values {
@@ -333,10 +335,13 @@ pub(crate) fn norm_relu_backward(
         .collect();
     let sums = host(shares.batch_sum(partials).reshape([2 * c]));
     let (sum_g, sum_gx) = sums.split_at(c);
-    let gamma = host(gamma.clone());
     let inv_std = &stats.inv_std;
     // ∂x = k1·g_y (− (x + centre)·k3 − k2 with batch statistics), k1 = γ·inv_std.
-    let k1: Vec<f32> = gamma.iter().zip(inv_std).map(|(g, s)| g * s).collect();
+    let k1: Vec<f32> = host(gamma.clone())
+        .iter()
+        .zip(inv_std)
+        .map(|(g, s)| g * s)
+        .collect();
     let d_gamma: Vec<f32> = match stats.values {
         Some(_) => (0..c).map(|i| inv_std[i] * sum_gx[i]).collect(),
         None => (0..c)
@@ -357,8 +362,11 @@ pub(crate) fn norm_relu_backward(
         .zip(input)
         .map(|((g, act), x)| input_gradient(rows, g, act, x, &stats.centre, &k1, terms.as_ref()))
         .collect();
-    let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [c]), &device);
-    (g_x, vector(d_gamma), vector(sum_g.to_vec()))
+    (
+        g_x,
+        host_tensor(d_gamma, [c], gamma),
+        host_tensor(sum_g.to_vec(), [c], gamma),
+    )
 }
 
 /// One chunk's `[Σ g_y, Σ g_y·(x + centre)]` over its value rows, `[1, 1, 2·C]`
@@ -372,15 +380,9 @@ fn gradient_sums(
 ) -> Tensor<3> {
     let c = centre.len();
     #[cfg(feature = "flex")]
-    if let Some(sums) = kernels::with_values(g_a, |g| {
-        kernels::with_values(act, |a| {
-            kernels::with_values(x, |x| kernels::gradient_sums(g, a, x, &rows.valid, centre))
-        })
-    })
-    .flatten()
-    .flatten()
-    .flatten()
-    {
+    if let Some(sums) = kernels::with_three_values([g_a, act, x], |[g, a, x]| {
+        kernels::gradient_sums(g, a, x, &rows.valid, centre)
+    }) {
         return host_tensor(sums, [1, 1, 2 * c], x);
     }
     let p = rows.rows();
@@ -404,18 +406,10 @@ fn input_gradient(
     let c = centre.len();
     let [_, total, _] = g_a.dims();
     #[cfg(feature = "flex")]
-    if let Some(out) = kernels::with_values(&g_a, |g| {
-        kernels::with_values(act, |a| {
-            kernels::with_values(x, |x| {
-                let terms = terms.map(|(k3, k2)| [k3.as_slice(), k2.as_slice()]);
-                kernels::input_gradient(g, a, x, &rows.valid, [centre, k1], terms)
-            })
-        })
-    })
-    .flatten()
-    .flatten()
-    .flatten()
-    {
+    if let Some(out) = kernels::with_three_values([&g_a, act, x], |[g, a, x]| {
+        let terms = terms.map(|(k3, k2)| [k3.as_slice(), k2.as_slice()]);
+        kernels::input_gradient(g, a, x, &rows.valid, [centre, k1], terms)
+    }) {
         return host_tensor(out, [1, total, c], x);
     }
     let p = rows.rows();
@@ -466,6 +460,18 @@ mod kernels {
         let primitive = t.clone().try_into_primitive::<Flex>().ok()?;
         let values: &[f32] = primitive.as_slice()?;
         Some(f(values))
+    }
+
+    /// `f` on three flex tensors' contiguous `f32` values (see [`with_values`]); `None`
+    /// when one of them has none or `f` gives none.
+    pub(super) fn with_three_values<R>(
+        [a, b, c]: [&Tensor<3>; 3],
+        f: impl FnOnce([&[f32]; 3]) -> Option<R>,
+    ) -> Option<R> {
+        with_values(a, |a| with_values(b, |b| with_values(c, |c| f([a, b, c]))))
+            .flatten()
+            .flatten()
+            .flatten()
     }
 
     /// `(value row?, row)` for every row of `x` (rows of `c` values).
