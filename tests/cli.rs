@@ -337,6 +337,93 @@ fn train_refuses_a_negative_nan_infinite_huge_or_zero_budget() {
 }
 
 #[test]
+fn train_refuses_learning_curve_flags_that_cannot_work_before_any_work() {
+    let dir = scratch("curve-flags");
+    let m = dir.join("m.bpk");
+    let m = m.to_str().expect("utf8");
+    let idx = dir.join("mine-idx3-ubyte");
+    write_idx(&idx, &images(70, 28 * 28, 3), 28, 28);
+    let idx = idx.to_str().expect("utf8");
+    assert_refused(
+        &bnood(&[
+            "train",
+            "--steps",
+            "1",
+            "--stop-when-flat",
+            "0.005",
+            "--out",
+            m,
+        ]),
+        "give --eval-images too",
+    );
+    assert_refused(
+        &bnood(&[
+            "train",
+            "--steps",
+            "1",
+            "--eval-images",
+            "64",
+            "--dataset",
+            idx,
+            "--out",
+            m,
+        ]),
+        "held out only for a model of fmnist-train",
+    );
+    for lr in ["0", "-1", "NaN"] {
+        let flag = format!("--lr={lr}");
+        assert_refused(
+            &bnood(&["train", "--steps", "1", &flag, "--out", m]),
+            "--lr",
+        );
+    }
+    assert!(!Path::new(m).exists(), "nothing trained");
+}
+
+#[test]
+fn train_writes_and_report_redraws_the_learning_curve() {
+    let dir = scratch("curve");
+    let m = dir.join("m.bpk");
+    let ms = m.to_str().expect("utf8");
+    let out = bnood(&[
+        "-q",
+        "train",
+        "--model",
+        "realnvp",
+        "--preset",
+        "cpu",
+        "--steps",
+        "2",
+        "--eval-images",
+        "64",
+        "--eval-every",
+        "1",
+        "--out",
+        ms,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("held-out at step 2 (epoch 0.00): fmnist_test_running_bpd"),
+        "{stdout}"
+    );
+    let csv = std::fs::read_to_string(dir.join("m.bpk.curve.csv")).expect("curve");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "step,epoch,lr,train_bpd,seconds,fmnist_test_running_bpd,fmnist_test_batch_bpd,mnist_test_batch_bpd"
+    );
+    assert_eq!(lines.len(), 4, "rows at steps 0, 1, 2: {csv}");
+    let png = dir.join("m.bpk.curve.png");
+    assert!(png.is_file());
+    std::fs::remove_file(&png).expect("rm");
+    let csv_path = dir.join("m.bpk.curve.csv");
+    let out = bnood(&["report", csv_path.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.join("m.bpk.curve.png").is_file(), "report redraws it");
+}
+
+#[test]
 fn train_refuses_an_output_folder_it_cannot_create_before_training() {
     let dir = scratch("bad-out");
     std::fs::write(dir.join("a-file"), b"x").expect("file");

@@ -242,6 +242,64 @@ pub fn line_png(
     })
 }
 
+/// Draws a learning curve of `bnood train` ([`bnood_models::curve::LearningCurve`]) to the
+/// PNG at `path`: bits/dim (y) against epochs (x), one series for the training loss and one
+/// per held-out metric. Metrics on another scale than the first (outside half to twice its
+/// last value, e.g. MNIST in Batch mode beside Fashion-MNIST) would flatten the others, so
+/// they are left to the CSV and named in the title.
+///
+/// # Errors
+/// As [`line_png`]; [`PlotError::NoSeries`] for a curve without rows.
+pub fn curve_png(path: &Path, curve: &bnood_models::curve::LearningCurve) -> Result<(), PlotError> {
+    let finite = |pts: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        pts.into_iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect()
+    };
+    let reference = curve
+        .rows
+        .iter()
+        .rev()
+        .filter_map(|r| r.values.first().copied())
+        .find(|v| v.is_finite());
+    let on_scale = |pts: &[(f64, f64)]| match reference {
+        Some(r) => pts.iter().all(|&(_, y)| y >= 0.5 * r && y <= 2.0 * r),
+        None => true,
+    };
+    let mut series = Vec::new();
+    let mut left_out = Vec::new();
+    let train = finite(curve.rows.iter().map(|r| (r.epoch, r.train_bpd)).collect());
+    if !train.is_empty() && on_scale(&train) {
+        series.push(Series::new(
+            "training loss (dequantised, Train mode)",
+            train,
+        ));
+    }
+    for (i, name) in curve.metrics.iter().enumerate() {
+        let pts = finite(
+            curve
+                .rows
+                .iter()
+                .filter_map(|r| r.values.get(i).map(|&v| (r.epoch, v)))
+                .collect(),
+        );
+        if pts.is_empty() {
+            continue;
+        }
+        if on_scale(&pts) {
+            series.push(Series::new(name.as_str(), pts));
+        } else {
+            left_out.push(name.as_str());
+        }
+    }
+    let title = if left_out.is_empty() {
+        "Learning curve".to_string()
+    } else {
+        format!("Learning curve ({} in the CSV)", left_out.join(", "))
+    };
+    line_png(path, &title, "epoch", "bits/dim", &series)
+}
+
 const GRID_BOLD: RGBColor = RGBColor(210, 210, 210);
 const GRID_LIGHT: RGBColor = RGBColor(240, 240, 240);
 

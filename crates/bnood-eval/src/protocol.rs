@@ -924,44 +924,9 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
     Ok(rows)
 }
 
-/// The paper's Table 1 quantity: mean bits/dim of the images of `set` under `model` with
-/// BatchNorm statistics from `mode`, in batches of `batch_size` drawn from the set in order
-/// (no mixing), midpoint-dequantised (`pixel + 0.5`). A lone last image has no batch
-/// statistics and is left out in every mode, so that modes average over the same images.
-///
-/// # Errors
-/// [`EvalError::InvalidSetting`] for a batch size below 2 or a set that leaves no image;
-/// model and data errors.
-pub fn mean_bits_per_dim<M: LikelihoodModel>(
-    model: &M,
-    set: &ImageSet,
-    mode: &bnood_models::StatsMode,
-    batch_size: usize,
-    device: &Device,
-) -> Result<f64> {
-    if batch_size < 2 {
-        return Err(EvalError::InvalidSetting(format!(
-            "batch size {batch_size} leaves no batch statistics: use at least 2 (the paper uses 64)"
-        )));
-    }
-    let (mut total, mut n) = (0.0, 0usize);
-    for batch in set.batches(batch_size, device)? {
-        if batch.dims()[0] < 2 {
-            continue;
-        }
-        let bpd = model.bits_per_dim(batch.add_scalar(0.5), mode)?;
-        let values = bpd.into_data().iter::<f64>().collect::<Vec<_>>();
-        total += values.iter().sum::<f64>();
-        n += values.len();
-    }
-    if n == 0 {
-        return Err(EvalError::InvalidSetting(format!(
-            "`{}` leaves no image to score in batches of {batch_size}",
-            set.name()
-        )));
-    }
-    Ok(total / n as f64)
-}
+/// The paper's Table 1 quantity (mean held-out bits/dim), from `bnood-models`, where the
+/// training loop's learning curve uses it too.
+pub use bnood_models::held_out::mean_bits_per_dim;
 
 #[cfg(test)]
 mod tests {

@@ -32,6 +32,8 @@ pub mod allocator;
 pub mod catalogue;
 mod categorical;
 pub mod checkpoint;
+pub mod curve;
+pub mod held_out;
 mod init;
 pub mod realnvp;
 pub mod train;

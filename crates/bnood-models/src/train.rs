@@ -1,10 +1,21 @@
 //! The training loop: Adam, seeded batches and dequantisation noise, gradient clipping,
 //! BatchNorm running statistics updated through `StatsMode::Train`, a progress bar with
-//! loss in bits/dim, periodic checkpoints and resume.
+//! loss in bits/dim, periodic checkpoints and exact resume, a held-out evaluation every
+//! `eval_every` steps written to a learning curve beside the checkpoint
+//! ([`crate::curve`]), and a learning rate that is halved, then training stopped, when that
+//! curve goes flat.
+//!
+//! A run is a pure function of its configuration and the step: the batch order of epoch `e`
+//! is a shuffle seeded by `(seed, e)`, the dequantisation noise and background mutation of
+//! step `s` are seeded by `(seed, s)`, and the learning rate follows from the step and the
+//! learning curve's rows. So a checkpoint (parameters, BatchNorm running statistics, Adam's
+//! moments and step count, and the curve) is the whole training state: N steps in several
+//! runs give the very same parameters as N steps in one run.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use burn::optim::decay::WeightDecayConfig;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
@@ -18,6 +29,8 @@ use bnood_data::{Dequantizer, ImageSet};
 use bnood_norm::StatsMode;
 
 pub use crate::Trainable;
+pub use crate::curve::FlatRule;
+use crate::curve::{CurveRow, LearningCurve, curve_path};
 use crate::{ModelError, checkpoint};
 
 /// Training settings. Defaults follow the paper: Adam with default hyper-parameters
@@ -50,6 +63,24 @@ pub struct TrainConfig {
     /// Adam's state and the step count are restored, and the batch order and noise carry on
     /// exactly where the checkpoint was written.
     pub resume: bool,
+    /// Run the held-out evaluation (the evaluator given to [`train_observed`]) every this
+    /// many steps, write a checkpoint there and append a row to the learning curve
+    /// (`<checkpoint>.curve.csv`); 0: never.
+    pub eval_every: usize,
+    /// Stop (or halve the learning rate, see `lr_halvings`) when the evaluator's first
+    /// metric is flat. `None`: train to the budget.
+    pub flat_rule: Option<FlatRule>,
+    /// How many times a flat curve halves the learning rate before it stops training
+    /// (reduce-on-plateau; 0: the first flat stretch stops training).
+    pub lr_halvings: u32,
+    /// Linear learning-rate warm-up over the first this many steps (0: none, the paper's).
+    pub warmup_steps: usize,
+    /// L2 regularisation: `λ·θ` added to every parameter's gradient before Adam (burn's
+    /// `WeightDecayConfig`), as Ren et al. (2019) train their background models. `None`: none.
+    pub weight_decay: Option<f32>,
+    /// Also keep the parameters (no optimiser state) at every evaluation as
+    /// `<dir>/<checkpoint stem>-step<step>.bpk`, e.g. to study a detector across training.
+    pub snapshots: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -65,6 +96,12 @@ impl Default for TrainConfig {
             progress: true,
             background_mutation: None,
             resume: false,
+            eval_every: 0,
+            flat_rule: None,
+            lr_halvings: 0,
+            warmup_steps: 0,
+            weight_decay: None,
+            snapshots: None,
         }
     }
 }
@@ -196,6 +233,28 @@ pub struct TrainReport {
     pub final_loss_bits_per_dim: f64,
     /// `(step, loss in bits/dim)` of every step of this run.
     pub history: Vec<(usize, f64)>,
+    /// Training ended because the held-out curve went flat with no halving left
+    /// ([`TrainConfig::flat_rule`]), not because of the budget.
+    pub stopped_flat: bool,
+    /// The held-out evaluations written so far (the learning curve, all runs), when the
+    /// run evaluates.
+    pub curve: Option<LearningCurve>,
+}
+
+/// The held-out evaluation of [`train_observed`]: given the model in inference form, the
+/// metrics to record, `(name, bits/dim)`, the first being the one the flat rule watches. The
+/// names must be the same at every call.
+pub type Evaluator<'a, M> = dyn FnMut(&M) -> Result<Vec<(String, f64)>, ModelError> + 'a;
+
+/// The learning rate of step `step` (counted from 0): `base · 0.5^halvings`, ramped up
+/// linearly over the first `warmup` steps.
+pub fn learning_rate(base: f64, warmup: usize, halvings: u32, step: usize) -> f64 {
+    let ramp = if warmup == 0 {
+        1.0
+    } else {
+        ((step + 1) as f64 / warmup as f64).min(1.0)
+    };
+    base * 0.5f64.powi(halvings as i32) * ramp
 }
 
 /// Batch `step` of the epoch order: indices into the data.
@@ -227,6 +286,39 @@ pub fn train<M: Trainable>(
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<(M, TrainReport), ModelError> {
+    train_observed(model, data, cfg, device, None)
+}
+
+/// [`train`] with a held-out evaluation every [`TrainConfig::eval_every`] steps (and at the
+/// resumed step when the curve lacks it): the rows go to the learning curve
+/// `<checkpoint>.curve.csv` (kept across resumes; rows past the resumed checkpoint, left by
+/// a run killed between its row and its checkpoint, are dropped), and
+/// [`TrainConfig::flat_rule`] reads them to halve the learning rate or stop. Evaluation
+/// time is not counted in the curve's `seconds` nor in the wall-clock budget.
+///
+/// # Errors
+/// As [`train`]; [`ModelError::Training`] when evaluation is asked for without a checkpoint
+/// path or an evaluator, or the evaluator's metrics differ from the curve's columns;
+/// the evaluator's errors.
+pub fn train_observed<M: Trainable>(
+    model: M,
+    data: &ImageSet,
+    cfg: &TrainConfig,
+    device: &Device,
+    mut evaluator: Option<&mut Evaluator<'_, M>>,
+) -> Result<(M, TrainReport), ModelError> {
+    if cfg.eval_every > 0 && (evaluator.is_none() || cfg.checkpoint.is_none()) {
+        return Err(ModelError::Training(
+            "a held-out evaluation every `eval_every` steps needs an evaluator and a checkpoint path (the learning curve is written beside it)".into(),
+        ));
+    }
+    if let Some(rule) = cfg.flat_rule
+        && (cfg.eval_every == 0 || rule.epochs == 0 || !rule.min_gain_per_epoch.is_finite())
+    {
+        return Err(ModelError::Training(
+            "the flat rule needs held-out evaluations (eval_every > 0), at least 1 epoch and a finite gain in bits/dim per epoch".into(),
+        ));
+    }
     if cfg.batch_size < 2 {
         return Err(ModelError::Training(format!(
             "batch size {} is below 2, but BatchNorm needs batch statistics: set TrainConfig::batch_size to 2 or more (64 is the paper's)",
@@ -269,6 +361,14 @@ pub fn train<M: Trainable>(
     if let Some(norm) = cfg.grad_clip_norm {
         adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(norm)));
     }
+    if let Some(l2) = cfg.weight_decay {
+        if !(l2.is_finite() && l2 >= 0.0) {
+            return Err(ModelError::Training(format!(
+                "weight decay {l2} is not an L2 coefficient: give a finite number ≥ 0 (e.g. 1e-4)"
+            )));
+        }
+        adam = adam.with_weight_decay(Some(WeightDecayConfig::new(l2)));
+    }
     let mut optim = adam.init();
     // Before any work: the output folder must be writable, and no other run may write here.
     let _lock = match &cfg.checkpoint {
@@ -289,6 +389,79 @@ pub fn train<M: Trainable>(
         model = checkpoint::load_into(model, path)?.fork(device).train();
         start_step = checkpoint::read_meta(path)?.step;
         optim = checkpoint::load_optimizer(optim, path)?;
+    }
+    let curve_file = cfg.checkpoint.as_ref().map(|p| curve_path(p));
+    let mut curve: Option<LearningCurve> = None;
+    if cfg.eval_every > 0
+        && let Some(file) = &curve_file
+    {
+        let mut c = if start_step > 0 && file.is_file() {
+            LearningCurve::read(file)?
+        } else {
+            LearningCurve::default()
+        };
+        c.rows.retain(|r| r.step <= start_step);
+        curve = Some(c);
+    }
+    let train_seconds = curve
+        .as_ref()
+        .and_then(|c| c.rows.last())
+        .map_or(0.0, |r| r.seconds);
+    let mut eval_losses: Vec<f64> = Vec::new();
+    // Evaluates the model, appends a row, rewrites the curve; returns the schedule.
+    let mut evaluate = |model: &M,
+                        step: usize,
+                        lr: f64,
+                        seconds: f64,
+                        losses: &mut Vec<f64>,
+                        curve: &mut LearningCurve|
+     -> Result<(), ModelError> {
+        let Some(eval) = evaluator.as_mut() else {
+            return Ok(());
+        };
+        let metrics = eval(&model.clone().valid())?;
+        let names: Vec<String> = metrics.iter().map(|(n, _)| n.clone()).collect();
+        if curve.rows.is_empty() && curve.metrics.is_empty() {
+            curve.metrics = names;
+        } else if curve.metrics != names {
+            return Err(ModelError::Training(format!(
+                "the learning curve has the metrics {:?} but this run evaluates {:?}: evaluate the same sets, or move the curve aside",
+                curve.metrics, names
+            )));
+        }
+        let train_bpd = if losses.is_empty() {
+            f64::NAN
+        } else {
+            losses.iter().sum::<f64>() / losses.len() as f64
+        };
+        losses.clear();
+        curve.rows.push(CurveRow {
+            step,
+            epoch: step as f64 / steps_per_epoch as f64,
+            lr,
+            train_bpd,
+            seconds,
+            values: metrics.into_iter().map(|(_, v)| v).collect(),
+        });
+        if let Some(file) = &curve_file {
+            curve.write(file)?;
+        }
+        Ok(())
+    };
+    if let Some(c) = curve.as_mut()
+        && c.rows.last().map(|r| r.step) != Some(start_step)
+        && (start_step == 0 || start_step.is_multiple_of(cfg.eval_every))
+    {
+        // The curve starts with the untrained model (or the resumed checkpoint's row was
+        // lost): evaluate before the first step.
+        let halvings = c.schedule(cfg.flat_rule, cfg.lr_halvings).halvings;
+        let lr = learning_rate(
+            cfg.learning_rate,
+            cfg.warmup_steps,
+            halvings,
+            start_step.saturating_sub(1),
+        );
+        evaluate(&model, start_step, lr, train_seconds, &mut eval_losses, c)?;
     }
 
     let bar = if cfg.progress && end != usize::MAX {
@@ -317,13 +490,20 @@ pub fn train<M: Trainable>(
         None => Ok(()),
     };
     let time_limit = cfg.budget.time_limit();
-    let started = Instant::now();
     let mut history = Vec::new();
     let mut step = start_step;
-    while step < end {
+    let mut schedule = curve
+        .as_ref()
+        .map(|c| c.schedule(cfg.flat_rule, cfg.lr_halvings))
+        .unwrap_or_default();
+    // Wall time of this run's steps (evaluations excluded), for the curve.
+    let mut trained = Duration::ZERO;
+    let started = Instant::now();
+    while step < end && !schedule.stopped {
         if time_limit.is_some_and(|b| started.elapsed() >= b) {
             break;
         }
+        let step_started = Instant::now();
         let (epoch, in_epoch) = (step / steps_per_epoch, step % steps_per_epoch);
         let idx = batch_indices(data.len(), cfg.batch_size, cfg.seed, in_epoch, epoch);
         let mut batch = data.select(&idx)?;
@@ -349,16 +529,37 @@ pub fn train<M: Trainable>(
             )));
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(cfg.learning_rate, model, grads);
+        let lr = learning_rate(cfg.learning_rate, cfg.warmup_steps, schedule.halvings, step);
+        model = optim.step(lr, model, grads);
         if let StatsMode::Train(tape) = &mode {
             model = tape.apply(model);
         }
         step += 1;
         history.push((step, to_bpd(loss_value)));
+        eval_losses.push(to_bpd(loss_value));
+        trained += step_started.elapsed();
         bar.inc(1);
         bar.set_message(format!("loss {:.3} bits/dim", to_bpd(loss_value)));
 
-        if step.is_multiple_of(cfg.checkpoint_every.max(1)) {
+        if let Some(c) = curve.as_mut()
+            && step.is_multiple_of(cfg.eval_every)
+        {
+            // Row first, then the checkpoint: a run killed between them resumes from the
+            // previous checkpoint and drops the row (see above).
+            let seconds = train_seconds + trained.as_secs_f64();
+            evaluate(&model, step, lr, seconds, &mut eval_losses, c)?;
+            schedule = c.schedule(cfg.flat_rule, cfg.lr_halvings);
+            save(&model, &optim, step)?;
+            if let (Some(dir), Some(path)) = (&cfg.snapshots, &cfg.checkpoint) {
+                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                std::fs::create_dir_all(dir).map_err(|e| ModelError::Checkpoint {
+                    path: dir.display().to_string(),
+                    reason: format!("cannot create the snapshot folder: {e}"),
+                })?;
+                let file = dir.join(format!("{stem}-step{step}.bpk"));
+                checkpoint::save(model.clone().valid(), step, step * cfg.batch_size, &file)?;
+            }
+        } else if step.is_multiple_of(cfg.checkpoint_every.max(1)) {
             save(&model, &optim, step)?;
         }
     }
@@ -379,6 +580,8 @@ pub fn train<M: Trainable>(
         samples_per_second: run_samples as f64 / seconds.max(1e-9),
         final_loss_bits_per_dim: final_loss,
         history,
+        stopped_flat: schedule.stopped,
+        curve,
     };
     Ok((model, report))
 }

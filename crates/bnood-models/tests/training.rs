@@ -149,63 +149,273 @@ fn training_rejects_a_batch_too_small_for_batch_statistics_and_a_plain_device() 
     );
 }
 
-#[test]
-fn resuming_from_a_checkpoint_continues_exactly_like_an_uninterrupted_run() {
-    let data = Dataset::FashionMnist
+type EvalResult = Result<Vec<(String, f64)>, bnood_models::ModelError>;
+
+/// 256 Fashion-MNIST-test images: 16 steps of 16 per epoch.
+fn fmnist_256() -> bnood_data::ImageSet {
+    Dataset::FashionMnist
         .load(Split::Test, &Locator::only(data_dir()))
         .expect("FMNIST")
         .head(256)
-        .expect("head");
-    let device = Device::flex();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("run.bpk");
-    let cfg = |steps, checkpoint: Option<std::path::PathBuf>, resume| TrainConfig {
+        .expect("head")
+}
+
+fn resume_cfg(steps: usize, checkpoint: Option<std::path::PathBuf>, resume: bool) -> TrainConfig {
+    TrainConfig {
         batch_size: 16,
         budget: bnood_models::train::TrainBudget::steps(steps),
         progress: false,
         checkpoint,
         resume,
         ..TrainConfig::default()
-    };
+    }
+}
+
+/// The parameters of a model as the exact bits of its outputs in every mode (the same
+/// parameters and running statistics give the same bits; any difference shows).
+fn output_bits(model: &RealNvp, x: &burn::tensor::Tensor<4>) -> Vec<u32> {
+    [StatsMode::Running, StatsMode::Batch]
+        .iter()
+        .flat_map(|m| scores(model, x.clone(), m))
+        .map(f32::to_bits)
+        .collect()
+}
+
+#[test]
+fn resuming_from_a_checkpoint_continues_exactly_like_an_uninterrupted_run() {
+    // Same bits, not merely close: the batch order, the noise and the learning rate are
+    // functions of (seed, step), and the checkpoint holds every other part of the state
+    // (parameters, running statistics, Adam's moments and step count) in f32 as trained.
+    let data = fmnist_256();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("run.bpk");
     let ad = device.clone().autodiff();
     let (straight, full) = train(
         small().init(&device).expect("valid"),
         &data,
-        &cfg(10, None, false),
+        &resume_cfg(20, None, false),
         &ad,
     )
     .expect("train");
-    let (_, first) = train(
+    // Three pieces crossing an epoch boundary (16 steps per epoch): 6, 6 → 12, 12 → 20.
+    for (steps, resume) in [(6, false), (12, true), (20, true)] {
+        let (_, r) = train(
+            small().init(&device).expect("valid"),
+            &data,
+            &resume_cfg(steps, Some(path.clone()), resume),
+            &ad,
+        )
+        .expect("train");
+        assert_eq!(r.steps, steps);
+    }
+    let resumed = bnood_models::checkpoint::load_into(small().init(&device).expect("valid"), &path)
+        .expect("load");
+    let (_, last) = train(
         small().init(&device).expect("valid"),
         &data,
-        &cfg(6, Some(path.clone()), false),
+        &resume_cfg(20, Some(path.clone()), true),
         &ad,
     )
-    .expect("train");
-    assert_eq!(first.steps, 6);
-    let (resumed, second) = train(
+    .expect("nothing left to train");
+    assert_eq!(last.steps, 20);
+    assert!(last.history.is_empty(), "a finished budget takes no step");
+    let x = data.tensor(0..16, &device).expect("tensor").add_scalar(0.5);
+    assert_eq!(
+        output_bits(&straight.valid(), &x),
+        output_bits(&resumed, &x),
+        "the resumed model differs from the uninterrupted one"
+    );
+    assert_eq!(full.steps, 20);
+}
+
+#[test]
+fn the_learning_curve_is_the_same_whether_training_ran_in_one_piece_or_resumed() {
+    use bnood_models::curve::{LearningCurve, curve_path};
+    use bnood_models::held_out::mean_bits_per_dim;
+    let data = fmnist_256();
+    let held_out = Dataset::Mnist
+        .load(Split::Test, &Locator::only(data_dir()))
+        .expect("MNIST")
+        .head(64)
+        .expect("head");
+    let device = Device::flex();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ad = device.clone().autodiff();
+    let cfg = |steps, path: &std::path::Path, resume| TrainConfig {
+        eval_every: 4,
+        ..resume_cfg(steps, Some(path.to_path_buf()), resume)
+    };
+    let mut eval = |m: &RealNvp| -> EvalResult {
+        Ok(vec![
+            (
+                "running".to_string(),
+                mean_bits_per_dim(m, &held_out, &StatsMode::Running, 32, &device)?,
+            ),
+            (
+                "batch".to_string(),
+                mean_bits_per_dim(m, &held_out, &StatsMode::Batch, 32, &device)?,
+            ),
+        ])
+    };
+    let one = dir.path().join("one.bpk");
+    let (_, r) = bnood_models::train::train_observed(
         small().init(&device).expect("valid"),
         &data,
-        &cfg(10, Some(path.clone()), true),
+        &cfg(12, &one, false),
         &ad,
+        Some(&mut eval),
+    )
+    .expect("train");
+    let whole = r.curve.expect("a curve");
+    assert_eq!(
+        whole.rows.iter().map(|r| r.step).collect::<Vec<_>>(),
+        [0, 4, 8, 12],
+        "a row for the untrained model and one every 4 steps"
+    );
+    let pieces = dir.path().join("pieces.bpk");
+    for (steps, resume) in [(6, false), (12, true)] {
+        bnood_models::train::train_observed(
+            small().init(&device).expect("valid"),
+            &data,
+            &cfg(steps, &pieces, resume),
+            &ad,
+            Some(&mut eval),
+        )
+        .expect("train");
+    }
+    let resumed = LearningCurve::read(&curve_path(&pieces)).expect("curve file");
+    assert_eq!(resumed.metrics, ["running", "batch"]);
+    assert_eq!(resumed.rows.len(), whole.rows.len());
+    for (a, b) in whole.rows.iter().zip(&resumed.rows) {
+        assert_eq!((a.step, a.lr), (b.step, b.lr));
+        // Written with 5 decimals; the values themselves are the same bits.
+        assert_eq!(a.values.len(), b.values.len());
+        for (p, q) in a.values.iter().zip(&b.values) {
+            assert!((p - q).abs() < 1e-5, "step {}: {p} vs {q}", a.step);
+        }
+    }
+    // The 6-step piece's training loss covers steps 5–6 and the resumed one 7–8: the
+    // step-8 row of the pieces averages only the resumed run's steps.
+    assert!(whole.rows[2].train_bpd.is_finite() && resumed.rows[2].train_bpd.is_finite());
+}
+
+#[test]
+fn a_row_written_after_the_last_checkpoint_is_dropped_on_resume() {
+    use bnood_models::curve::{CurveRow, LearningCurve, curve_path};
+    let data = fmnist_256();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("m.bpk");
+    let ad = device.clone().autodiff();
+    let mut eval = |_: &RealNvp| -> EvalResult { Ok(vec![("m".to_string(), 1.0)]) };
+    let cfg = |steps, resume| TrainConfig {
+        eval_every: 4,
+        ..resume_cfg(steps, Some(path.clone()), resume)
+    };
+    bnood_models::train::train_observed(
+        small().init(&device).expect("valid"),
+        &data,
+        &cfg(4, false),
+        &ad,
+        Some(&mut eval),
+    )
+    .expect("train");
+    // A run killed after writing its step-8 row but before its step-8 checkpoint.
+    let mut c = LearningCurve::read(&curve_path(&path)).expect("curve");
+    let mut orphan: CurveRow = c.rows.last().expect("row").clone();
+    orphan.step = 8;
+    orphan.values = vec![123.0];
+    c.rows.push(orphan);
+    c.write(&curve_path(&path)).expect("write");
+    let (_, r) = bnood_models::train::train_observed(
+        small().init(&device).expect("valid"),
+        &data,
+        &cfg(8, true),
+        &ad,
+        Some(&mut eval),
     )
     .expect("resume");
-    assert_eq!(second.steps, 10);
+    let c = r.curve.expect("curve");
+    assert_eq!(c.rows.iter().map(|r| r.step).collect::<Vec<_>>(), [0, 4, 8]);
+    assert_eq!(c.rows[2].values, [1.0], "the orphan row was replaced");
+}
+
+#[test]
+fn a_flat_held_out_curve_halves_the_learning_rate_then_stops_training() {
+    use bnood_models::curve::FlatRule;
+    let data = fmnist_256();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("m.bpk");
+    let ad = device.clone().autodiff();
+    // A metric that never improves: flat as soon as one epoch (16 steps) of rows exists.
+    let mut eval = |_: &RealNvp| -> EvalResult { Ok(vec![("m".to_string(), 3.0)]) };
+    let cfg = TrainConfig {
+        eval_every: 8,
+        flat_rule: Some(FlatRule {
+            min_gain_per_epoch: 0.005,
+            epochs: 1,
+        }),
+        lr_halvings: 1,
+        learning_rate: 1e-3,
+        ..resume_cfg(200, Some(path.clone()), false)
+    };
+    let (_, r) = bnood_models::train::train_observed(
+        small().init(&device).expect("valid"),
+        &data,
+        &cfg,
+        &ad,
+        Some(&mut eval),
+    )
+    .expect("train");
+    assert!(r.stopped_flat);
+    let c = r.curve.expect("curve");
+    // Rows at 0, 8, 16: flat at 16 (epoch 0 → 1): halve. Rows 24, 32: flat again at 32
+    // (one epoch at the halved rate): stop.
+    assert_eq!(r.steps, 32);
+    let lrs: Vec<(usize, f64)> = c.rows.iter().map(|r| (r.step, r.lr)).collect();
     assert_eq!(
-        second.history.first().map(|h| h.0),
-        Some(7),
-        "resumed at step 7"
+        lrs,
+        [(0, 1e-3), (8, 1e-3), (16, 1e-3), (24, 5e-4), (32, 5e-4)]
     );
-    for ((s1, l1), (s2, l2)) in full.history[6..].iter().zip(&second.history) {
-        assert_eq!(s1, s2);
-        assert!((l1 - l2).abs() < 1e-4, "step {s1}: {l1} vs {l2}");
-    }
-    let x = data.tensor(0..16, &device).expect("tensor").add_scalar(0.5);
-    let (a, b) = (
-        scores(&straight.valid(), x.clone(), &StatsMode::Running),
-        scores(&resumed.valid(), x, &StatsMode::Running),
+    // A stopped run stays stopped when resumed with more budget.
+    let again = TrainConfig {
+        resume: true,
+        ..cfg
+    };
+    let (_, r) = bnood_models::train::train_observed(
+        small().init(&device).expect("valid"),
+        &data,
+        &again,
+        &ad,
+        Some(&mut eval),
+    )
+    .expect("resume");
+    assert!(r.stopped_flat);
+    assert_eq!(r.steps, 32);
+    assert!(r.history.is_empty());
+}
+
+#[test]
+fn evaluation_without_an_evaluator_or_a_checkpoint_is_refused_before_training() {
+    let data = fmnist_256();
+    let device = Device::flex();
+    let cfg = TrainConfig {
+        eval_every: 4,
+        ..resume_cfg(4, None, false)
+    };
+    let e = bnood_models::train::train_observed(
+        small().init(&device).expect("valid"),
+        &data,
+        &cfg,
+        &device.clone().autodiff(),
+        None,
+    )
+    .expect_err("refused");
+    assert!(
+        e.to_string()
+            .contains("needs an evaluator and a checkpoint"),
+        "{e}"
     );
-    for (p, q) in a.iter().zip(&b) {
-        assert!((p - q).abs() < 1e-2, "{p} vs {q}");
-    }
 }

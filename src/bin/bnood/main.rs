@@ -31,8 +31,10 @@ use bnood::eval::{
     CalibrationSpec, ContaminationSpec, EvalJob, EvalSets, ModelEntry, Protocol, RunSettings,
     SetNames,
 };
-use bnood::experiment::{Error, Result, train_fresh};
-use bnood::models::train::{TrainBudget, TrainConfig};
+use bnood::experiment::{Error, Result};
+use bnood::models::curve::{LearningCurve, curve_path};
+use bnood::models::held_out::HeldOutSet;
+use bnood::models::train::{Evaluator, FlatRule, TrainBudget, TrainConfig, train_observed};
 use bnood::models::zoo::{self, Availability, ModelsDir};
 use bnood::models::{AnyModel, ModelPreset, checkpoint};
 use burn::tensor::Device;
@@ -85,9 +87,9 @@ enum Command {
     Monitor(monitor::MonitorArgs),
     /// The paper's protocol (Table 2, optionally Table 5, Figure 3, contamination) for several OoD sets.
     Eval(EvalArgs),
-    /// Re-render a JSON report of `bnood eval` (Markdown tables and PNG plots) without recomputing.
+    /// Re-render a JSON report of `bnood eval` (Markdown tables and PNG plots), or draw a learning curve (`<checkpoint>.curve.csv` of `bnood train`), without recomputing.
     Report {
-        /// The JSON report.
+        /// The JSON report, or a `.curve.csv` learning curve.
         json: PathBuf,
         /// Output folder (default: the report's folder).
         #[arg(long)]
@@ -132,6 +134,33 @@ struct TrainArgs {
     /// Train a background model for `--detector likelihood-ratio` (Ren et al. 2019): replace each training pixel by a random value with this probability (0.1–0.3 is usual).
     #[arg(long, value_name = "RATE", allow_negative_numbers = true)]
     background_mutation: Option<f64>,
+    /// Adam's learning rate (the paper: Adam's default, 1e-3).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Linear learning-rate warm-up over the first this many steps (0: none).
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: usize,
+    /// L2 regularisation coefficient λ (λ·θ added to each gradient), e.g. for a background model as Ren et al. train it.
+    #[arg(long, value_name = "LAMBDA", allow_negative_numbers = true)]
+    weight_decay: Option<f32>,
+    /// Held-out evaluation for the learning curve (`<out>.curve.csv`, `<out>.curve.png`): this many Fashion-MNIST-test images in Running and Batch mode and MNIST-test images in Batch mode (Fashion-MNIST training only; 0: none).
+    #[arg(long, default_value_t = 0)]
+    eval_images: usize,
+    /// Steps between held-out evaluations (default: one epoch); a checkpoint is written at each.
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Stop when held-out FMNIST-test bits/dim (Running) gains less than this per epoch over the last --flat-epochs epochs (e.g. 0.005); needs --eval-images.
+    #[arg(long, value_name = "BITS_PER_DIM")]
+    stop_when_flat: Option<f64>,
+    /// Epochs over which --stop-when-flat measures the gain.
+    #[arg(long, default_value_t = 3)]
+    flat_epochs: usize,
+    /// Halve the learning rate this many times at a flat stretch before --stop-when-flat stops.
+    #[arg(long, default_value_t = 0)]
+    lr_halvings: u32,
+    /// Keep the parameters at every held-out evaluation in this folder (`<out stem>-step<N>.bpk`).
+    #[arg(long)]
+    snapshots: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -408,6 +437,24 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
     if let Some(rate) = a.background_mutation {
         bnood::data::check_mutation_rate(rate)?;
     }
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        return Err(Error::Invalid(format!(
+            "--lr {} is not a learning rate: give a number above 0 (the paper's is 1e-3)",
+            a.lr
+        )));
+    }
+    if a.eval_images > 0 && a.dataset != "fmnist-train" {
+        return Err(Error::Invalid(format!(
+            "--eval-images evaluates on Fashion-MNIST test and MNIST test, which are held out only for a model of fmnist-train, not `{}`",
+            a.dataset
+        )));
+    }
+    if a.stop_when_flat.is_some() && a.eval_images == 0 {
+        return Err(Error::Invalid(
+            "--stop-when-flat watches the held-out curve: give --eval-images too (e.g. 2000)"
+                .into(),
+        ));
+    }
     // A save that was interrupted (killed between its renames) is completed or discarded
     // first, so "exists" below means a whole checkpoint.
     checkpoint::prepare_folder(&a.out)?;
@@ -426,6 +473,12 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
     }
     note_catalogue_name(&a.dataset);
     let data = load_named(&a.dataset, locator, None, a.seed)?;
+    let held_out = if a.eval_images > 0 {
+        HeldOutSet::fmnist(locator, a.eval_images)?
+    } else {
+        Vec::new()
+    };
+    let steps_per_epoch = (data.len() / 64).max(1);
     let tc = TrainConfig {
         budget: a.budget,
         checkpoint: Some(a.out.clone()),
@@ -433,9 +486,31 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
         resume: a.resume,
         seed: config.seed(),
         background_mutation: a.background_mutation,
+        learning_rate: a.lr,
+        warmup_steps: a.warmup_steps,
+        weight_decay: a.weight_decay,
+        eval_every: if held_out.is_empty() {
+            0
+        } else {
+            a.eval_every.unwrap_or(steps_per_epoch).max(1)
+        },
+        flat_rule: a.stop_when_flat.map(|gain| FlatRule {
+            min_gain_per_epoch: gain,
+            epochs: a.flat_epochs,
+        }),
+        lr_halvings: a.lr_halvings,
+        snapshots: a.snapshots.clone(),
         ..TrainConfig::default()
     };
-    let (_, r) = train_fresh(&config, &data, &tc, device)?;
+    let eval_device = device.clone();
+    let mut evaluate = |m: &AnyModel| HeldOutSet::evaluate_all(&held_out, m, &eval_device);
+    let (_, r) = train_observed(
+        config.init(device)?,
+        &data,
+        &tc,
+        &device.clone().autodiff(),
+        (!held_out.is_empty()).then_some(&mut evaluate as &mut Evaluator<'_, AnyModel>),
+    )?;
     println!(
         "trained {} on {} ({} images): {} steps, {:.0} s, {:.1} samples/s, final loss {:.3} bits/dim\nsaved {}",
         a.model.model,
@@ -447,7 +522,57 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
         r.final_loss_bits_per_dim,
         a.out.display()
     );
+    if let Some(curve) = &r.curve {
+        if let Some(last) = curve.rows.last() {
+            let cols: Vec<String> = curve
+                .metrics
+                .iter()
+                .zip(&last.values)
+                .map(|(n, v)| format!("{n} {v:.4}"))
+                .collect();
+            println!(
+                "held-out at step {} (epoch {:.2}): {}",
+                last.step,
+                last.epoch,
+                cols.join(", ")
+            );
+        }
+        let png = curve_png_path(&a.out);
+        bnood::eval::plot::curve_png(&png, curve).map_err(bnood::eval::EvalError::from)?;
+        println!(
+            "learning curve: {} and {}",
+            curve_path(&a.out).display(),
+            png.display()
+        );
+    }
+    let mut end = a.budget.max_steps.unwrap_or(usize::MAX);
+    if let Some(epochs) = a.budget.epochs {
+        end = end.min(epochs.saturating_mul(steps_per_epoch));
+    }
+    if r.steps >= end {
+        println!(
+            "budget spent: {} steps = {:.2} epochs ({})",
+            r.steps,
+            r.steps as f64 / steps_per_epoch as f64,
+            a.budget.describe()
+        );
+    }
+    if r.stopped_flat {
+        println!(
+            "stopped: the held-out curve is flat (less than {} bits/dim per epoch over {} epochs, after {} learning-rate halving(s))",
+            a.stop_when_flat.unwrap_or(f64::NAN),
+            a.flat_epochs,
+            a.lr_halvings
+        );
+    }
     Ok(())
+}
+
+/// Where `bnood train` draws the learning curve of checkpoint `out`: `<out>.curve.png`.
+fn curve_png_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".curve.png");
+    out.with_file_name(name)
 }
 
 /// Builds the detector of `a` over its model files and fits it on the reference set.
@@ -865,6 +990,16 @@ fn eval_cmd(
 }
 
 fn report_cmd(json: &Path, out: Option<&Path>) -> Result<()> {
+    if json.to_string_lossy().ends_with(".curve.csv") {
+        let curve = LearningCurve::read(json)?;
+        let png = match out {
+            Some(dir) => dir.join(json.with_extension("png").file_name().unwrap_or_default()),
+            None => json.with_extension("png"),
+        };
+        bnood::eval::plot::curve_png(&png, &curve).map_err(bnood::eval::EvalError::from)?;
+        println!("plot:   {}", png.display());
+        return Ok(());
+    }
     let rep = bnood::eval::report::read_json(json)?;
     let dir = out
         .or_else(|| json.parent())
