@@ -2,7 +2,7 @@
 # The Rotation question of issue 24: AUROC of log p, T_perm and the BN test against Rotation
 # (and MNIST, for contrast) for every parameter snapshot the campaign kept
 # (runs/snapshots/<job>-step<N>.bpk, one per held-out evaluation), written as one CSV row per
-# snapshot and detector to runs/rotation_vs_epochs/<job>.csv.
+# snapshot and detector to runs/rotation_vs_epochs/<job>-n<SUBSET>.csv.
 #
 #   BNOOD_DATA_DIR=../shared/datasets models/training/rotation_vs_epochs.sh realnvp-fmnist-paper-seed0 [SUBSET]
 #
@@ -15,11 +15,11 @@ job=${1:?usage: rotation_vs_epochs.sh JOB [SUBSET]}
 subset=${2:-500}
 out=runs/rotation_vs_epochs
 mkdir -p "$out"
-csv="$out/$job.csv"
+csv="$out/$job-n$subset.csv"
 echo "step,epoch,detector,ood,auroc" > "$csv"
 for snap in $(ls runs/snapshots/"$job"-step*.bpk | sort -t p -k 3 -n); do
   step=${snap##*-step}; step=${step%.bpk}
-  dir="$out/$job-step$step"
+  dir="$out/$job-step$step-n$subset"
   if [ ! -f "$dir/eval.json" ]; then
     "$BIN" -q eval --model "$snap" --ood rotation,mnist --detectors logp,tperm,bn \
       --subset "$subset" --out "$dir" > /dev/null

@@ -23,6 +23,25 @@ pub const fn derive(seed: u64, stream: u64) -> u64 {
     seed ^ stream
 }
 
+/// The training loop's streams. Their formulas predate [`derive`] and are pinned as they
+/// are: every checkpoint trained by bnood depends on them.
+pub mod training {
+    /// Seed of the shuffle that orders the training set in epoch `epoch`.
+    pub const fn epoch_order(seed: u64, epoch: u64) -> u64 {
+        seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Seed of the dequantisation noise added to the batch of step `step`.
+    pub const fn dequantisation(seed: u64, step: u64) -> u64 {
+        seed.wrapping_add(1).wrapping_mul(0x2545_F491_4F6C_DD1D) ^ step
+    }
+
+    /// Seed of the pixel mutation of a background model's batch at step `step`.
+    pub const fn background_mutation(seed: u64, step: u64) -> u64 {
+        seed.wrapping_add(3).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step
+    }
+}
+
 /// The SplitMix64 finaliser: spreads a 64-bit value over all bits, so that nearby seeds and
 /// tags give unrelated stream keys. Pinned: models' weights and detectors' draws depend on
 /// it.
@@ -35,6 +54,15 @@ pub const fn splitmix64(mut z: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn training_streams_keep_the_values_every_checkpoint_was_trained_with() {
+        use super::training::*;
+        assert_eq!(epoch_order(0, 0), 0);
+        assert_eq!(epoch_order(5, 2), 5 ^ 0x3C6E_F372_FE94_F82A);
+        assert_eq!(dequantisation(0, 7), 0x2545_F491_4F6C_DD1D ^ 7);
+        assert_eq!(background_mutation(0, 1), 0xDAA6_6D2C_7DDF_743F ^ 1);
+    }
+
     #[test]
     fn splitmix64_gives_the_reference_values() {
         // Vigna's reference splitmix64 stream from state 0: its first outputs.

@@ -1,7 +1,8 @@
 //! The detector catalogue: every detector named once ([`DetectorKind`]), its parameters in
 //! one serialisable type ([`DetectorParams`]) and one function that builds it ([`build`]).
-//! Front ends (the `bnood` command, the evaluation protocol, saved detector files) go
-//! through here and never match on the kind themselves.
+//! Front ends (the `bnood` command, the evaluation protocol, saved detector files) build,
+//! describe and load detectors through here; they still compare kinds where a flag belongs
+//! to one detector (e.g. `--background` to the likelihood ratio, `--ensemble` to WAIC).
 //!
 //! Adding a detector means: its own module (a type implementing [`Detector`]) plus one
 //! variant of [`DetectorKind`] with its arms in this file.

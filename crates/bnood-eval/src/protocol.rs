@@ -317,7 +317,6 @@ fn row(
 
 /// Fits `detector` on `reference`, scores `test_in` once and every OoD set, and returns
 /// one [`Row`] per OoD set.
-#[allow(clippy::too_many_arguments)]
 fn run_detector(
     detector: &mut dyn Detector,
     setting: &Setting,

@@ -99,7 +99,6 @@ const KS_ASYMPTOTIC: &str = "ks-asymptotic";
 /// # Errors
 /// [`EvalError::InvalidSetting`] for shares outside `[0, 1]`, no window size, no window per
 /// cell, or pools too small for a window; window-test errors.
-#[allow(clippy::too_many_arguments)]
 pub fn window_power<M: LikelihoodModel + Clone>(
     model: &M,
     device: &Device,

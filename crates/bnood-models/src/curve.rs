@@ -261,7 +261,7 @@ mod tests {
         );
         // The halved rate needs 3 epochs of its own before it can be judged flat.
         let c = curve(&[3.0, 2.999, 2.998, 2.997, 2.996, 2.995]);
-        assert_eq!(c.schedule(Some(RULE), 1).stopped, false);
+        assert!(!c.schedule(Some(RULE), 1).stopped);
         let c = curve(&[3.0, 2.999, 2.998, 2.997, 2.996, 2.995, 2.994]);
         assert_eq!(
             c.schedule(Some(RULE), 1),

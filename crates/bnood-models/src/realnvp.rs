@@ -342,7 +342,6 @@ pub struct Coupling {
 }
 
 impl Coupling {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         kind: CouplingKind,
         cond: usize,

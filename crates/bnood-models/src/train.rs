@@ -25,6 +25,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use bnood_data::seeds::training;
 use bnood_data::{Dequantizer, ImageSet};
 use bnood_norm::StatsMode;
 
@@ -266,9 +267,10 @@ fn batch_indices(
     epoch: usize,
 ) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-        seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    ));
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(training::epoch_order(
+        seed,
+        epoch as u64,
+    )));
     order[step_in_epoch * batch..((step_in_epoch + 1) * batch).min(n)].to_vec()
 }
 
@@ -511,14 +513,11 @@ pub fn train_observed<M: Trainable>(
             batch = bnood_data::mutate_pixels(
                 &batch,
                 rate,
-                cfg.seed.wrapping_add(3).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64,
+                training::background_mutation(cfg.seed, step as u64),
             )?;
         }
         let x = batch.tensor(0..batch.len(), device)?;
-        let x = Dequantizer::new(
-            cfg.seed.wrapping_add(1).wrapping_mul(0x2545_F491_4F6C_DD1D) ^ step as u64,
-        )
-        .apply(x);
+        let x = Dequantizer::new(training::dequantisation(cfg.seed, step as u64)).apply(x);
 
         let mode = StatsMode::train();
         let loss = model.training_loss(x, &mode)?.mean();

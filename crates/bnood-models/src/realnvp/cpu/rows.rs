@@ -350,7 +350,8 @@ impl RowGrid {
 
 /// The flex backend's buffers under the convolutions: gemm called directly.
 ///
-/// The workspace's one `unsafe` code (the workspace denies it everywhere else). `gemm::gemm`
+/// One of the workspace's two `unsafe` modules (the other is `allocator.rs`'s `mallopt`; the
+/// workspace denies `unsafe` everywhere else). `gemm::gemm`
 /// is an `unsafe fn` over raw pointers and strides, the call burn-flex itself makes for every
 /// matrix product; here it also *adds* into its destination, which burn's tensor API cannot
 /// ask for. Measured on a 2-core AMD EPYC machine (criterion, 2 threads): training step
