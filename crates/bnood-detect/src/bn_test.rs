@@ -52,7 +52,8 @@ pub struct BnTestValidParams {
 }
 
 /// Which Δs the pool mode ranks a test image's Δ against (eq. 8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum BnCalibration {
     /// The paper's: at [`fit`](Detector::fit), the held-out reference images are scored as a
@@ -73,7 +74,7 @@ pub enum BnCalibration {
     /// OoD as a whole (the held-out images then share its shifted batches), and it costs
     /// the held-out images' scoring on every call. Not with the per-input mode, whose Δs
     /// do not share batches.
-    #[value(name = "in-pool")]
+    #[cfg_attr(feature = "cli", value(name = "in-pool"))]
     InPool,
 }
 

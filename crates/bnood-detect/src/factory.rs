@@ -24,47 +24,36 @@ use crate::{
 /// Every detector of bnood: the four of the paper's Table 2 and three per-input detectors
 /// from the literature. Serialised and parsed by [`id`](Self::id) (`logp`, `tperm`, `waic`,
 /// `bn`, `input-complexity`, `likelihood-ratio`, `typicality`); the titles are accepted too.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum DetectorKind {
     /// `−ln p(x)` with running statistics (`LogLikelihood`).
     #[serde(rename = "logp", alias = "log p(x)")]
-    #[value(name = "logp")]
+    #[cfg_attr(feature = "cli", value(name = "logp"))]
     LogLikelihood,
     /// Two-sided likelihood permutation test (`TPerm`).
     #[serde(rename = "tperm", alias = "T_perm")]
-    #[value(name = "tperm")]
+    #[cfg_attr(feature = "cli", value(name = "tperm"))]
     TPerm,
     /// WAIC over an ensemble of independently trained models (`Waic`).
     #[serde(rename = "waic", alias = "WAIC")]
-    #[value(name = "waic")]
+    #[cfg_attr(feature = "cli", value(name = "waic"))]
     Waic,
     /// The paper's BatchNorm mixed-batch test (`BnTest`).
     #[serde(rename = "bn", alias = "BN test")]
-    #[value(name = "bn")]
+    #[cfg_attr(feature = "cli", value(name = "bn"))]
     BnTest,
     /// Serrà et al.'s input complexity, `−log₂ p(x) − L(x)` (`InputComplexity`).
     #[serde(rename = "input-complexity", alias = "input complexity")]
-    #[value(name = "input-complexity")]
+    #[cfg_attr(feature = "cli", value(name = "input-complexity"))]
     InputComplexity,
     /// Ren et al.'s likelihood ratio against a background model (`LikelihoodRatio`).
     #[serde(rename = "likelihood-ratio", alias = "likelihood ratio")]
-    #[value(name = "likelihood-ratio")]
+    #[cfg_attr(feature = "cli", value(name = "likelihood-ratio"))]
     LikelihoodRatio,
     /// Nalisnick et al.'s typicality test, per input (`Typicality`).
     #[serde(rename = "typicality")]
-    #[value(name = "typicality")]
+    #[cfg_attr(feature = "cli", value(name = "typicality"))]
     Typicality,
 }
 
@@ -178,7 +167,8 @@ impl DetectorParams {
 }
 
 /// How the BN test composes its mixed batches (`--mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum BnMode {
     /// The paper's test on a *pool*: `--r1`/`--r2` shares of the scored images per batch,
     /// so an image's score depends on the other images scored with it.
@@ -193,35 +183,39 @@ pub enum BnMode {
 /// [`DetectorParams`] as command-line flags (a clap `Args` group, flattened into every
 /// front end that builds detectors): `--mode`, `--batch-size`, `--r1`, `--r2`, `--draws`,
 /// `--calibration-draws`, `--bn-calibration`, `--held-out-fraction`, `--seed`.
-#[derive(Debug, Clone, PartialEq, clap::Args)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct DetectorArgs {
     /// BN test mode: `pool` (the paper's, ratios --r1/--r2) or `per-input` (one scored image per batch).
-    #[arg(long, value_enum, default_value_t = BnMode::Pool)]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = BnMode::Pool))]
     pub mode: BnMode,
     /// Images per mixed batch b of the BN test.
-    #[arg(long, default_value_t = 64)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 64))]
     pub batch_size: usize,
     /// BN test ratio r1 (share of test images in a batch; 0 = running statistics) [default: 0.1]. Not with --mode per-input.
     // Negative-looking values are taken as values (and refused as out of range), not flags.
-    #[arg(long, allow_negative_numbers = true)]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub r1: Option<f64>,
     /// BN test ratio r2 [default: 0.9]. Not with --mode per-input.
-    #[arg(long, allow_negative_numbers = true)]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub r2: Option<f64>,
     /// Batch compositions of the held-out images that calibrate the BN test's p-values [default: 1].
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub calibration_draws: Option<usize>,
     /// What the BN test's pool mode ranks an image's Δ against: `held-out` (the paper's: the held-out images scored as their own pool; decides per pool) or `in-pool` (the held-out images scored inside every test pool: per-image p-values calibrated in mostly in-distribution pools).
-    #[arg(long, value_enum, default_value_t = BnCalibration::HeldOut)]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = BnCalibration::HeldOut))]
     pub bn_calibration: BnCalibration,
     /// Share of the BN test's reference images held out to calibrate Δ (the rest is mixed into batches).
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 0.5, allow_negative_numbers = true)
+    )]
     pub held_out_fraction: f64,
     /// Monte Carlo draws of the batch composition.
-    #[arg(long, default_value_t = 1)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1))]
     pub draws: usize,
     /// Seed of the BN test's batch composition and of subsets.
-    #[arg(long, default_value_t = 0)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
     pub seed: u64,
 }
 

@@ -25,37 +25,26 @@ const TAG_NULL: u64 = 12;
 
 /// What a [`WindowTest`] computes for a window of `M` inputs (higher = more evidence of OoD
 /// inputs). Each gets its p-value from the same Monte Carlo null (see [`WindowTest`]).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum WindowStatistic {
     /// The BN window statistic `T = mean_{x ∈ window} (S₀(x) − S₁(x))` in nats: `S₀` is
     /// `ln p(x)` with running statistics, `S₁` with the window's own BatchNorm statistics
     /// (the paper's `r = 1` batch, eq. 5). OoD rows pull the batch statistics away from
     /// the running ones, which lowers `S₁` of every row of the window.
     #[serde(rename = "bn")]
-    #[value(name = "bn")]
+    #[cfg_attr(feature = "cli", value(name = "bn"))]
     Bn,
     /// The two-sample Kolmogorov–Smirnov statistic between the window's `S₀` values and
     /// those of the reference's comparison sample ([`crate::ks_statistic`]).
     #[serde(rename = "ks")]
-    #[value(name = "ks")]
+    #[cfg_attr(feature = "cli", value(name = "ks"))]
     KsLogP,
     /// The unbiased MMD² between the window's pixels and the comparison sample's, Gaussian
     /// kernel with the median-heuristic bandwidth of the comparison sample
     /// ([`crate::mmd2_unbiased`]).
     #[serde(rename = "mmd")]
-    #[value(name = "mmd")]
+    #[cfg_attr(feature = "cli", value(name = "mmd"))]
     MmdPixels,
 }
 

@@ -9,7 +9,6 @@ use burn::tensor::Device;
 use bnood_data::{ImageSet, seeds};
 use bnood_detect::{BnTest, Detector, LikelihoodModel};
 
-use crate::progress::BarProgress;
 use crate::protocol::{
     Protocol, build_spec, calibration, contamination, ood_table, r2_table, ratio_sweep,
 };
@@ -137,30 +136,34 @@ pub struct CalibrationSpec {
 
 /// Which sets an evaluation loads, by name (see [`bnood_data::load_named`]), and how many
 /// images of each; as command-line flags, a clap `Args` group.
-#[derive(Debug, Clone, PartialEq, clap::Args)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct SetNames {
     /// Reference set (held-out in-distribution images) mixed into the BN test's batches.
-    #[arg(long, default_value = "fmnist-train")]
+    #[cfg_attr(feature = "cli", arg(long, default_value = "fmnist-train"))]
     pub reference: String,
     /// Reference images drawn at random.
-    #[arg(long, default_value_t = 1000)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1000))]
     pub reference_size: usize,
     /// In-distribution test set.
-    #[arg(long = "in", default_value = "fmnist")]
+    #[cfg_attr(feature = "cli", arg(long = "in", default_value = "fmnist"))]
     pub in_set: String,
     /// Images per test pool (in-distribution and each OoD set).
-    #[arg(long, default_value_t = 500)]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 500))]
     pub subset: usize,
     /// OoD sets (catalogue names or paths).
-    #[arg(
-        long = "ood",
-        value_delimiter = ',',
-        default_value = "rotation,mnist,omniglot,kmnist"
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "ood",
+            value_delimiter = ',',
+            default_value = "rotation,mnist,omniglot,kmnist"
+        )
     )]
     pub oods: Vec<String>,
     /// Seed of the subsets (each set draws from its own stream, [`bnood_data::seeds`]); on
     /// the command line, the detectors' `--seed`.
-    #[arg(skip)]
+    #[cfg_attr(feature = "cli", arg(skip))]
     pub seed: u64,
 }
 
@@ -334,7 +337,7 @@ pub fn run<M: LikelihoodModel + Clone + 'static>(
                 continue;
             };
             let mut bn = BnTest::new(model.clone(), device, job.protocol.bn.clone())?;
-            bn.set_progress(BarProgress::hook(job.protocol.progress));
+            bn.set_progress(crate::bar_hook(job.protocol.progress));
             bn.fit(reference)?;
             let mut pools = vec![sweep_pool(test_in, job.sweep_size, job.seed)?];
             for ood in oods {
@@ -358,7 +361,7 @@ pub fn run<M: LikelihoodModel + Clone + 'static>(
             {
                 let mut detector =
                     build_spec(&det, &entry.members, entry.background.as_ref(), device)?;
-                detector.set_progress(BarProgress::hook(job.protocol.progress));
+                detector.set_progress(crate::bar_hook(job.protocol.progress));
                 detector.fit(reference)?;
                 for outliers in &spec.outliers {
                     rows.extend(contamination(

@@ -17,7 +17,22 @@ pub mod experiment;
 pub mod job;
 pub mod paper;
 pub mod plot;
+#[cfg(feature = "cli")]
 pub mod progress;
+
+/// The progress hook of the protocol's scoring passes: a terminal bar with the `cli`
+/// feature when `show`, none otherwise.
+pub(crate) fn bar_hook(show: bool) -> bnood_detect::ProgressHook {
+    #[cfg(feature = "cli")]
+    {
+        progress::BarProgress::hook(show)
+    }
+    #[cfg(not(feature = "cli"))]
+    {
+        let _ = show;
+        bnood_detect::ProgressHook::none()
+    }
+}
 pub mod protocol;
 pub mod report;
 pub mod window_power;

@@ -20,7 +20,6 @@ use bnood_detect::{
     ParamGuard, Scores,
 };
 
-use crate::progress::BarProgress;
 use crate::{EvalError, Result};
 
 /// The parameters of a table cell's detector, typed (shown in tables as before:
@@ -184,7 +183,7 @@ pub struct Protocol {
     /// Also run the BN test in its per-input mode with these parameters (a second BN-test
     /// column) when the BN test is among `detectors`.
     pub bn_per_input: Option<BnTestParams>,
-    /// Show progress bars on stderr.
+    /// Show progress bars on stderr (with the `cli` feature; nothing without it).
     pub progress: bool,
 }
 
@@ -397,7 +396,7 @@ pub fn ood_table<M: LikelihoodModel + Clone + 'static>(
     let mut rows = Vec::new();
     for spec in protocol.specs(models.len(), background.is_some())? {
         let mut detector = build_spec(&spec, models, background, device)?;
-        detector.set_progress(BarProgress::hook(protocol.progress));
+        detector.set_progress(crate::bar_hook(protocol.progress));
         rows.extend(run_detector(
             detector.as_mut(),
             &spec.setting,
@@ -436,7 +435,7 @@ pub fn r2_table<M: LikelihoodModel + Clone>(
     for &r2 in r2s {
         let params = protocol.bn.clone().ratios(0.0, r2);
         let mut bn = BnTest::new(model.clone(), device, params.clone())?;
-        bn.set_progress(BarProgress::hook(protocol.progress));
+        bn.set_progress(crate::bar_hook(protocol.progress));
         rows.extend(run_detector(
             &mut bn,
             &Setting::bn_test(&params)?,
@@ -860,7 +859,7 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
             let mut spec = spec.clone();
             spec.params.bn = spec.params.bn.clone().seed(seed);
             let mut detector = build_spec(&spec, members, background, device)?;
-            detector.set_progress(BarProgress::hook(progress));
+            detector.set_progress(crate::bar_hook(progress));
             detector.fit(&reference)?;
             units[si] = DecisionUnit::of(detector.as_ref());
             let thresholds = fprs

@@ -22,14 +22,15 @@ use crate::{
 
 /// A model family of the zoo. Its [`id`](Self::id) is the name used on the command line, in
 /// checkpoint sidecars and in file names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     /// RealNVP flow (Dinh et al. 2016; paper Appendix C.1).
-    #[value(name = "realnvp")]
+    #[cfg_attr(feature = "cli", value(name = "realnvp"))]
     RealNvp,
     /// VAE scored with its importance-weighted bound (paper Table 3).
-    #[value(name = "vae")]
+    #[cfg_attr(feature = "cli", value(name = "vae"))]
     Vae,
 }
 
@@ -209,13 +210,14 @@ impl ModelConfig {
 
 /// A model kind and preset as command-line flags (a clap `Args` group): `--model`
 /// (default `realnvp`) and `--preset` (default `cpu`).
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ModelPreset {
     /// Model family.
-    #[arg(long, value_enum, default_value_t = ModelKind::RealNvp)]
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = ModelKind::RealNvp))]
     pub model: ModelKind,
     /// Preset: cpu (small, trains on a CPU) or paper (the paper's architecture).
-    #[arg(long, default_value = "cpu")]
+    #[cfg_attr(feature = "cli", arg(long, default_value = "cpu"))]
     pub preset: String,
 }
 

@@ -19,7 +19,6 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -52,7 +51,7 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Where to write checkpoints.
     pub checkpoint: Option<PathBuf>,
-    /// Show a progress bar on stderr.
+    /// Show a progress bar on stderr (with the `cli` feature; without it, nothing is shown).
     pub progress: bool,
     /// Train a *background* model for the likelihood-ratio detector (Ren et al. 2019): each
     /// step's batch has every pixel replaced, with this probability, by a uniform random
@@ -111,17 +110,18 @@ impl Default for TrainConfig {
 /// a time limit). The one budget type of bnood: the training loop, the CLI and the main job
 /// all take it.
 /// As command-line flags (a clap `Args` group): `--minutes`, `--epochs`, `--steps`.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TrainBudget {
     /// Wall-clock budget in minutes.
-    #[arg(long, allow_negative_numbers = true)]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub minutes: Option<f64>,
     /// Passes over the training set (counted from step 0, so a resumed run finishes the
     /// same epochs).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub epochs: Option<usize>,
     /// Optimiser steps in total (including steps before a resume).
-    #[arg(long = "steps")]
+    #[cfg_attr(feature = "cli", arg(long = "steps"))]
     pub max_steps: Option<usize>,
 }
 
@@ -256,6 +256,57 @@ pub fn learning_rate(base: f64, warmup: usize, halvings: u32, step: usize) -> f6
         ((step + 1) as f64 / warmup as f64).min(1.0)
     };
     base * 0.5f64.powi(halvings as i32) * ramp
+}
+
+/// The training progress bar on stderr: steps, loss in bits/dim and time left (indicatif,
+/// with the `cli` feature; nothing without it).
+struct StepBar {
+    #[cfg(feature = "cli")]
+    bar: indicatif::ProgressBar,
+}
+
+impl StepBar {
+    /// A bar over `total` steps, or a hidden one for `None`.
+    fn new(total: Option<u64>) -> Self {
+        #[cfg(feature = "cli")]
+        {
+            let bar = match total {
+                Some(n) => {
+                    let bar = indicatif::ProgressBar::new(n);
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                        "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg} (eta {eta})",
+                    ) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                    bar
+                }
+                None => indicatif::ProgressBar::hidden(),
+            };
+            Self { bar }
+        }
+        #[cfg(not(feature = "cli"))]
+        {
+            let _ = total;
+            Self {}
+        }
+    }
+
+    /// One step done, with its loss in bits/dim.
+    fn step(&self, loss_bpd: f64) {
+        #[cfg(feature = "cli")]
+        {
+            self.bar.inc(1);
+            self.bar.set_message(format!("loss {loss_bpd:.3} bits/dim"));
+        }
+        #[cfg(not(feature = "cli"))]
+        let _ = loss_bpd;
+    }
+
+    /// Removes the bar.
+    fn finish(&self) {
+        #[cfg(feature = "cli")]
+        self.bar.finish_and_clear();
+    }
 }
 
 /// Batch `step` of the epoch order: indices into the data.
@@ -466,19 +517,9 @@ pub fn train_observed<M: Trainable>(
         evaluate(&model, start_step, lr, train_seconds, &mut eval_losses, c)?;
     }
 
-    let bar = if cfg.progress && end != usize::MAX {
-        let bar = ProgressBar::new((end.saturating_sub(start_step)) as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg} (eta {eta})",
-            )
-            .expect("the template is valid")
-            .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = StepBar::new(
+        (cfg.progress && end != usize::MAX).then(|| end.saturating_sub(start_step) as u64),
+    );
 
     // Checkpoint (model, optimiser state and progress) at `step`, when a path is set.
     let save = |model: &M, optim: &burn::optim::ModuleOptimizer, step: usize| match &cfg.checkpoint
@@ -537,8 +578,7 @@ pub fn train_observed<M: Trainable>(
         history.push((step, to_bpd(loss_value)));
         eval_losses.push(to_bpd(loss_value));
         trained += step_started.elapsed();
-        bar.inc(1);
-        bar.set_message(format!("loss {:.3} bits/dim", to_bpd(loss_value)));
+        bar.step(to_bpd(loss_value));
 
         if let Some(c) = curve.as_mut()
             && step.is_multiple_of(cfg.eval_every)
@@ -562,7 +602,7 @@ pub fn train_observed<M: Trainable>(
             save(&model, &optim, step)?;
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     save(&model, &optim, step)?;
     let seconds = started.elapsed().as_secs_f64();
     let run_samples = (step - start_step) * cfg.batch_size;
