@@ -168,13 +168,19 @@ pub fn extract_archive(archive: &Path, dest_dir: &Path) -> Result<Vec<PathBuf>> 
         })?;
         std::fs::create_dir_all(&out_dir).map_err(|e| DataError::io(&out_dir, e))?;
         let target = out_dir.join(&name);
-        let temp = out_dir.join(format!(".{name}.partial-{}", std::process::id()));
-        let result = copy_to(&mut entry, &temp, size, archive, &entry_path)
-            .and_then(|()| std::fs::rename(&temp, &target).map_err(|e| DataError::io(&target, e)));
-        if let Err(e) = result {
-            // Best effort: the temporary file may not exist.
-            let _ = std::fs::remove_file(&temp);
-            return Err(e);
+        // A damaged entry is a `DataError` of its own, kept aside while the atomic write
+        // fails and removes its temporary file.
+        let mut damaged = None;
+        let written_whole = crate::atomic::write_atomically(&target, |out| {
+            copy_to(&mut entry, out, &target, size, archive, &entry_path).map_err(|e| {
+                damaged = Some(e);
+                io::Error::other("the archive entry could not be copied")
+            })
+        });
+        match (written_whole, damaged) {
+            (_, Some(e)) => return Err(e),
+            (Err(e), None) => return Err(DataError::io(&target, e)),
+            (Ok(()), None) => {}
         }
         written.push(target);
     }
@@ -201,17 +207,17 @@ fn batch_file_name(entry_path: &Path) -> Option<String> {
     (wanted && !name.starts_with('.')).then(|| name.to_owned())
 }
 
-/// Copies an entry's `size` bytes into a new file at `temp` and syncs it. Read failures
+/// Copies an entry's `size` bytes into `out` (the temporary file of `target`). Read failures
 /// are the archive's fault ([`DataError::Corrupt`]), write failures the destination's.
 fn copy_to(
     entry: &mut impl Read,
-    temp: &Path,
+    out: &mut File,
+    target: &Path,
     size: u64,
     archive: &Path,
     entry_path: &Path,
 ) -> Result<()> {
     let corrupt = |reason: String| DataError::corrupt(archive, "CIFAR-10 tar.gz archive", reason);
-    let mut out = File::create(temp).map_err(|e| DataError::io(temp, e))?;
     let mut buf = vec![0u8; 1 << 16];
     let mut copied = 0u64;
     loop {
@@ -227,7 +233,7 @@ fn copy_to(
             }
         };
         out.write_all(buf.get(..n).unwrap_or_default())
-            .map_err(|e| DataError::io(temp, e))?;
+            .map_err(|e| DataError::io(target, e))?;
         copied += n as u64;
     }
     if copied != size {
@@ -236,7 +242,6 @@ fn copy_to(
             entry_path.display()
         )));
     }
-    out.sync_all().map_err(|e| DataError::io(temp, e))?;
     Ok(())
 }
 

@@ -35,6 +35,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod catalogue;
 pub mod cifar;
 #[cfg(feature = "download")]

@@ -341,18 +341,8 @@ pub(crate) fn write_atomically(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create its folder: {e}")))?;
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(name);
-    let result = std::fs::File::create(&tmp).and_then(|mut f| {
-        write(&mut f)?;
-        f.sync_all()
-    });
-    if let Err(e) = result.and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(fail(format!("cannot write it: {e}")));
-    }
-    Ok(())
+    bnood_data::atomic::write_atomically(path, write)
+        .map_err(|e| fail(format!("cannot write it: {e}")))
 }
 
 #[cfg(test)]

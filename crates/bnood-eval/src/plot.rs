@@ -17,12 +17,10 @@
 //! # }
 //! ```
 
-use std::fs::{self, File};
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use ab_glyph::FontRef;
 use plotters::backend::{BitMapBackend, DrawingBackend, RGBPixel};
@@ -518,34 +516,12 @@ fn encode_png(rgb: &[u8]) -> Result<Vec<u8>, png::EncodingError> {
 /// Writes `bytes` to a fresh temporary file beside `path`, then renames it over `path`,
 /// so that `path` holds either its old content or the whole plot, never part of it.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), PlotError> {
-    static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
-    let write_failed = |source| PlotError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let Some(file_name) = path.file_name() else {
-        return Err(write_failed(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path names no file",
-        )));
-    };
-    let tmp = path.with_file_name(format!(
-        ".{}.{}-{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        NEXT_TMP.fetch_add(1, Ordering::Relaxed)
-    ));
-    let mut file = File::create_new(&tmp).map_err(write_failed)?;
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = written {
-        // Best effort: the error that matters is `e`, not a failed clean-up.
-        let _ = fs::remove_file(&tmp);
-        return Err(write_failed(e));
-    }
-    Ok(())
+    bnood_data::atomic::write_atomically(path, |f| f.write_all(bytes)).map_err(|source| {
+        PlotError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 fn check_series(series: &[Series]) -> Result<(), PlotError> {

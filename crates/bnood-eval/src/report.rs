@@ -380,13 +380,11 @@ pub fn read_json(path: &Path) -> Result<Report> {
 /// [`EvalError::Io`] if the file cannot be written.
 pub fn write_json(report: &Report, path: &Path) -> Result<()> {
     let text = serde_json::to_string_pretty(report)?;
-    let tmp = path.with_extension("json.tmp");
-    let io = |source| EvalError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    bnood_data::atomic::write_atomically(path, |f| std::io::Write::write_all(f, text.as_bytes()))
+        .map_err(|source| EvalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// A file-name-safe version of `s` (`a-z0-9` and `-`).

@@ -9,7 +9,6 @@
 //! one column per held-out metric in bits/dim, in the order the evaluator returns them (the
 //! first is the one the flat rule watches).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -142,17 +141,14 @@ impl LearningCurve {
             path: path.display().to_string(),
             reason: format!("cannot write the learning curve: {e}"),
         };
-        let mut tmp = path.as_os_str().to_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        {
-            let mut w = csv::Writer::from_path(&tmp).map_err(|e| bad(e.to_string()))?;
-            let header: Vec<&str> = FIXED_COLUMNS
-                .iter()
-                .copied()
-                .chain(self.metrics.iter().map(String::as_str))
-                .collect();
-            w.write_record(&header).map_err(|e| bad(e.to_string()))?;
+        let header: Vec<&str> = FIXED_COLUMNS
+            .iter()
+            .copied()
+            .chain(self.metrics.iter().map(String::as_str))
+            .collect();
+        bnood_data::atomic::write_atomically(path, |file| {
+            let mut w = csv::Writer::from_writer(file);
+            w.write_record(&header)?;
             for r in &self.rows {
                 let mut fields = vec![
                     r.step.to_string(),
@@ -162,13 +158,11 @@ impl LearningCurve {
                     format!("{:.1}", r.seconds),
                 ];
                 fields.extend(r.values.iter().map(|v| format!("{v:.5}")));
-                w.write_record(&fields).map_err(|e| bad(e.to_string()))?;
+                w.write_record(&fields)?;
             }
-            let mut file = w.into_inner().map_err(|e| bad(e.to_string()))?;
-            file.flush().map_err(|e| bad(e.to_string()))?;
-            file.sync_all().map_err(|e| bad(e.to_string()))?;
-        }
-        std::fs::rename(&tmp, path).map_err(|e| bad(e.to_string()))
+            w.flush()
+        })
+        .map_err(|e| bad(e.to_string()))
     }
 
     /// The decisions the rows take under `rule` with at most `max_halvings` halvings of the
