@@ -1,43 +1,8 @@
-//! The error type of the `bnood` command and the examples, and the experiments they run
-//! (from `bnood_eval::experiment`, where they are tested).
+//! The experiments the `bnood` command and the examples run (from
+//! `bnood_eval::experiment`, where they are tested). Their error type lives in
+//! [`crate::error`] and is re-exported here, where earlier releases defined it.
 
-use std::path::PathBuf;
-
+pub use crate::error::{Error, Result};
 pub use bnood_eval::experiment::{
     Checkpoints, MainJob, main_job, train_fresh, train_model, train_or_reuse,
 };
-use bnood_models::ModelError;
-
-/// Errors of the command-line tools and examples, each saying what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A dataset could not be found, verified or read.
-    #[error(transparent)]
-    Data(#[from] bnood_data::DataError),
-    /// A model could not be built, trained, saved or loaded.
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    /// A detector failed.
-    #[error(transparent)]
-    Detect(#[from] bnood_detect::DetectError),
-    /// The evaluation failed or could not write its report.
-    #[error(transparent)]
-    Eval(#[from] bnood_eval::EvalError),
-    /// The backend is not compiled in or unknown.
-    #[error(transparent)]
-    Backend(#[from] crate::backend::BackendError),
-    /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// An invalid argument.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// `Result` with [`Error`].
-pub type Result<T> = std::result::Result<T, Error>;

@@ -19,6 +19,7 @@
 //! | [`eval`] | `bnood-eval` | the paper's protocol: Table 2, Table 5, Figure 3, contamination; reports and plots |
 //! | [`backend`] | (here) | backend name → burn `Device` |
 //! | [`experiment`] | (here) | named test sets, presets, train-or-reuse, the main job |
+//! | [`error`] | (here) | the error type of the `bnood` command and the examples |
 //!
 //! ## Cargo features
 //! - `flex` (default): burn's pure-Rust CPU backend with SIMD and rayon.
@@ -35,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod error;
 pub mod experiment;
 
 pub use bnood_data as data;

@@ -594,11 +594,11 @@ pub fn contamination(
                 outliers.len()
             )));
         }
-        counts.push((f, n_in, n_ood));
+        counts.push(PoolMix { f, n_in, n_ood });
     }
     let threshold = detector.threshold_for_fpr(0.05).ok();
     // The images: prefixes of one seeded permutation of each set, the same for every pool.
-    let max_ood = counts.iter().map(|c| c.2).max().unwrap_or(0);
+    let max_ood = counts.iter().map(|c| c.n_ood).max().unwrap_or(0);
     let in_all = inliers.subset(pool_size, seeds::derive(seed, seeds::CONTAMINATION_INLIERS))?;
     let ood_all = outliers.subset(max_ood, seeds::derive(seed, seeds::OOD_SUBSET))?;
     let per_input = detector.is_per_input();
@@ -609,7 +609,7 @@ pub fn contamination(
     };
     let mut pure_in: Option<Scores> = None;
     let mut rows = Vec::with_capacity(counts.len());
-    for (f, n_in, n_ood) in counts {
+    for PoolMix { f, n_in, n_ood } in counts {
         let t = Instant::now();
         let (in_scores, ood_scores) = match &cached {
             Some((i, o)) => (
@@ -847,9 +847,9 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
             reference_source.len()
         )));
     }
-    // counts[spec][pool][fpr] = (flagged, total, per-seed shares)
+    // counts[spec][pool][fpr]
     let mut counts =
-        vec![vec![vec![(0usize, 0usize, Vec::new()); fprs.len()]; pool_sizes.len()]; specs.len()];
+        vec![vec![vec![FlagCount::default(); fprs.len()]; pool_sizes.len()]; specs.len()];
     let mut units = vec![DecisionUnit::Pool; specs.len()];
     for seed in 0..seeds_n as u64 {
         let reference = reference_source
@@ -879,9 +879,9 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
                 for (fi, &t) in thresholds.iter().enumerate() {
                     let flagged = flagged_count(&scores, t);
                     let c = &mut counts[si][pi][fi];
-                    c.0 += flagged;
-                    c.1 += size;
-                    c.2.push(flagged as f64 / size as f64);
+                    c.flagged += flagged;
+                    c.total += size;
+                    c.shares.push(flagged as f64 / size as f64);
                 }
             }
         }
@@ -897,7 +897,11 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
         };
         for (pi, &size) in pool_sizes.iter().enumerate() {
             for (fi, &target) in fprs.iter().enumerate() {
-                let (flagged, total, shares) = &counts[si][pi][fi];
+                let FlagCount {
+                    flagged,
+                    total,
+                    shares,
+                } = &counts[si][pi][fi];
                 let lo = shares.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = shares.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 rows.push(CalibrationRow {
@@ -925,6 +929,26 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
 /// The paper's Table 1 quantity (mean held-out bits/dim), from `bnood-models`, where the
 /// training loop's learning curve uses it too.
 pub use bnood_models::held_out::mean_bits_per_dim;
+
+/// One pool of the contamination study: OoD fraction `f`, and how many in-distribution and
+/// OoD images it holds.
+struct PoolMix {
+    f: f64,
+    n_in: usize,
+    n_ood: usize,
+}
+
+/// What the calibration study counts for one detector, pool size and target rate, summed
+/// over seeds.
+#[derive(Clone, Default)]
+struct FlagCount {
+    /// In-distribution images flagged.
+    flagged: usize,
+    /// In-distribution images scored.
+    total: usize,
+    /// The flagged share of each seed's pool.
+    shares: Vec<f64>,
+}
 
 #[cfg(test)]
 mod tests {

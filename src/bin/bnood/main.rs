@@ -27,11 +27,11 @@ use bnood::detect::{
     BnCalibration, BnTestParams, Detector, DetectorArgs, DetectorKind, ImageOrigin, LoadedDetector,
     ModelFile, ParamGuard,
 };
+use bnood::error::{Error, Result};
 use bnood::eval::{
     CalibrationSpec, ContaminationSpec, EvalJob, EvalSets, ModelEntry, Protocol, RunSettings,
     SetNames,
 };
-use bnood::experiment::{Error, Result};
 use bnood::models::curve::{LearningCurve, curve_path};
 use bnood::models::held_out::HeldOutSet;
 use bnood::models::train::{Evaluator, FlatRule, TrainBudget, TrainConfig, train_observed};

@@ -11,9 +11,9 @@ use bnood::data::{ImageSet, Locator, is_catalogue_name, load_named_expecting, se
 use bnood::detect::{
     ParamGuard, Progress, WindowOutcome, WindowStatistic, WindowTest, WindowTestParams,
 };
+use bnood::error::{Error, Result};
 use bnood::eval::progress::BarProgress;
 use bnood::eval::{WindowPowerSpec, window_power};
-use bnood::experiment::{Error, Result};
 use bnood::models::AnyModel;
 use bnood::models::zoo::ModelsDir;
 use burn::tensor::Device;
