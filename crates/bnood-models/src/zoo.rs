@@ -21,6 +21,23 @@ use crate::ModelError;
 use crate::catalogue::ModelKind;
 use crate::checkpoint;
 
+/// A training in progress ([`ModelsDir::in_training`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InTraining {
+    /// The checkpoint's file stem, e.g. `realnvp-fmnist-paper-seed0`.
+    pub name: String,
+    /// The checkpoint (`.bpk`).
+    pub path: PathBuf,
+    /// Optimiser steps taken.
+    pub step: usize,
+    /// Names of the learning curve's held-out metrics (bits/dim).
+    pub metrics: Vec<String>,
+    /// The last held-out evaluation, when there is a learning curve.
+    pub last: Option<crate::curve::CurveRow>,
+    /// Why the campaign finished the job (`<name>.done`), if it did.
+    pub finished: Option<String>,
+}
+
 /// Environment variable naming the folder of shipped checkpoints.
 pub const MODELS_DIR_ENV: &str = "BNOOD_MODELS_DIR";
 
@@ -217,6 +234,49 @@ impl ModelsDir {
         out
     }
 
+    /// The trainings in progress kept beside the shipped models: every checkpoint in the
+    /// `training/` subfolder of the first searched folder that has one (the paper-quality
+    /// campaign, `models/training/`), with its step and the last row of its learning curve.
+    /// They are not shipped models: no name resolves to them.
+    pub fn in_training(&self) -> Vec<InTraining> {
+        let Some(dir) = self
+            .candidates()
+            .into_iter()
+            .map(|d| d.join("training"))
+            .find(|d| d.is_dir())
+        else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<InTraining> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "bpk"))
+            .filter_map(|path| {
+                let meta = checkpoint::read_meta(&path).ok()?;
+                let curve =
+                    crate::curve::LearningCurve::read(&crate::curve::curve_path(&path)).ok();
+                let name = path.file_stem()?.to_string_lossy().into_owned();
+                // The campaign's record of why the job is finished: `<name>.done`.
+                let finished = std::fs::read_to_string(path.with_extension("done")).ok();
+                Some(InTraining {
+                    name,
+                    step: meta.step,
+                    metrics: curve
+                        .as_ref()
+                        .map(|c| c.metrics.clone())
+                        .unwrap_or_default(),
+                    last: curve.and_then(|c| c.rows.last().cloned()),
+                    finished,
+                    path,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
     /// Finds `entry`'s files and checks both MD5s.
     ///
     /// # Errors
@@ -353,6 +413,46 @@ pub fn survey(dirs: &ModelsDir) -> Vec<(&'static Shipped, Availability)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn trainings_in_progress_are_listed_with_their_last_held_out_row() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let training = dir.path().join("training");
+        std::fs::create_dir_all(&training).expect("mkdir");
+        let model = crate::RealNvpConfig {
+            mid_channels: 4,
+            num_blocks: 1,
+            ..crate::RealNvpConfig::paper_fmnist()
+        }
+        .init(&burn::tensor::Device::flex())
+        .expect("model");
+        let path = training.join("realnvp-x-seed0.bpk");
+        checkpoint::save(model, 937, 937 * 64, &path).expect("save");
+        let curve = crate::curve::LearningCurve {
+            metrics: vec!["fmnist_test_running_bpd".into()],
+            rows: vec![crate::curve::CurveRow {
+                step: 937,
+                epoch: 1.0,
+                lr: 1e-3,
+                train_bpd: 3.8,
+                seconds: 600.0,
+                values: vec![3.675],
+            }],
+        };
+        curve
+            .write(&crate::curve::curve_path(&path))
+            .expect("curve");
+        let found = ModelsDir::only(dir.path()).in_training();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].name, "realnvp-x-seed0");
+        assert_eq!(found[0].step, 937);
+        assert_eq!(found[0].last.as_ref().map(|r| r.values[0]), Some(3.675));
+        assert_eq!(found[0].finished, None);
+        std::fs::write(training.join("realnvp-x-seed0.done"), "stopped: flat").expect("done");
+        let found = ModelsDir::only(dir.path()).in_training();
+        assert_eq!(found[0].finished.as_deref(), Some("stopped: flat"));
+        assert!(ModelsDir::only(training).in_training().is_empty());
+    }
+
     use super::*;
 
     #[test]

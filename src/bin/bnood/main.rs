@@ -400,6 +400,27 @@ fn models_list(dirs: &ModelsDir) -> Result<()> {
             "",
         );
     }
+    for t in dirs.in_training() {
+        let progress = match (&t.last, t.metrics.first()) {
+            (Some(row), Some(metric)) => format!(
+                "; at epoch {:.2}: {metric} {:.3}",
+                row.epoch,
+                row.values.first().copied().unwrap_or(f64::NAN)
+            ),
+            _ => String::new(),
+        };
+        let state = match &t.finished {
+            Some(why) => format!("finished ({})", why.lines().next().unwrap_or("").trim()),
+            None => "still training".to_string(),
+        };
+        println!(
+            "{:<22} in training, not shipped: {} steps{progress}; {state}\n{:<22} {}",
+            t.name,
+            t.step,
+            "",
+            t.path.display()
+        );
+    }
     match failures {
         0 => Ok(()),
         n => Err(Error::Invalid(format!(
