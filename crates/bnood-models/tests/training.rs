@@ -151,6 +151,23 @@ fn training_rejects_a_batch_too_small_for_batch_statistics_and_a_plain_device() 
 
 type EvalResult = Result<Vec<(String, f64)>, bnood_models::ModelError>;
 
+/// Trains a fresh [`small`] RealNVP on `data` with `cfg` on flex (autodiff), with the
+/// held-out evaluation `eval`.
+fn observed(
+    data: &bnood_data::ImageSet,
+    cfg: &TrainConfig,
+    eval: Option<&mut bnood_models::train::Evaluator<'_, RealNvp>>,
+) -> Result<(RealNvp, bnood_models::train::TrainReport), bnood_models::ModelError> {
+    let device = Device::flex();
+    bnood_models::train::train_observed(
+        small().init(&device).expect("valid"),
+        data,
+        cfg,
+        &device.autodiff(),
+        eval,
+    )
+}
+
 /// 256 Fashion-MNIST-test images: 16 steps of 16 per epoch.
 fn fmnist_256() -> bnood_data::ImageSet {
     Dataset::FashionMnist
@@ -241,7 +258,6 @@ fn the_learning_curve_is_the_same_whether_training_ran_in_one_piece_or_resumed()
         .expect("head");
     let device = Device::flex();
     let dir = tempfile::tempdir().expect("temp dir");
-    let ad = device.clone().autodiff();
     let cfg = |steps, path: &std::path::Path, resume| TrainConfig {
         eval_every: 4,
         ..resume_cfg(steps, Some(path.to_path_buf()), resume)
@@ -259,14 +275,7 @@ fn the_learning_curve_is_the_same_whether_training_ran_in_one_piece_or_resumed()
         ])
     };
     let one = dir.path().join("one.bpk");
-    let (_, r) = bnood_models::train::train_observed(
-        small().init(&device).expect("valid"),
-        &data,
-        &cfg(12, &one, false),
-        &ad,
-        Some(&mut eval),
-    )
-    .expect("train");
+    let (_, r) = observed(&data, &cfg(12, &one, false), Some(&mut eval)).expect("train");
     let whole = r.curve.expect("a curve");
     assert_eq!(
         whole.rows.iter().map(|r| r.step).collect::<Vec<_>>(),
@@ -275,14 +284,7 @@ fn the_learning_curve_is_the_same_whether_training_ran_in_one_piece_or_resumed()
     );
     let pieces = dir.path().join("pieces.bpk");
     for (steps, resume) in [(6, false), (12, true)] {
-        bnood_models::train::train_observed(
-            small().init(&device).expect("valid"),
-            &data,
-            &cfg(steps, &pieces, resume),
-            &ad,
-            Some(&mut eval),
-        )
-        .expect("train");
+        observed(&data, &cfg(steps, &pieces, resume), Some(&mut eval)).expect("train");
     }
     let resumed = LearningCurve::read(&curve_path(&pieces)).expect("curve file");
     assert_eq!(resumed.metrics, ["running", "batch"]);
@@ -304,23 +306,14 @@ fn the_learning_curve_is_the_same_whether_training_ran_in_one_piece_or_resumed()
 fn a_row_written_after_the_last_checkpoint_is_dropped_on_resume() {
     use bnood_models::curve::{CurveRow, LearningCurve, curve_path};
     let data = fmnist_256();
-    let device = Device::flex();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("m.bpk");
-    let ad = device.clone().autodiff();
     let mut eval = |_: &RealNvp| -> EvalResult { Ok(vec![("m".to_string(), 1.0)]) };
     let cfg = |steps, resume| TrainConfig {
         eval_every: 4,
         ..resume_cfg(steps, Some(path.clone()), resume)
     };
-    bnood_models::train::train_observed(
-        small().init(&device).expect("valid"),
-        &data,
-        &cfg(4, false),
-        &ad,
-        Some(&mut eval),
-    )
-    .expect("train");
+    observed(&data, &cfg(4, false), Some(&mut eval)).expect("train");
     // A run killed after writing its step-8 row but before its step-8 checkpoint.
     let mut c = LearningCurve::read(&curve_path(&path)).expect("curve");
     let mut orphan: CurveRow = c.rows.last().expect("row").clone();
@@ -328,14 +321,7 @@ fn a_row_written_after_the_last_checkpoint_is_dropped_on_resume() {
     orphan.values = vec![123.0];
     c.rows.push(orphan);
     c.write(&curve_path(&path)).expect("write");
-    let (_, r) = bnood_models::train::train_observed(
-        small().init(&device).expect("valid"),
-        &data,
-        &cfg(8, true),
-        &ad,
-        Some(&mut eval),
-    )
-    .expect("resume");
+    let (_, r) = observed(&data, &cfg(8, true), Some(&mut eval)).expect("resume");
     let c = r.curve.expect("curve");
     assert_eq!(c.rows.iter().map(|r| r.step).collect::<Vec<_>>(), [0, 4, 8]);
     assert_eq!(c.rows[2].values, [1.0], "the orphan row was replaced");
@@ -345,10 +331,8 @@ fn a_row_written_after_the_last_checkpoint_is_dropped_on_resume() {
 fn a_flat_held_out_curve_halves_the_learning_rate_then_stops_training() {
     use bnood_models::curve::FlatRule;
     let data = fmnist_256();
-    let device = Device::flex();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("m.bpk");
-    let ad = device.clone().autodiff();
     // A metric that never improves: flat as soon as one epoch (16 steps) of rows exists.
     let mut eval = |_: &RealNvp| -> EvalResult { Ok(vec![("m".to_string(), 3.0)]) };
     let cfg = TrainConfig {
@@ -361,14 +345,7 @@ fn a_flat_held_out_curve_halves_the_learning_rate_then_stops_training() {
         learning_rate: 1e-3,
         ..resume_cfg(200, Some(path.clone()), false)
     };
-    let (_, r) = bnood_models::train::train_observed(
-        small().init(&device).expect("valid"),
-        &data,
-        &cfg,
-        &ad,
-        Some(&mut eval),
-    )
-    .expect("train");
+    let (_, r) = observed(&data, &cfg, Some(&mut eval)).expect("train");
     assert!(r.stopped_flat);
     let c = r.curve.expect("curve");
     // Rows at 0, 8, 16: flat at 16 (epoch 0 → 1): halve. Rows 24, 32: flat again at 32
@@ -384,14 +361,7 @@ fn a_flat_held_out_curve_halves_the_learning_rate_then_stops_training() {
         resume: true,
         ..cfg
     };
-    let (_, r) = bnood_models::train::train_observed(
-        small().init(&device).expect("valid"),
-        &data,
-        &again,
-        &ad,
-        Some(&mut eval),
-    )
-    .expect("resume");
+    let (_, r) = observed(&data, &again, Some(&mut eval)).expect("resume");
     assert!(r.stopped_flat);
     assert_eq!(r.steps, 32);
     assert!(r.history.is_empty());
@@ -400,19 +370,11 @@ fn a_flat_held_out_curve_halves_the_learning_rate_then_stops_training() {
 #[test]
 fn evaluation_without_an_evaluator_or_a_checkpoint_is_refused_before_training() {
     let data = fmnist_256();
-    let device = Device::flex();
     let cfg = TrainConfig {
         eval_every: 4,
         ..resume_cfg(4, None, false)
     };
-    let e = bnood_models::train::train_observed(
-        small().init(&device).expect("valid"),
-        &data,
-        &cfg,
-        &device.clone().autodiff(),
-        None,
-    )
-    .expect_err("refused");
+    let e = observed(&data, &cfg, None).expect_err("refused");
     assert!(
         e.to_string()
             .contains("needs an evaluator and a checkpoint"),
