@@ -17,7 +17,7 @@ out=runs/rotation_vs_epochs
 mkdir -p "$out"
 csv="$out/$job-n$subset.csv"
 echo "step,epoch,detector,ood,auroc" > "$csv"
-for snap in $(ls runs/snapshots/"$job"-step*.bpk | sort -t p -k 3 -n); do
+for snap in $(ls runs/snapshots/"$job"-step*.bpk | sort -V); do
   step=${snap##*-step}; step=${step%.bpk}
   dir="$out/$job-step$step-n$subset"
   if [ ! -f "$dir/eval.json" ]; then

@@ -242,39 +242,51 @@ pub fn line_png(
 
 /// Draws a learning curve of `bnood train` ([`bnood_models::curve::LearningCurve`]) to the
 /// PNG at `path`: bits/dim (y) against epochs (x), one series for the training loss and one
-/// per held-out metric. Metrics on another scale than the first (outside half to twice its
-/// last value, e.g. MNIST in Batch mode beside Fashion-MNIST) would flatten the others, so
-/// they are left to the CSV and named in the title.
+/// per held-out metric. Points on another scale than the first metric's last value (outside
+/// half to twice it: the untrained model's row, or MNIST in Batch mode beside Fashion-MNIST)
+/// would flatten the rest, so they are left to the CSV; a series with no point on the scale
+/// is named in the title.
 ///
 /// # Errors
 /// As [`line_png`]; [`PlotError::NoSeries`] for a curve without rows.
 pub fn curve_png(path: &Path, curve: &bnood_models::curve::LearningCurve) -> Result<(), PlotError> {
-    let finite = |pts: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
-        pts.into_iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect()
+    let (series, left_out) = curve_series(curve);
+    let title = if left_out.is_empty() {
+        "Learning curve".to_string()
+    } else {
+        format!("Learning curve (off scale: {})", left_out.join(", "))
     };
+    line_png(path, &title, "epoch", "bits/dim", &series)
+}
+
+/// The series [`curve_png`] draws, and the metrics it leaves out as off scale.
+fn curve_series(curve: &bnood_models::curve::LearningCurve) -> (Vec<Series>, Vec<&str>) {
     let reference = curve
         .rows
         .iter()
         .rev()
         .filter_map(|r| r.values.first().copied())
         .find(|v| v.is_finite());
-    let on_scale = |pts: &[(f64, f64)]| match reference {
-        Some(r) => pts.iter().all(|&(_, y)| y >= 0.5 * r && y <= 2.0 * r),
+    let on_scale = |y: f64| match reference {
+        Some(r) => y >= 0.5 * r && y <= 2.0 * r,
         None => true,
+    };
+    let keep = |pts: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        pts.into_iter()
+            .filter(|&(x, y)| x.is_finite() && y.is_finite() && on_scale(y))
+            .collect()
     };
     let mut series = Vec::new();
     let mut left_out = Vec::new();
-    let train = finite(curve.rows.iter().map(|r| (r.epoch, r.train_bpd)).collect());
-    if !train.is_empty() && on_scale(&train) {
+    let train = keep(curve.rows.iter().map(|r| (r.epoch, r.train_bpd)).collect());
+    if !train.is_empty() {
         series.push(Series::new(
             "training loss (dequantised, Train mode)",
             train,
         ));
     }
     for (i, name) in curve.metrics.iter().enumerate() {
-        let pts = finite(
+        let pts = keep(
             curve
                 .rows
                 .iter()
@@ -282,20 +294,12 @@ pub fn curve_png(path: &Path, curve: &bnood_models::curve::LearningCurve) -> Res
                 .collect(),
         );
         if pts.is_empty() {
-            continue;
-        }
-        if on_scale(&pts) {
-            series.push(Series::new(name.as_str(), pts));
-        } else {
             left_out.push(name.as_str());
+        } else {
+            series.push(Series::new(name.as_str(), pts));
         }
     }
-    let title = if left_out.is_empty() {
-        "Learning curve".to_string()
-    } else {
-        format!("Learning curve ({} in the CSV)", left_out.join(", "))
-    };
-    line_png(path, &title, "epoch", "bits/dim", &series)
+    (series, left_out)
 }
 
 const GRID_BOLD: RGBColor = RGBColor(210, 210, 210);
@@ -616,4 +620,42 @@ fn series_colour(index: usize) -> RGBColor {
         let (r, g, b) = HSLColor(hue, 0.65, 0.45).rgb();
         RGBColor(r, g, b)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_learning_curve_plot_leaves_off_scale_points_and_metrics_to_the_csv() {
+        use bnood_models::curve::{CurveRow, LearningCurve};
+        let row = |epoch: f64, train: f64, values: Vec<f64>| CurveRow {
+            step: (epoch * 937.0) as usize,
+            epoch,
+            lr: 1e-3,
+            train_bpd: train,
+            seconds: 0.0,
+            values,
+        };
+        let curve = LearningCurve {
+            metrics: vec!["fmnist".into(), "mnist".into()],
+            rows: vec![
+                row(0.0, f64::NAN, vec![9.7, 10.9]),
+                row(1.0, 3.8, vec![3.7, 11.9]),
+                row(2.0, 3.6, vec![3.5, 12.2]),
+            ],
+        };
+        let (series, left_out) = curve_series(&curve);
+        let labels: Vec<&str> = series.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["training loss (dequantised, Train mode)", "fmnist"]
+        );
+        assert_eq!(
+            series[1].points,
+            [(1.0, 3.7), (2.0, 3.5)],
+            "the untrained row is off scale"
+        );
+        assert_eq!(left_out, ["mnist"]);
+    }
 }

@@ -5,7 +5,9 @@
 //!
 //! Columns: `step`, `epoch` (steps / steps per epoch), `lr` (the learning rate of the last
 //! step before the row), `train_bpd` (mean training loss in bits/dim of this run's steps
-//! since the previous row), `seconds` (training wall time, summed over resumed runs), then
+//! since the previous row), `seconds` (training wall time of the steps before the row,
+//! summed over runs; the steps a run took after its last row, before it ended, are not
+//! counted: their time is in that run's own report), then
 //! one column per held-out metric in bits/dim, in the order the evaluator returns them (the
 //! first is the one the flat rule watches).
 
