@@ -29,11 +29,18 @@ pub fn write_atomically(
             "the path names no file",
         ));
     }
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".bnood-").suffix(".tmp");
+    // tempfile makes private (0600) files; the result should have the permissions
+    // `File::create` would give it (0666 less the umask), or keep those of the file replaced.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_or(0o666, |m| m.permissions().mode() & 0o7777);
+        builder.permissions(std::fs::Permissions::from_mode(mode));
+    }
     // Dropping the temporary file on an error path deletes it (tempfile's guarantee).
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".bnood-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
+    let mut tmp = builder.tempfile_in(dir)?;
     write(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map(|_| ()).map_err(|e| e.error)
@@ -66,6 +73,22 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["out.txt"], "no temporary file left");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_file_gets_the_permissions_file_create_gives_and_a_replaced_one_keeps_its_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plain = dir.path().join("plain.txt");
+        File::create(&plain).expect("create");
+        let path = dir.path().join("out.txt");
+        write_atomically(&path, |f| f.write_all(b"x")).expect("write");
+        assert_eq!(mode(&path), mode(&plain));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        write_atomically(&path, |f| f.write_all(b"y")).expect("write");
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[test]
