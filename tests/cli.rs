@@ -407,6 +407,7 @@ fn train_writes_and_report_redraws_the_learning_curve() {
         stdout.contains("held-out at step 2 (epoch 0.00): fmnist_test_running_bpd"),
         "{stdout}"
     );
+    assert!(stdout.contains("budget spent: 2 steps"), "{stdout}");
     let csv = std::fs::read_to_string(dir.join("m.bpk.curve.csv")).expect("curve");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(

@@ -19,6 +19,9 @@ pub mod paper;
 pub mod plot;
 #[cfg(feature = "cli")]
 pub mod progress;
+pub mod protocol;
+pub mod report;
+pub mod window_power;
 
 /// The progress hook of the protocol's scoring passes: a terminal bar with the `cli`
 /// feature when `show`, none otherwise.
@@ -33,9 +36,6 @@ pub(crate) fn bar_hook(show: bool) -> bnood_detect::ProgressHook {
         bnood_detect::ProgressHook::none()
     }
 }
-pub mod protocol;
-pub mod report;
-pub mod window_power;
 
 pub use bnood_detect::DetectorKind;
 pub use error::{EvalError, Result};

@@ -49,7 +49,8 @@ pub fn optimizer_path(path: &Path) -> PathBuf {
     with_suffix(path, ".optim")
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+/// `path` with `suffix` appended to its file name (`m.bpk` → `m.bpk<suffix>`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
     path.with_file_name(name)

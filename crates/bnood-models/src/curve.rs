@@ -17,11 +17,10 @@ use serde::Serialize;
 
 use crate::ModelError;
 
-/// Path of the learning curve of checkpoint `path`: `<file>.curve.csv`.
+/// Path of the learning curve of checkpoint `path`: `<file>.curve.csv` (its plot, drawn by
+/// `bnood train` and `bnood report`, is the same path with `.png`).
 pub fn curve_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".curve.csv");
-    path.with_file_name(name)
+    crate::checkpoint::with_suffix(path, ".curve.csv")
 }
 
 /// The fixed columns before the metrics.
@@ -116,12 +115,12 @@ impl LearningCurve {
                     .and_then(|s| s.parse::<f64>().ok())
                     .ok_or_else(|| bad(format!("row {} column {} is not a number", i + 2, j + 1)))
             };
-            let step = num(0)?;
-            if !(step >= 0.0 && step.fract() == 0.0) {
-                return Err(bad(format!("row {} has step {step}", i + 2)));
-            }
+            let step = record
+                .get(0)
+                .and_then(|s| s.parse::<usize>().ok())
+                .ok_or_else(|| bad(format!("row {} has no step count", i + 2)))?;
             rows.push(CurveRow {
-                step: step as usize,
+                step,
                 epoch: num(1)?,
                 lr: num(2)?,
                 train_bpd: num(3)?,

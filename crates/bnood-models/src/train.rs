@@ -234,6 +234,9 @@ pub struct TrainReport {
     pub final_loss_bits_per_dim: f64,
     /// `(step, loss in bits/dim)` of every step of this run.
     pub history: Vec<(usize, f64)>,
+    /// Training ended because the step or epoch budget is spent (not the time limit, nor
+    /// the flat rule): a resumed run with the same budget would take no step.
+    pub budget_spent: bool,
     /// Training ended because the held-out curve went flat with no halving left
     /// ([`TrainConfig::flat_rule`]), not because of the budget.
     pub stopped_flat: bool,
@@ -246,6 +249,48 @@ pub struct TrainReport {
 /// metrics to record, `(name, bits/dim)`, the first being the one the flat rule watches. The
 /// names must be the same at every call.
 pub type Evaluator<'a, M> = dyn FnMut(&M) -> Result<Vec<(String, f64)>, ModelError> + 'a;
+
+/// The held-out evaluation of a training run and the learning curve it writes.
+struct Observer<'e, 'a, M> {
+    eval: &'e mut Evaluator<'a, M>,
+    curve: LearningCurve,
+    /// `<checkpoint>.curve.csv`.
+    file: PathBuf,
+}
+
+impl<M: Trainable> Observer<'_, '_, M> {
+    /// Evaluates `model` at `step`, appends the row (with the learning rate, training loss
+    /// in bits/dim and training seconds given) and rewrites the curve file.
+    fn record(
+        &mut self,
+        model: &M,
+        step: usize,
+        steps_per_epoch: usize,
+        lr: f64,
+        train_bpd: f64,
+        seconds: f64,
+    ) -> Result<(), ModelError> {
+        let metrics = (self.eval)(&model.clone().valid())?;
+        let names: Vec<String> = metrics.iter().map(|(n, _)| n.clone()).collect();
+        if self.curve.rows.is_empty() && self.curve.metrics.is_empty() {
+            self.curve.metrics = names;
+        } else if self.curve.metrics != names {
+            return Err(ModelError::Training(format!(
+                "the learning curve has the metrics {:?} but this run evaluates {:?}: evaluate the same sets, or move the curve aside",
+                self.curve.metrics, names
+            )));
+        }
+        self.curve.rows.push(CurveRow {
+            step,
+            epoch: step as f64 / steps_per_epoch as f64,
+            lr,
+            train_bpd,
+            seconds,
+            values: metrics.into_iter().map(|(_, v)| v).collect(),
+        });
+        self.curve.write(&self.file)
+    }
+}
 
 /// The learning rate of step `step` (counted from 0): `base · 0.5^halvings`, ramped up
 /// linearly over the first `warmup` steps.
@@ -358,7 +403,7 @@ pub fn train_observed<M: Trainable>(
     data: &ImageSet,
     cfg: &TrainConfig,
     device: &Device,
-    mut evaluator: Option<&mut Evaluator<'_, M>>,
+    evaluator: Option<&mut Evaluator<'_, M>>,
 ) -> Result<(M, TrainReport), ModelError> {
     if cfg.eval_every > 0 && (evaluator.is_none() || cfg.checkpoint.is_none()) {
         return Err(ModelError::Training(
@@ -443,78 +488,49 @@ pub fn train_observed<M: Trainable>(
         start_step = checkpoint::read_meta(path)?.step;
         optim = checkpoint::load_optimizer(optim, path)?;
     }
-    let curve_file = cfg.checkpoint.as_ref().map(|p| curve_path(p));
-    let mut curve: Option<LearningCurve> = None;
-    if cfg.eval_every > 0
-        && let Some(file) = &curve_file
-    {
-        let mut c = if start_step > 0 && file.is_file() {
-            LearningCurve::read(file)?
-        } else {
-            LearningCurve::default()
-        };
-        c.rows.retain(|r| r.step <= start_step);
-        curve = Some(c);
-    }
-    let train_seconds = curve
-        .as_ref()
-        .and_then(|c| c.rows.last())
-        .map_or(0.0, |r| r.seconds);
-    let mut eval_losses: Vec<f64> = Vec::new();
-    // Evaluates the model, appends a row, rewrites the curve; returns the schedule.
-    let mut evaluate = |model: &M,
-                        step: usize,
-                        lr: f64,
-                        seconds: f64,
-                        losses: &mut Vec<f64>,
-                        curve: &mut LearningCurve|
-     -> Result<(), ModelError> {
-        let Some(eval) = evaluator.as_mut() else {
-            return Ok(());
-        };
-        let metrics = eval(&model.clone().valid())?;
-        let names: Vec<String> = metrics.iter().map(|(n, _)| n.clone()).collect();
-        if curve.rows.is_empty() && curve.metrics.is_empty() {
-            curve.metrics = names;
-        } else if curve.metrics != names {
-            return Err(ModelError::Training(format!(
-                "the learning curve has the metrics {:?} but this run evaluates {:?}: evaluate the same sets, or move the curve aside",
-                curve.metrics, names
-            )));
+    // The held-out evaluation and its curve: present exactly when `eval_every > 0` (checked
+    // above that the evaluator and the checkpoint path are given then).
+    let mut observer = match (evaluator, &cfg.checkpoint) {
+        (Some(eval), Some(path)) if cfg.eval_every > 0 => {
+            let file = curve_path(path);
+            let mut curve = if start_step > 0 && file.is_file() {
+                LearningCurve::read(&file)?
+            } else {
+                LearningCurve::default()
+            };
+            curve.rows.retain(|r| r.step <= start_step);
+            Some(Observer { eval, curve, file })
         }
-        let train_bpd = if losses.is_empty() {
-            f64::NAN
-        } else {
-            losses.iter().sum::<f64>() / losses.len() as f64
-        };
-        losses.clear();
-        curve.rows.push(CurveRow {
-            step,
-            epoch: step as f64 / steps_per_epoch as f64,
-            lr,
-            train_bpd,
-            seconds,
-            values: metrics.into_iter().map(|(_, v)| v).collect(),
-        });
-        if let Some(file) = &curve_file {
-            curve.write(file)?;
-        }
-        Ok(())
+        _ => None,
     };
-    if let Some(c) = curve.as_mut()
-        && c.rows.last().map(|r| r.step) != Some(start_step)
+    let train_seconds = observer
+        .as_ref()
+        .and_then(|o| o.curve.rows.last())
+        .map_or(0.0, |r| r.seconds);
+    let mut schedule = observer
+        .as_ref()
+        .map(|o| o.curve.schedule(cfg.flat_rule, cfg.lr_halvings))
+        .unwrap_or_default();
+    if let Some(o) = observer.as_mut()
+        && o.curve.rows.last().map(|r| r.step) != Some(start_step)
         && (start_step == 0 || start_step.is_multiple_of(cfg.eval_every))
     {
         // The curve starts with the untrained model (or the resumed checkpoint's row was
         // lost): evaluate before the first step.
-        let halvings = c.schedule(cfg.flat_rule, cfg.lr_halvings).halvings;
         let lr = learning_rate(
             cfg.learning_rate,
             cfg.warmup_steps,
-            halvings,
+            schedule.halvings,
             start_step.saturating_sub(1),
         );
-        evaluate(&model, start_step, lr, train_seconds, &mut eval_losses, c)?;
+        o.record(
+            &model,
+            start_step,
+            steps_per_epoch,
+            lr,
+            f64::NAN,
+            train_seconds,
+        )?;
     }
 
     let bar = StepBar::new(
@@ -535,10 +551,6 @@ pub fn train_observed<M: Trainable>(
     let time_limit = cfg.budget.time_limit();
     let mut history = Vec::new();
     let mut step = start_step;
-    let mut schedule = curve
-        .as_ref()
-        .map(|c| c.schedule(cfg.flat_rule, cfg.lr_halvings))
-        .unwrap_or_default();
     // Wall time of this run's steps (evaluations excluded), for the curve.
     let mut trained = Duration::ZERO;
     let started = Instant::now();
@@ -576,18 +588,29 @@ pub fn train_observed<M: Trainable>(
         }
         step += 1;
         history.push((step, to_bpd(loss_value)));
-        eval_losses.push(to_bpd(loss_value));
         trained += step_started.elapsed();
         bar.step(to_bpd(loss_value));
 
-        if let Some(c) = curve.as_mut()
+        if let Some(o) = observer.as_mut()
             && step.is_multiple_of(cfg.eval_every)
         {
             // Row first, then the checkpoint: a run killed between them resumes from the
-            // previous checkpoint and drops the row (see above).
+            // previous checkpoint and drops the row (see above). The row's training loss is
+            // the mean over this run's steps since the previous row.
+            let since = o.curve.rows.last().map_or(0, |r| r.step);
+            let losses: Vec<f64> = history
+                .iter()
+                .filter(|(s, _)| *s > since)
+                .map(|(_, l)| *l)
+                .collect();
+            let train_bpd = if losses.is_empty() {
+                f64::NAN
+            } else {
+                losses.iter().sum::<f64>() / losses.len() as f64
+            };
             let seconds = train_seconds + trained.as_secs_f64();
-            evaluate(&model, step, lr, seconds, &mut eval_losses, c)?;
-            schedule = c.schedule(cfg.flat_rule, cfg.lr_halvings);
+            o.record(&model, step, steps_per_epoch, lr, train_bpd, seconds)?;
+            schedule = o.curve.schedule(cfg.flat_rule, cfg.lr_halvings);
             save(&model, &optim, step)?;
             if let (Some(dir), Some(path)) = (&cfg.snapshots, &cfg.checkpoint) {
                 let stem = path.file_stem().unwrap_or_default().to_string_lossy();
@@ -619,8 +642,9 @@ pub fn train_observed<M: Trainable>(
         samples_per_second: run_samples as f64 / seconds.max(1e-9),
         final_loss_bits_per_dim: final_loss,
         history,
+        budget_spent: step >= end,
         stopped_flat: schedule.stopped,
-        curve,
+        curve: observer.map(|o| o.curve),
     };
     Ok((model, report))
 }

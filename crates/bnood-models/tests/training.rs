@@ -237,6 +237,7 @@ fn resuming_from_a_checkpoint_continues_exactly_like_an_uninterrupted_run() {
     .expect("nothing left to train");
     assert_eq!(last.steps, 20);
     assert!(last.history.is_empty(), "a finished budget takes no step");
+    assert!(last.budget_spent);
     let x = data.tensor(0..16, &device).expect("tensor").add_scalar(0.5);
     assert_eq!(
         output_bits(&straight.valid(), &x),
@@ -347,6 +348,7 @@ fn a_flat_held_out_curve_halves_the_learning_rate_then_stops_training() {
     };
     let (_, r) = observed(&data, &cfg, Some(&mut eval)).expect("train");
     assert!(r.stopped_flat);
+    assert!(!r.budget_spent, "the flat rule stopped it, not the budget");
     let c = r.curve.expect("curve");
     // Rows at 0, 8, 16: flat at 16 (epoch 0 → 1): halve. Rows 24, 32: flat again at 32
     // (one epoch at the halved rate): stop.

@@ -499,7 +499,8 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
     } else {
         Vec::new()
     };
-    let steps_per_epoch = (data.len() / 64).max(1);
+    let batch_size = TrainConfig::default().batch_size;
+    let steps_per_epoch = (data.len() / batch_size).max(1);
     let tc = TrainConfig {
         budget: a.budget,
         checkpoint: Some(a.out.clone()),
@@ -558,7 +559,7 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
                 cols.join(", ")
             );
         }
-        let png = curve_png_path(&a.out);
+        let png = curve_path(&a.out).with_extension("png");
         bnood::eval::plot::curve_png(&png, curve).map_err(bnood::eval::EvalError::from)?;
         println!(
             "learning curve: {} and {}",
@@ -566,11 +567,7 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
             png.display()
         );
     }
-    let mut end = a.budget.max_steps.unwrap_or(usize::MAX);
-    if let Some(epochs) = a.budget.epochs {
-        end = end.min(epochs.saturating_mul(steps_per_epoch));
-    }
-    if r.steps >= end {
+    if r.budget_spent {
         println!(
             "budget spent: {} steps = {:.2} epochs ({})",
             r.steps,
@@ -587,13 +584,6 @@ fn train_cmd(a: &TrainArgs, device: &Device, locator: &Locator, progress: bool) 
         );
     }
     Ok(())
-}
-
-/// Where `bnood train` draws the learning curve of checkpoint `out`: `<out>.curve.png`.
-fn curve_png_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().unwrap_or_default().to_os_string();
-    name.push(".curve.png");
-    out.with_file_name(name)
 }
 
 /// Builds the detector of `a` over its model files and fits it on the reference set.
