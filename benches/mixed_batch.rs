@@ -48,7 +48,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use bnood::data::{Dataset, ImageSet, Locator, Split};
-use bnood::detect::{BnTest, BnTestParams, Detector};
+use bnood::detect::{BnTest, BnTestParams, Fit};
 use bnood::models::{LikelihoodModel, RealNvp, RealNvpConfig, StatsMode, Vae, VaeConfig};
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
@@ -167,15 +167,14 @@ fn score_mixed(c: &mut Criterion) {
         let detector = OnceCell::new();
         let fitted = || {
             let model = paper_model(&device);
-            let mut detector = BnTest::new(model, &device, BnTestParams::new().batch_size(BATCH))
+            let detector = BnTest::new(model, &device, BnTestParams::new().batch_size(BATCH))
                 .expect("paper parameters are valid");
             // Fitting scores the held-out half of the reference set at both ratios; the
             // bench needs only the mixing half, so keep the set as small as the ratios
             // allow: 64 held out (≥ r2's 58 test rows) and 64 to mix (≥ r1's 58
             // reference rows).
             let fit_set = reference.head(128).expect("128 reference images");
-            detector.fit(&fit_set).expect("fit runs");
-            detector
+            detector.fit(&fit_set).expect("fit runs")
         };
         let mut group = configure(c, format!("score_mixed/{name}"));
         for r in RATIOS {

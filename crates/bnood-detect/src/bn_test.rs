@@ -8,12 +8,13 @@ use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
 use bnood_norm::mixed_batch;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
-use crate::factory::{DetectorKind, DetectorParams};
+use crate::detector::Fit;
 use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
-use crate::persist::FittedState;
-use crate::reference::{ReferenceScores, fitted};
+use crate::reference::ReferenceScores;
 use crate::scoring::{
     check_shape, host, images_tensor, reject_nan, running_log_likelihoods, stream,
 };
@@ -56,7 +57,7 @@ pub struct BnTestValidParams {
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum BnCalibration {
-    /// The paper's: at [`fit`](Detector::fit), the held-out reference images are scored as a
+    /// The paper's: at [`fit`](crate::Fit::fit), the held-out reference images are scored as a
     /// pool of their own, and every test image is ranked against their Δs. A pool whose
     /// images are all OoD gets small p-values throughout: this answers "is this pool OoD?".
     /// Per image it is **not** calibrated: the images of one mixed batch share its
@@ -392,18 +393,64 @@ impl From<BnTestScores> for Scores {
     }
 }
 
-/// State saved by [`BnTest::fit`].
+/// What [`BnTest`]'s fit computes.
 #[derive(Debug, Clone)]
-pub(crate) struct Fitted {
+struct Fitted {
     /// Reference images mixed into batches (`None` when no ratio needs them).
-    pub(crate) mixing: Option<ImageSet>,
+    mixing: Option<ImageSet>,
     /// Δ of the held-out reference images, in held-out order, once per calibration draw
     /// (draw 0's first).
-    pub(crate) deltas: Vec<f64>,
+    deltas: Vec<f64>,
     /// The same, for ranks and p-values.
-    pub(crate) reference: ReferenceScores,
+    reference: ReferenceScores,
     /// The held-out images, kept for [`BnCalibration::InPool`] (`None` otherwise).
-    pub(crate) held_out: Option<ImageSet>,
+    held_out: Option<ImageSet>,
+}
+
+/// The state of a fitted [`BnTest`] in a detector file: `{"type": "bn_test", "deltas":
+/// [...], "mixing": images or null, "held_out": images (in-pool calibration only)}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BnTestState {
+    /// The held-out Δs (in held-out order), the images mixed into batches and, for in-pool
+    /// calibration, the held-out images.
+    BnTest {
+        /// Δ of the held-out images, once per calibration draw.
+        deltas: Vec<f64>,
+        /// The reference images mixed into batches.
+        mixing: Option<StoredImages>,
+        /// The held-out images of in-pool calibration (absent otherwise, and in older files).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held_out: Option<StoredImages>,
+    },
+}
+
+/// Images stored in a detector file: `[N, C, H, W]` `u8` pixels, base64.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredImages {
+    name: String,
+    shape: [usize; 4],
+    pixels_base64: String,
+}
+
+impl StoredImages {
+    fn from_set(set: &ImageSet) -> Self {
+        Self {
+            name: set.name().to_string(),
+            shape: set.shape(),
+            pixels_base64: BASE64.encode(set.pixels()),
+        }
+    }
+
+    fn into_set(self) -> Result<ImageSet> {
+        let pixels = BASE64.decode(self.pixels_base64.as_bytes()).map_err(|e| {
+            DetectError::InvalidParameter(format!(
+                "the stored images `{}` are not valid base64 ({e}): the detector file is damaged, fit again",
+                self.name
+            ))
+        })?;
+        Ok(ImageSet::new(self.name, pixels, self.shape, None)?)
+    }
 }
 
 /// The BatchNorm permutation test (section 5). A **test on batches**: a test image is
@@ -425,7 +472,7 @@ pub(crate) struct Fitted {
 ///
 /// **Score (eq. 7).** `Δ(x) = |S_{b,r1}(x) − S_{b,r2}(x)|`; higher = more OoD.
 ///
-/// **Calibration (eq. 8).** [`fit`](Detector::fit) shuffles the reference set (seeded)
+/// **Calibration (eq. 8).** [`fit`](Fit::fit) shuffles the reference set (seeded)
 /// and holds out `round(held_out_fraction · N)` images; the rest is the mixing part. The
 /// held-out images are scored exactly like a test pool, `calibration_draws` times with
 /// independent batch compositions, giving `n_ref = n_held_out × calibration_draws`
@@ -447,14 +494,21 @@ pub(crate) struct Fitted {
 /// from ChaCha8 streams derived from the seed, the pool (held-out or test), the ratio and
 /// the draw: the same seed gives the same scores on every machine and thread count (up to
 /// float rounding inside the backend).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BnTest<M> {
     model: M,
     device: Device,
     params: BnTestValidParams,
     name: String,
     progress: ProgressHook,
-    fitted: Option<Fitted>,
+}
+
+/// A fitted [`BnTest`]: the detector, its held-out Δs and the reference images it mixes
+/// into batches.
+#[derive(Debug, Clone)]
+pub struct FittedBnTest<M> {
+    test: BnTest<M>,
+    fitted: Fitted,
 }
 
 impl<M: LikelihoodModel> BnTest<M> {
@@ -482,7 +536,6 @@ impl<M: LikelihoodModel> BnTest<M> {
             params,
             name,
             progress: ProgressHook::none(),
-            fitted: None,
         })
     }
 
@@ -496,85 +549,9 @@ impl<M: LikelihoodModel> BnTest<M> {
         &self.params
     }
 
-    /// Δ of the held-out reference images (in the order of the seeded split), once per
-    /// calibration draw (`n_held_out × calibration_draws` values, draw 0's first), once fitted.
-    pub fn reference_deltas(&self) -> Option<&[f64]> {
-        self.fitted.as_ref().map(|f| f.deltas.as_slice())
-    }
-
-    /// `S_{b,r}(x)` (eq. 6) of every image of the test pool `pool` at any ratio `r ∈ [0, 1]`
-    /// with this detector's `b`, draws and seed — e.g. to draw the paper's Figure 3
-    /// (log-likelihood against the share of test images in the batch). At `r = r1` or
-    /// `r2` it equals the `s_r1` / `s_r2` of [`score_detailed`](Self::score_detailed).
-    ///
-    /// # Errors
-    /// [`DetectError::NotFitted`] when `r` needs reference rows but the detector is not
-    /// fitted; [`DetectError::InvalidParameter`] for an invalid `r`, or one that needs
-    /// reference rows when the detector's own ratios (0 or 1) kept none; pool-size, shape
-    /// and model errors.
-    pub fn statistic(&self, pool: &ImageSet, r: f64) -> Result<Vec<f64>> {
-        check_ratio("r", r, self.params.batch_size)?;
-        let ratio = self.params.ratio(r);
-        check_shape(pool, self.model.image_shape())?;
-        self.check_pool(pool, &ratio)?;
-        let mixing = match (ratio.reference, &self.fitted) {
-            (0, _) => None,
-            (_, None) => {
-                return Err(DetectError::NotFitted {
-                    detector: self.name.clone(),
-                    action: "statistic",
-                });
-            }
-            (_, Some(fitted)) => Some(fitted.mixing.as_ref().ok_or_else(|| {
-                DetectError::InvalidParameter(format!(
-                    "r = {r} needs reference images in every batch, but this detector's ratios (0 or 1) need none, so `fit` kept no reference images for mixing: use a detector whose r1 or r2 lies strictly between 0 and 1"
-                ))
-            })?),
-        };
-        self.statistic_at(pool, mixing, &ratio, TAG_TEST, 0)
-    }
-
-    /// Scores the test pool `test` with every intermediate quantity of the test.
-    ///
-    /// # Errors
-    /// [`DetectError::NotFitted`]; [`DetectError::TestPoolTooSmall`] if the pool holds
-    /// fewer than `round(r·b)` images for a ratio `r > 0`; shape and model errors.
-    pub fn score_detailed(&self, test: &ImageSet) -> Result<BnTestScores> {
-        let fitted = fitted(self.fitted.as_ref(), &self.name, "score")?;
-        check_shape(test, self.model.image_shape())?;
-        for ratio in self.params.ratios() {
-            self.check_pool(test, &ratio)?;
-        }
-        let n = test.len();
-        // In-pool calibration scores the held-out images in the same batches (shuffled in).
-        let pool = match &fitted.held_out {
-            Some(held_out) => {
-                std::borrow::Cow::Owned(ImageSet::concat(test.name(), &[test, held_out])?)
-            }
-            None => std::borrow::Cow::Borrowed(test),
-        };
-        let (mut s_r1, mut s_r2) = self.statistics(&pool, fitted.mixing.as_ref(), TAG_TEST, 0)?;
-        let mut delta: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
-        let in_pool = (fitted.held_out.is_some()).then(|| ReferenceScores::new(&delta[n..]));
-        let reference = in_pool.as_ref().unwrap_or(&fitted.reference);
-        for v in [&mut s_r1, &mut s_r2, &mut delta] {
-            v.truncate(n);
-        }
-        let n_ref = reference.len() as f64;
-        let (rank, p_values) = delta
-            .iter()
-            .map(|&d| {
-                let (le, ge) = reference.counts_le_ge(d);
-                (le, (1 + ge) as f64 / (1.0 + n_ref)) // eq. 8 and its p-value
-            })
-            .unzip();
-        Ok(BnTestScores {
-            s_r1,
-            s_r2,
-            delta,
-            rank,
-            p_values,
-        })
+    /// Its name in reports, with `b` and the ratios (e.g. `"BN test (b = 64, r1 = 0.1, r2 = 0.9)"`).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     fn check_pool(&self, pool: &ImageSet, ratio: &Ratio) -> Result<()> {
@@ -681,10 +658,10 @@ impl<M: LikelihoodModel> BnTest<M> {
                         )?)
                     }
                     (_, None) => {
-                        return Err(DetectError::NotFitted {
-                            detector: self.name.clone(),
-                            action: "score",
-                        });
+                        return Err(DetectError::InvalidParameter(format!(
+                            "{} mixes reference images into its batches but has none: fit it first",
+                            self.name
+                        )));
                     }
                 };
                 let (log_probs, _) = mixed_batch(test_rows, reference_rows, |x, mode| {
@@ -703,12 +680,100 @@ impl<M: LikelihoodModel> BnTest<M> {
     }
 }
 
-impl<M: LikelihoodModel> Detector for BnTest<M> {
-    fn name(&self) -> &str {
-        &self.name
+impl<M: LikelihoodModel> FittedBnTest<M> {
+    /// The unfitted detector.
+    pub fn detector(&self) -> &BnTest<M> {
+        &self.test
     }
 
-    fn fit(&mut self, reference: &ImageSet) -> Result<()> {
+    /// The checked parameters.
+    pub fn params(&self) -> &BnTestValidParams {
+        &self.test.params
+    }
+
+    /// Δ of the held-out reference images (in the order of the seeded split), once per
+    /// calibration draw (`n_held_out × calibration_draws` values, draw 0's first).
+    pub fn reference_deltas(&self) -> &[f64] {
+        &self.fitted.deltas
+    }
+
+    /// `S_{b,r}(x)` (eq. 6) of every image of the test pool `pool` at any ratio `r ∈ [0, 1]`
+    /// with this detector's `b`, draws and seed — e.g. to draw the paper's Figure 3
+    /// (log-likelihood against the share of test images in the batch). At `r = r1` or
+    /// `r2` it equals the `s_r1` / `s_r2` of [`score_detailed`](Self::score_detailed).
+    ///
+    /// # Errors
+    /// [`DetectError::InvalidParameter`] for an invalid `r`, or one that needs
+    /// reference rows when the detector's own ratios (0 or 1) kept none; pool-size, shape
+    /// and model errors.
+    pub fn statistic(&self, pool: &ImageSet, r: f64) -> Result<Vec<f64>> {
+        let test = &self.test;
+        check_ratio("r", r, test.params.batch_size)?;
+        let ratio = test.params.ratio(r);
+        check_shape(pool, test.model.image_shape())?;
+        test.check_pool(pool, &ratio)?;
+        let mixing = match ratio.reference {
+            0 => None,
+            _ => Some(self.fitted.mixing.as_ref().ok_or_else(|| {
+                DetectError::InvalidParameter(format!(
+                    "r = {r} needs reference images in every batch, but this detector's ratios (0 or 1) need none, so `fit` kept no reference images for mixing: use a detector whose r1 or r2 lies strictly between 0 and 1"
+                ))
+            })?),
+        };
+        test.statistic_at(pool, mixing, &ratio, TAG_TEST, 0)
+    }
+
+    /// Scores the test pool `test` with every intermediate quantity of the test.
+    ///
+    /// # Errors
+    /// [`DetectError::TestPoolTooSmall`] if the pool holds fewer than `round(r·b)` images
+    /// for a ratio `r > 0`; shape and model errors.
+    pub fn score_detailed(&self, test: &ImageSet) -> Result<BnTestScores> {
+        let fitted = &self.fitted;
+        let detector = &self.test;
+        check_shape(test, detector.model.image_shape())?;
+        for ratio in detector.params.ratios() {
+            detector.check_pool(test, &ratio)?;
+        }
+        let n = test.len();
+        // In-pool calibration scores the held-out images in the same batches (shuffled in).
+        let pool = match &fitted.held_out {
+            Some(held_out) => {
+                std::borrow::Cow::Owned(ImageSet::concat(test.name(), &[test, held_out])?)
+            }
+            None => std::borrow::Cow::Borrowed(test),
+        };
+        let (mut s_r1, mut s_r2) =
+            detector.statistics(&pool, fitted.mixing.as_ref(), TAG_TEST, 0)?;
+        let mut delta: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
+        let in_pool = (fitted.held_out.is_some()).then(|| ReferenceScores::new(&delta[n..]));
+        let reference = in_pool.as_ref().unwrap_or(&fitted.reference);
+        for v in [&mut s_r1, &mut s_r2, &mut delta] {
+            v.truncate(n);
+        }
+        let n_ref = reference.len() as f64;
+        let (rank, p_values) = delta
+            .iter()
+            .map(|&d| {
+                let (le, ge) = reference.counts_le_ge(d);
+                (le, (1 + ge) as f64 / (1.0 + n_ref)) // eq. 8 and its p-value
+            })
+            .unzip();
+        Ok(BnTestScores {
+            s_r1,
+            s_r2,
+            delta,
+            rank,
+            p_values,
+        })
+    }
+}
+
+impl<M: LikelihoodModel + Clone> Fit for BnTest<M> {
+    type Fitted = FittedBnTest<M>;
+    type State = BnTestState;
+
+    fn fit(&self, reference: &ImageSet) -> Result<FittedBnTest<M>> {
         check_shape(reference, self.model.image_shape())?;
         let ratios = self.params.ratios();
         let needs_mixing = ratios.iter().any(|r| r.reference > 0);
@@ -761,49 +826,37 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
             let (s_r1, s_r2) = self.statistics(&held_out, mixing.as_ref(), TAG_HELD_OUT, pass)?;
             deltas.extend(s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()));
         }
-        self.fitted = Some(Fitted {
-            mixing,
-            reference: ReferenceScores::new(&deltas),
+        Ok(FittedBnTest {
+            test: self.clone(),
+            fitted: Fitted {
+                mixing,
+                reference: ReferenceScores::new(&deltas),
+                deltas,
+                held_out: (self.params.calibration == BnCalibration::InPool).then_some(held_out),
+            },
+        })
+    }
+
+    fn restore(&self, state: BnTestState) -> Result<FittedBnTest<M>> {
+        let BnTestState::BnTest {
             deltas,
-            held_out: (self.params.calibration == BnCalibration::InPool).then_some(held_out),
-        });
-        Ok(())
-    }
-
-    fn score(&self, test: &ImageSet) -> Result<Scores> {
-        Ok(self.score_detailed(test)?.into())
-    }
-
-    fn set_progress(&mut self, progress: ProgressHook) {
-        self.progress = progress;
-    }
-
-    fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        let reference = &fitted(self.fitted.as_ref(), &self.name, "threshold_for_fpr")?.reference;
-        reference.p_value_threshold(target_fpr, 1.0 / (reference.len() + 1) as f64)
-    }
-
-    fn kind(&self) -> DetectorKind {
-        DetectorKind::BnTest
-    }
-
-    fn is_per_input(&self) -> bool {
-        self.params.is_per_input()
-    }
-
-    fn params(&self) -> DetectorParams {
-        DetectorParams {
-            scoring: ScoringParams(self.params.scoring.clone()),
-            bn: BnTestParams(self.params.clone()),
+            mixing,
+            held_out,
+        } = state;
+        let reference = ReferenceScores::try_from(deltas.clone()).map_err(|e| {
+            DetectError::InvalidParameter(format!("the saved state of {}: {e}", self.name))
+        })?;
+        let mixing = mixing.map(StoredImages::into_set).transpose()?;
+        let held_out = held_out.map(StoredImages::into_set).transpose()?;
+        for set in mixing.iter().chain(&held_out) {
+            check_shape(set, self.model.image_shape())?;
         }
-    }
-
-    fn fitted_state(&self) -> Option<FittedState> {
-        self.fitted.clone().map(FittedState::bn_test)
-    }
-
-    fn restore(&mut self, state: FittedState) -> Result<()> {
-        let fitted = state.into_bn_test(&self.name, self.model.image_shape())?;
+        let fitted = Fitted {
+            mixing,
+            deltas,
+            reference,
+            held_out,
+        };
         let in_pool = self.params.calibration == BnCalibration::InPool;
         if in_pool != fitted.held_out.is_some() {
             return Err(inconsistent_state(
@@ -824,8 +877,46 @@ impl<M: LikelihoodModel> Detector for BnTest<M> {
                 needs_mixing,
             ));
         }
-        self.fitted = Some(fitted);
-        Ok(())
+        Ok(FittedBnTest {
+            test: self.clone(),
+            fitted,
+        })
+    }
+
+    fn set_progress(&mut self, progress: ProgressHook) {
+        self.progress = progress;
+    }
+}
+
+impl<M: LikelihoodModel> Detector for FittedBnTest<M> {
+    fn name(&self) -> &str {
+        &self.test.name
+    }
+
+    fn score(&self, test: &ImageSet) -> Result<Scores> {
+        Ok(self.score_detailed(test)?.into())
+    }
+
+    fn set_progress(&mut self, progress: ProgressHook) {
+        self.test.progress = progress;
+    }
+
+    fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
+        let reference = &self.fitted.reference;
+        reference.p_value_threshold(target_fpr, 1.0 / (reference.len() + 1) as f64)
+    }
+
+    fn is_per_input(&self) -> bool {
+        self.test.params.is_per_input()
+    }
+
+    fn state(&self) -> Box<dyn erased_serde::Serialize + '_> {
+        let fitted = &self.fitted;
+        Box::new(BnTestState::BnTest {
+            deltas: fitted.deltas.clone(),
+            mixing: fitted.mixing.as_ref().map(StoredImages::from_set),
+            held_out: fitted.held_out.as_ref().map(StoredImages::from_set),
+        })
     }
 }
 

@@ -7,12 +7,10 @@ use bnood_data::ImageSet;
 use bnood_data::user_files::png_size;
 use bnood_models::LikelihoodModel;
 
-use crate::factory::{DetectorKind, DetectorParams};
+use crate::detector::Statistic;
 use crate::params::{ParamGuard, ScoringParams};
-use crate::persist::FittedState;
-use crate::reference::FittedScores;
 use crate::scoring::RunningScorer;
-use crate::{Detector, ProgressHook, Result, Scores};
+use crate::{ProgressHook, Result};
 
 /// Bits of a PNG file per byte.
 const BITS_PER_BYTE: f64 = 8.0;
@@ -29,13 +27,12 @@ const BITS_PER_BYTE: f64 = 8.0;
 /// *better* than PNG the model compresses `x` (a likelihood ratio against a universal
 /// model). A per-input detector: each image is scored on its own.
 ///
-/// Scoring needs no reference data; [`fit`](Detector::fit) only stores the reference
-/// scores for [`threshold_for_fpr`](Detector::threshold_for_fpr).
-#[derive(Debug)]
+/// A [`Statistic`]: fitting ([`Fit::fit`](crate::Fit::fit)) only keeps the reference
+/// scores for [`threshold_for_fpr`](crate::Detector::threshold_for_fpr).
+#[derive(Debug, Clone)]
 pub struct InputComplexity<M> {
     model: M,
     scorer: RunningScorer,
-    reference: FittedScores,
 }
 
 impl<M: LikelihoodModel> InputComplexity<M> {
@@ -48,7 +45,6 @@ impl<M: LikelihoodModel> InputComplexity<M> {
         Ok(Self {
             model,
             scorer: RunningScorer::new(device, params.check()?),
-            reference: FittedScores::default(),
         })
     }
 
@@ -57,7 +53,6 @@ impl<M: LikelihoodModel> InputComplexity<M> {
         Self {
             model,
             scorer: RunningScorer::new(device, ScoringParams::default().0),
-            reference: FittedScores::default(),
         }
     }
 
@@ -88,52 +83,23 @@ pub fn input_complexity_score(log_likelihood_nats: f64, compressed_bits: f64) ->
     -log_likelihood_nats / std::f64::consts::LN_2 - compressed_bits
 }
 
-impl<M: LikelihoodModel> Detector for InputComplexity<M> {
+impl<M: LikelihoodModel + Clone> Statistic for InputComplexity<M> {
     fn name(&self) -> &str {
         "input complexity"
     }
 
-    fn kind(&self) -> DetectorKind {
-        DetectorKind::InputComplexity
-    }
-
-    fn params(&self) -> DetectorParams {
-        DetectorParams::scoring_only(self.scorer.params())
-    }
-
-    fn fit(&mut self, reference: &ImageSet) -> Result<()> {
-        let scores = self.score(reference)?.scores;
-        self.reference.set(&scores);
-        Ok(())
-    }
-
-    fn score(&self, test: &ImageSet) -> Result<Scores> {
-        let bits = compressed_bits(test)?;
-        let log_p = self.scorer.log_likelihoods(&self.model, test)?;
-        Ok(Scores {
-            scores: log_p
-                .iter()
-                .zip(&bits)
-                .map(|(&l, &b)| input_complexity_score(l, b))
-                .collect(),
-            p_values: None,
-        })
+    /// `S(x)` in bits per image.
+    fn statistic(&self, set: &ImageSet) -> Result<Vec<f64>> {
+        let bits = compressed_bits(set)?;
+        let log_p = self.scorer.log_likelihoods(&self.model, set)?;
+        Ok(log_p
+            .iter()
+            .zip(&bits)
+            .map(|(&l, &b)| input_complexity_score(l, b))
+            .collect())
     }
 
     fn set_progress(&mut self, progress: ProgressHook) {
         self.scorer.set_progress(progress);
-    }
-
-    fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        self.reference.threshold(self.name(), target_fpr)
-    }
-
-    fn fitted_state(&self) -> Option<FittedState> {
-        self.reference.state()
-    }
-
-    fn restore(&mut self, state: FittedState) -> Result<()> {
-        self.reference = FittedScores::restored(self.name(), state)?;
-        Ok(())
     }
 }

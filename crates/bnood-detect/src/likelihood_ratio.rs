@@ -6,12 +6,10 @@ use burn::tensor::Device;
 use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
 
-use crate::factory::{DetectorKind, DetectorParams};
+use crate::detector::Statistic;
 use crate::params::{ParamGuard, ScoringParams};
-use crate::persist::FittedState;
-use crate::reference::FittedScores;
 use crate::scoring::{RunningScorer, check_shape};
-use crate::{DetectError, Detector, ProgressHook, Result, Scores};
+use crate::{DetectError, ProgressHook, Result};
 
 /// Scores an image by the negative likelihood ratio `−(ln p_θ(x) − ln p_bg(x))` in nats:
 /// `p_θ` is the model trained on the in-distribution data, `p_bg` a *background* model of
@@ -23,14 +21,13 @@ use crate::{DetectError, Detector, ProgressHook, Result, Scores};
 /// Ren et al. also add L2 regularisation to the background model's training; bnood's
 /// background models are trained like the foreground model apart from the mutation.
 ///
-/// Scoring needs no reference data; [`fit`](Detector::fit) only stores the reference
-/// scores for [`threshold_for_fpr`](Detector::threshold_for_fpr).
-#[derive(Debug)]
+/// A [`Statistic`]: fitting ([`Fit::fit`](crate::Fit::fit)) only keeps the reference
+/// scores for [`threshold_for_fpr`](crate::Detector::threshold_for_fpr).
+#[derive(Debug, Clone)]
 pub struct LikelihoodRatio<M> {
     model: M,
     background: M,
     scorer: RunningScorer,
-    reference: FittedScores,
 }
 
 impl<M: LikelihoodModel> LikelihoodRatio<M> {
@@ -57,7 +54,6 @@ impl<M: LikelihoodModel> LikelihoodRatio<M> {
             model,
             background,
             scorer: RunningScorer::new(device, params.check()?),
-            reference: FittedScores::default(),
         })
     }
 
@@ -84,47 +80,18 @@ impl<M: LikelihoodModel> LikelihoodRatio<M> {
     }
 }
 
-impl<M: LikelihoodModel> Detector for LikelihoodRatio<M> {
+impl<M: LikelihoodModel + Clone> Statistic for LikelihoodRatio<M> {
     fn name(&self) -> &str {
         "likelihood ratio"
     }
 
-    fn kind(&self) -> DetectorKind {
-        DetectorKind::LikelihoodRatio
-    }
-
-    fn params(&self) -> DetectorParams {
-        DetectorParams::scoring_only(self.scorer.params())
-    }
-
-    fn fit(&mut self, reference: &ImageSet) -> Result<()> {
-        let scores = self.score(reference)?.scores;
-        self.reference.set(&scores);
-        Ok(())
-    }
-
-    fn score(&self, test: &ImageSet) -> Result<Scores> {
-        let (model, background) = self.log_likelihoods(test)?;
-        Ok(Scores {
-            scores: model.iter().zip(&background).map(|(m, b)| b - m).collect(),
-            p_values: None,
-        })
+    /// `ln p_bg(x) − ln p_θ(x)` in nats.
+    fn statistic(&self, set: &ImageSet) -> Result<Vec<f64>> {
+        let (model, background) = self.log_likelihoods(set)?;
+        Ok(model.iter().zip(&background).map(|(m, b)| b - m).collect())
     }
 
     fn set_progress(&mut self, progress: ProgressHook) {
         self.scorer.set_progress(progress);
-    }
-
-    fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        self.reference.threshold(self.name(), target_fpr)
-    }
-
-    fn fitted_state(&self) -> Option<FittedState> {
-        self.reference.state()
-    }
-
-    fn restore(&mut self, state: FittedState) -> Result<()> {
-        self.reference = FittedScores::restored(self.name(), state)?;
-        Ok(())
     }
 }

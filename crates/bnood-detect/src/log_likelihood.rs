@@ -5,24 +5,21 @@ use burn::tensor::Device;
 use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
 
-use crate::factory::{DetectorKind, DetectorParams};
+use crate::detector::Statistic;
 use crate::params::{ParamGuard, ScoringParams};
-use crate::persist::FittedState;
-use crate::reference::FittedScores;
 use crate::scoring::RunningScorer;
-use crate::{Detector, ProgressHook, Result, Scores};
+use crate::{ProgressHook, Result};
 
 /// Scores an image by its negative log-likelihood `−ln p(x)` in nats, with BatchNorm
 /// running statistics (the paper's evaluation mode): low likelihood = OoD. The baseline
 /// that fails when OoD data gets *higher* likelihood (e.g. SVHN under a CIFAR-10 model).
 ///
-/// Scoring needs no reference data; [`fit`](Detector::fit) only stores the reference
-/// scores for [`threshold_for_fpr`](Detector::threshold_for_fpr).
-#[derive(Debug)]
+/// A [`Statistic`]: fitting ([`Fit::fit`](crate::Fit::fit)) only keeps the reference
+/// scores for [`threshold_for_fpr`](crate::Detector::threshold_for_fpr).
+#[derive(Debug, Clone)]
 pub struct LogLikelihood<M> {
     model: M,
     scorer: RunningScorer,
-    reference: FittedScores,
 }
 
 impl<M: LikelihoodModel> LogLikelihood<M> {
@@ -31,7 +28,6 @@ impl<M: LikelihoodModel> LogLikelihood<M> {
         Self {
             model,
             scorer: RunningScorer::new(device, ScoringParams::default().0),
-            reference: FittedScores::default(),
         }
     }
 
@@ -44,7 +40,6 @@ impl<M: LikelihoodModel> LogLikelihood<M> {
         Ok(Self {
             model,
             scorer: RunningScorer::new(device, params.check()?),
-            reference: FittedScores::default(),
         })
     }
 
@@ -62,50 +57,17 @@ impl<M: LikelihoodModel> LogLikelihood<M> {
     }
 }
 
-impl<M: LikelihoodModel> Detector for LogLikelihood<M> {
+impl<M: LikelihoodModel + Clone> Statistic for LogLikelihood<M> {
     fn name(&self) -> &str {
         "log-likelihood"
     }
 
-    fn kind(&self) -> DetectorKind {
-        DetectorKind::LogLikelihood
-    }
-
-    fn params(&self) -> DetectorParams {
-        DetectorParams::scoring_only(self.scorer.params())
-    }
-
-    fn fit(&mut self, reference: &ImageSet) -> Result<()> {
-        let scores = self.score(reference)?.scores;
-        self.reference.set(&scores);
-        Ok(())
-    }
-
-    fn score(&self, test: &ImageSet) -> Result<Scores> {
-        Ok(Scores {
-            scores: self
-                .log_likelihoods(test)?
-                .into_iter()
-                .map(|l| -l)
-                .collect(),
-            p_values: None,
-        })
+    /// `−ln p(x)` in nats, running statistics.
+    fn statistic(&self, set: &ImageSet) -> Result<Vec<f64>> {
+        Ok(self.log_likelihoods(set)?.into_iter().map(|l| -l).collect())
     }
 
     fn set_progress(&mut self, progress: ProgressHook) {
         self.scorer.set_progress(progress);
-    }
-
-    fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        self.reference.threshold(self.name(), target_fpr)
-    }
-
-    fn fitted_state(&self) -> Option<FittedState> {
-        self.reference.state()
-    }
-
-    fn restore(&mut self, state: FittedState) -> Result<()> {
-        self.reference = FittedScores::restored(self.name(), state)?;
-        Ok(())
     }
 }

@@ -11,131 +11,18 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use bnood_data::ImageSet;
 use bnood_models::{AnyModel, ModelConfig, checkpoint};
 
-use crate::bn_test::Fitted as BnFitted;
-use crate::factory::{DetectorKind, DetectorParams, build};
-use crate::reference::ReferenceScores;
-use crate::{DetectError, Detector, Result};
+use crate::registry::{FittedDetector, Registry};
+use crate::{DetectError, Result};
 
 /// What identifies a detector file (the first field of the JSON).
 const FORMAT: &str = "bnood-detector";
 /// The layout version this build writes and reads.
 const VERSION: u32 = 1;
-
-/// The fitted state of a detector, as [`Detector::fitted_state`] hands it out and
-/// [`Detector::restore`] takes it back. Opaque: only its detector reads it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FittedState(State);
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum State {
-    /// Sorted reference values (scores, or log-likelihoods for `T_perm`).
-    Reference { values: ReferenceScores },
-    /// The BN test's held-out Δs (in held-out order), the images it mixes into batches and,
-    /// for in-pool calibration, the held-out images.
-    BnTest {
-        deltas: Vec<f64>,
-        mixing: Option<StoredImages>,
-        /// The held-out images of in-pool calibration (absent otherwise, and in older files).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        held_out: Option<StoredImages>,
-    },
-}
-
-impl FittedState {
-    pub(crate) fn reference(values: ReferenceScores) -> Self {
-        Self(State::Reference { values })
-    }
-
-    pub(crate) fn bn_test(fitted: BnFitted) -> Self {
-        Self(State::BnTest {
-            deltas: fitted.deltas,
-            mixing: fitted.mixing.as_ref().map(StoredImages::from_set),
-            held_out: fitted.held_out.as_ref().map(StoredImages::from_set),
-        })
-    }
-
-    pub(crate) fn into_reference(self, detector: &str) -> Result<ReferenceScores> {
-        match self.0 {
-            State::Reference { values } => Ok(values),
-            State::BnTest { .. } => Err(wrong_state(detector, "BN test")),
-        }
-    }
-
-    pub(crate) fn into_bn_test(self, detector: &str, image_shape: [usize; 3]) -> Result<BnFitted> {
-        match self.0 {
-            State::BnTest {
-                deltas,
-                mixing,
-                held_out,
-            } => {
-                let reference = ReferenceScores::try_from(deltas.clone()).map_err(|e| {
-                    DetectError::InvalidParameter(format!("the saved state of {detector}: {e}"))
-                })?;
-                let mixing = mixing.map(StoredImages::into_set).transpose()?;
-                let held_out = held_out.map(StoredImages::into_set).transpose()?;
-                for set in mixing.iter().chain(&held_out) {
-                    if set.image_shape() != image_shape {
-                        return Err(DetectError::ShapeMismatch {
-                            set: set.name().to_string(),
-                            expected: image_shape,
-                            got: set.image_shape(),
-                        });
-                    }
-                }
-                Ok(BnFitted {
-                    mixing,
-                    deltas,
-                    reference,
-                    held_out,
-                })
-            }
-            State::Reference { .. } => Err(wrong_state(detector, "reference-score")),
-        }
-    }
-}
-
-fn wrong_state(detector: &str, held: &str) -> DetectError {
-    DetectError::InvalidParameter(format!(
-        "the saved state is a {held} state, which the {detector} detector cannot use: fit this detector again"
-    ))
-}
-
-/// Images stored in a detector file: `[N, C, H, W]` `u8` pixels, base64.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct StoredImages {
-    name: String,
-    shape: [usize; 4],
-    pixels_base64: String,
-}
-
-impl StoredImages {
-    fn from_set(set: &ImageSet) -> Self {
-        Self {
-            name: set.name().to_string(),
-            shape: set.shape(),
-            pixels_base64: BASE64.encode(set.pixels()),
-        }
-    }
-
-    fn into_set(self) -> Result<ImageSet> {
-        let pixels = BASE64.decode(self.pixels_base64.as_bytes()).map_err(|e| {
-            DetectError::InvalidParameter(format!(
-                "the stored images `{}` are not valid base64 ({e}): the detector file is damaged, fit again",
-                self.name
-            ))
-        })?;
-        Ok(ImageSet::new(self.name, pixels, self.shape, None)?)
-    }
-}
 
 /// A model file a detector was fitted with: its path as given, a checksum of its contents,
 /// and the importance samples it was scored with (VAE).
@@ -200,57 +87,54 @@ fn checksum(path: &Path) -> Result<String> {
     Ok(bnood_data::idx::md5_hex(&bytes))
 }
 
-/// The JSON layout of a detector file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct DetectorFile {
-    format: String,
+/// The JSON layout of a detector file, as written.
+#[derive(Serialize)]
+struct DetectorFileOut<'a> {
+    format: &'a str,
     version: u32,
-    detector: DetectorKind,
-    name: String,
-    params: DetectorParams,
+    detector: &'a str,
+    name: &'a str,
+    params: &'a (dyn erased_serde::Serialize + Send + Sync),
+    models: &'a [ModelFile],
+    state: Box<dyn erased_serde::Serialize + 'a>,
+}
+
+/// The JSON layout of a detector file, as read (parameters and state are the detector's to
+/// read).
+#[derive(Deserialize)]
+struct DetectorFileIn {
+    detector: String,
+    params: serde_json::Value,
     models: Vec<ModelFile>,
-    state: FittedState,
+    state: serde_json::Value,
 }
 
 /// A detector read back by [`load_detector`], ready to score.
+#[derive(Debug)]
 pub struct LoadedDetector {
     /// The fitted detector.
-    pub detector: Box<dyn Detector>,
+    pub detector: FittedDetector,
     /// The model files it was fitted with (as stored in the file).
     pub models: Vec<ModelFile>,
 }
 
-impl std::fmt::Debug for LoadedDetector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedDetector")
-            .field("detector", &self.detector.name())
-            .field("models", &self.models)
-            .finish()
-    }
-}
-
 /// Saves the fitted `detector`, built over the models of `models` (in the order given to
-/// [`build`]), to `path` as JSON. The file is written under a temporary name beside `path`
-/// and renamed into place, so an interrupted save leaves any previous file untouched.
+/// the registry's build), to `path` as JSON: its id, name, parameters, those model files
+/// with checksums, and its state ([`Detector::state`](crate::Detector::state)). The file is
+/// written under a temporary name beside `path` and renamed into place, so an interrupted
+/// save leaves any previous file untouched.
 ///
 /// # Errors
-/// [`DetectError::NotFitted`] for a detector that was not fitted;
 /// [`DetectError::DetectorFile`] when the file cannot be written.
-pub fn save_detector(detector: &dyn Detector, models: &[ModelFile], path: &Path) -> Result<()> {
-    let state = detector
-        .fitted_state()
-        .ok_or_else(|| DetectError::NotFitted {
-            detector: detector.name().to_string(),
-            action: "save",
-        })?;
-    let file = DetectorFile {
-        format: FORMAT.into(),
+pub fn save_detector(detector: &FittedDetector, models: &[ModelFile], path: &Path) -> Result<()> {
+    let file = DetectorFileOut {
+        format: FORMAT,
         version: VERSION,
-        detector: detector.kind(),
-        name: detector.name().to_string(),
+        detector: detector.id(),
+        name: detector.name(),
         params: detector.params(),
-        models: models.to_vec(),
-        state,
+        models,
+        state: detector.state(),
     };
     write_atomically(path, |w| {
         serde_json::to_writer_pretty(&mut *w, &file).map_err(std::io::Error::other)?;
@@ -258,15 +142,29 @@ pub fn save_detector(detector: &dyn Detector, models: &[ModelFile], path: &Path)
     })
 }
 
-/// Loads a detector saved by [`save_detector`] onto `device`. Its models are read from
-/// `model_paths` when given (one per stored model, in order), else from the stored paths;
-/// each must have the checksum recorded at fitting time.
+/// [`load_detector_from`] with bnood's own detectors ([`Registry::builtin`]).
+///
+/// # Errors
+/// As [`load_detector_from`].
+pub fn load_detector(
+    path: &Path,
+    model_paths: Option<&[PathBuf]>,
+    device: &Device,
+) -> Result<LoadedDetector> {
+    load_detector_from(&Registry::builtin(), path, model_paths, device)
+}
+
+/// Loads a detector saved by [`save_detector`] onto `device`, built through `registry`
+/// (which must know its id). Its models are read from `model_paths` when given (one per
+/// stored model, in order), else from the stored paths; each must have the checksum
+/// recorded at fitting time.
 ///
 /// # Errors
 /// [`DetectError::DetectorFile`] for an unreadable or foreign file, a wrong number of
 /// model paths, or a model file that is not the one the detector was fitted with; model and
 /// parameter errors.
-pub fn load_detector(
+pub fn load_detector_from(
+    registry: &Registry,
     path: &Path,
     model_paths: Option<&[PathBuf]>,
     device: &Device,
@@ -300,7 +198,7 @@ pub fn load_detector(
             "it has layout version {version:?}, this build reads version {VERSION}: fit the detector again with this version"
         )));
     }
-    let file: DetectorFile = serde_json::from_value(value)
+    let file: DetectorFileIn = serde_json::from_value(value)
         .map_err(|e| bad(format!("it is damaged ({e}): fit the detector again")))?;
     if let Some(paths) = model_paths
         && paths.len() != file.models.len()
@@ -317,8 +215,9 @@ pub fn load_detector(
         .enumerate()
         .map(|(i, m)| m.load(model_paths.map(|p| p[i].as_path()), device))
         .collect::<Result<Vec<_>>>()?;
-    let mut detector = build(file.detector, models, device, &file.params)?;
-    detector.restore(file.state)?;
+    let detector = registry
+        .build(&file.detector, models, device, &file.params)?
+        .restore(file.state)?;
     Ok(LoadedDetector {
         detector,
         models: file.models,

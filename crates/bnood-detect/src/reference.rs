@@ -4,13 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::persist::FittedState;
 use crate::{DetectError, Result};
 
-/// Values of the reference (held-out in-distribution) set, ascending, with no NaN.
+/// Values of a detector on its reference (held-out in-distribution) set, ascending, with
+/// no NaN: what ranks, p-values and quantile thresholds are computed from. Read from a
+/// file, it refuses NaN and empty lists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "Vec<f64>", into = "Vec<f64>")]
-pub(crate) struct ReferenceScores(Vec<f64>);
+pub struct ReferenceScores(Vec<f64>);
 
 impl ReferenceScores {
     /// The values, sorted ascending (callers reject NaN first; [`TryFrom`] checks it for
@@ -22,13 +23,18 @@ impl ReferenceScores {
     }
 
     /// The values, ascending.
-    pub(crate) fn values(&self) -> &[f64] {
+    pub fn values(&self) -> &[f64] {
         &self.0
     }
 
     /// Number of reference values.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// Whether there are none (never, for values read from a file or fitted).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// `#{v : v ≤ x}` and `#{v : v ≥ x}`.
@@ -100,35 +106,6 @@ impl From<ReferenceScores> for Vec<f64> {
     }
 }
 
-/// What a detector thresholded on its own scores keeps from [`fit`](crate::Detector::fit):
-/// the scores of its reference set (log p, WAIC, input complexity, the likelihood ratio).
-/// One home for their fit, threshold, save and restore.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct FittedScores(Option<ReferenceScores>);
-
-impl FittedScores {
-    /// Keeps `scores`, the detector's scores of its reference set.
-    pub(crate) fn set(&mut self, scores: &[f64]) {
-        self.0 = Some(ReferenceScores::new(scores));
-    }
-
-    /// The `(1 − target_fpr)` quantile of the reference scores
-    /// ([`ReferenceScores::score_threshold`]).
-    pub(crate) fn threshold(&self, detector: &str, target_fpr: f64) -> Result<f64> {
-        fitted(self.0.as_ref(), detector, "threshold_for_fpr")?.score_threshold(target_fpr)
-    }
-
-    /// The state to save, `None` before fitting.
-    pub(crate) fn state(&self) -> Option<FittedState> {
-        self.0.clone().map(FittedState::reference)
-    }
-
-    /// The fit a saved state of `detector` holds.
-    pub(crate) fn restored(detector: &str, state: FittedState) -> Result<Self> {
-        Ok(Self(Some(state.into_reference(detector)?)))
-    }
-}
-
 /// Checks a target false-positive rate: finite and in `(0, 1)`.
 pub(crate) fn check_fpr(target_fpr: f64) -> Result<()> {
     if !(target_fpr > 0.0 && target_fpr < 1.0) {
@@ -139,7 +116,8 @@ pub(crate) fn check_fpr(target_fpr: f64) -> Result<()> {
     Ok(())
 }
 
-/// The fitted state `state`, or [`DetectError::NotFitted`] for `detector` attempting `action`.
+/// The fitted state `state`, or [`DetectError::NotFitted`] for `detector` attempting `action`
+/// (the window test, which is fitted in place).
 pub(crate) fn fitted<'a, T>(
     state: Option<&'a T>,
     detector: &str,

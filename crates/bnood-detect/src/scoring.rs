@@ -138,10 +138,6 @@ impl RunningScorer {
         }
     }
 
-    pub(crate) fn params(&self) -> &ValidScoringParams {
-        &self.params
-    }
-
     pub(crate) fn set_progress(&mut self, progress: ProgressHook) {
         self.progress = progress;
     }

@@ -5,10 +5,9 @@ use burn::tensor::Device;
 use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
 
-use crate::factory::{DetectorKind, DetectorParams};
+use crate::detector::{Fit, ReferenceState, reference_values};
 use crate::params::{ParamGuard, ScoringParams};
-use crate::persist::FittedState;
-use crate::reference::{ReferenceScores, fitted};
+use crate::reference::ReferenceScores;
 use crate::scoring::RunningScorer;
 use crate::{Detector, ProgressHook, Result, Scores};
 
@@ -23,13 +22,20 @@ use crate::{Detector, ProgressHook, Result, Scores};
 /// `p = min(1, 2·min(1 + L, 1 + U) / (N + 1))`,
 ///
 /// which is valid (`P(p ≤ α) ≤ α`) when the test image and the reference images are
-/// exchangeable; attainable values are multiples of `2/(N + 1)`.
-#[derive(Debug)]
+/// exchangeable; attainable values are multiples of `2/(N + 1)`. Fitting
+/// ([`Fit::fit`]) keeps the reference log-likelihoods ([`FittedTPerm`]).
+#[derive(Debug, Clone)]
 pub struct TPerm<M> {
     model: M,
     scorer: RunningScorer,
+}
+
+/// A fitted [`TPerm`]: the detector and its reference log-likelihoods.
+#[derive(Debug, Clone)]
+pub struct FittedTPerm<M> {
+    detector: TPerm<M>,
     /// Reference log-likelihoods (nats).
-    reference: Option<ReferenceScores>,
+    reference: ReferenceScores,
 }
 
 impl<M: LikelihoodModel> TPerm<M> {
@@ -38,7 +44,6 @@ impl<M: LikelihoodModel> TPerm<M> {
         Self {
             model,
             scorer: RunningScorer::new(device, ScoringParams::default().0),
-            reference: None,
         }
     }
 
@@ -51,7 +56,6 @@ impl<M: LikelihoodModel> TPerm<M> {
         Ok(Self {
             model,
             scorer: RunningScorer::new(device, params.check()?),
-            reference: None,
         })
     }
 
@@ -59,36 +63,56 @@ impl<M: LikelihoodModel> TPerm<M> {
     pub fn model(&self) -> &M {
         &self.model
     }
+}
 
-    /// The reference log-likelihoods in nats, ascending, once fitted.
-    pub fn reference_log_likelihoods(&self) -> Option<&[f64]> {
-        self.reference.as_ref().map(ReferenceScores::values)
+impl<M> FittedTPerm<M> {
+    /// The unfitted detector.
+    pub fn detector(&self) -> &TPerm<M> {
+        &self.detector
+    }
+
+    /// The reference log-likelihoods in nats, ascending.
+    pub fn reference_log_likelihoods(&self) -> &[f64] {
+        self.reference.values()
     }
 }
 
-impl<M: LikelihoodModel> Detector for TPerm<M> {
+impl<M: LikelihoodModel + Clone> Fit for TPerm<M> {
+    type Fitted = FittedTPerm<M>;
+    type State = ReferenceState;
+
+    fn fit(&self, reference: &ImageSet) -> Result<FittedTPerm<M>> {
+        let values = self.scorer.log_likelihoods(&self.model, reference)?;
+        Ok(FittedTPerm {
+            detector: self.clone(),
+            reference: reference_values(&values, "T_perm", reference)?,
+        })
+    }
+
+    fn restore(&self, state: ReferenceState) -> Result<FittedTPerm<M>> {
+        Ok(FittedTPerm {
+            detector: self.clone(),
+            reference: state.into_values(),
+        })
+    }
+
+    fn set_progress(&mut self, progress: ProgressHook) {
+        self.scorer.set_progress(progress);
+    }
+}
+
+impl<M: LikelihoodModel> Detector for FittedTPerm<M> {
     fn name(&self) -> &str {
         "T_perm"
     }
 
-    fn kind(&self) -> DetectorKind {
-        DetectorKind::TPerm
-    }
-
-    fn params(&self) -> DetectorParams {
-        DetectorParams::scoring_only(self.scorer.params())
-    }
-
-    fn fit(&mut self, reference: &ImageSet) -> Result<()> {
-        let values = self.scorer.log_likelihoods(&self.model, reference)?;
-        self.reference = Some(ReferenceScores::new(&values));
-        Ok(())
-    }
-
     fn score(&self, test: &ImageSet) -> Result<Scores> {
-        let reference = fitted(self.reference.as_ref(), self.name(), "score")?;
+        let reference = &self.reference;
         let n = reference.len() as f64;
-        let values = self.scorer.log_likelihoods(&self.model, test)?;
+        let values = self
+            .detector
+            .scorer
+            .log_likelihoods(&self.detector.model, test)?;
         let (scores, p_values) = values
             .iter()
             .map(|&l| {
@@ -105,20 +129,15 @@ impl<M: LikelihoodModel> Detector for TPerm<M> {
     }
 
     fn set_progress(&mut self, progress: ProgressHook) {
-        self.scorer.set_progress(progress);
+        self.detector.scorer.set_progress(progress);
     }
 
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        let reference = fitted(self.reference.as_ref(), self.name(), "threshold_for_fpr")?;
+        let reference = &self.reference;
         reference.p_value_threshold(target_fpr, 2.0 / (reference.len() + 1) as f64)
     }
 
-    fn fitted_state(&self) -> Option<FittedState> {
-        self.reference.clone().map(FittedState::reference)
-    }
-
-    fn restore(&mut self, state: FittedState) -> Result<()> {
-        self.reference = Some(state.into_reference(self.name())?);
-        Ok(())
+    fn state(&self) -> Box<dyn erased_serde::Serialize + '_> {
+        Box::new(ReferenceState::of(&self.reference))
     }
 }

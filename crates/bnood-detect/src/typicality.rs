@@ -7,10 +7,9 @@ use rand::RngExt;
 use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
 
-use crate::factory::{DetectorKind, DetectorParams};
+use crate::detector::{Fit, ReferenceState, reference_values};
 use crate::params::{ParamGuard, ScoringParams};
-use crate::persist::FittedState;
-use crate::reference::{ReferenceScores, check_fpr, fitted};
+use crate::reference::{ReferenceScores, check_fpr};
 use crate::scoring::{RunningScorer, stream};
 use crate::{DetectError, Detector, ProgressHook, Result, Scores};
 
@@ -25,13 +24,21 @@ use crate::{DetectError, Detector, ProgressHook, Result, Scores};
 /// likelihood than typical in-distribution inputs (MNIST under a Fashion-MNIST model) are
 /// flagged too, which log p alone misses. [`window_statistic`](Self::window_statistic)
 /// and [`window_threshold`](Self::window_threshold) give the M > 1 test, whose threshold
-/// Nalisnick et al. estimate by bootstrap over reference windows.
-#[derive(Debug)]
+/// Nalisnick et al. estimate by bootstrap over reference windows. Fitting ([`Fit::fit`])
+/// keeps the reference images' `−ln p` ([`FittedTypicality`]).
+#[derive(Debug, Clone)]
 pub struct Typicality<M> {
     model: M,
     scorer: RunningScorer,
+}
+
+/// A fitted [`Typicality`] test: the detector and the `−ln p` (nats) of its reference
+/// images.
+#[derive(Debug, Clone)]
+pub struct FittedTypicality<M> {
+    detector: Typicality<M>,
     /// `−ln p` of the reference images, ascending.
-    reference: Option<ReferenceScores>,
+    reference: ReferenceScores,
 }
 
 impl<M: LikelihoodModel> Typicality<M> {
@@ -43,18 +50,12 @@ impl<M: LikelihoodModel> Typicality<M> {
         Ok(Self {
             model,
             scorer: RunningScorer::new(device, params.check()?),
-            reference: None,
         })
     }
 
     /// The model.
     pub fn model(&self) -> &M {
         &self.model
-    }
-
-    /// `Ĥ`, the mean negative log-likelihood (nats) of the reference set, once fitted.
-    pub fn entropy(&self) -> Option<f64> {
-        self.reference.as_ref().map(|r| mean(r.values()))
     }
 
     /// `−ln p(x)` (nats) of every image of `set`, running statistics.
@@ -69,13 +70,25 @@ impl<M: LikelihoodModel> Typicality<M> {
             .map(|l| -l)
             .collect())
     }
+}
+
+impl<M: LikelihoodModel> FittedTypicality<M> {
+    /// The unfitted detector.
+    pub fn detector(&self) -> &Typicality<M> {
+        &self.detector
+    }
+
+    /// `Ĥ`, the mean negative log-likelihood (nats) of the reference set.
+    pub fn entropy(&self) -> f64 {
+        mean(self.reference.values())
+    }
 
     /// `ε̂ = |mean(nll) − Ĥ|` of a window whose negative log-likelihoods (nats) are `nll`.
     ///
     /// # Errors
-    /// [`DetectError::NotFitted`]; [`DetectError::EmptySet`] for an empty window.
+    /// [`DetectError::EmptySet`] for an empty window.
     pub fn window_statistic(&self, nll: &[f64]) -> Result<f64> {
-        let h = self.fitted_entropy("window_statistic")?;
+        let h = self.entropy();
         if nll.is_empty() {
             return Err(DetectError::EmptySet(
                 "a typicality window needs at least one input".into(),
@@ -89,7 +102,7 @@ impl<M: LikelihoodModel> Typicality<M> {
     /// (Nalisnick et al.'s bootstrap; seeded).
     ///
     /// # Errors
-    /// [`DetectError::NotFitted`]; [`DetectError::InvalidParameter`] for a target outside
+    /// [`DetectError::InvalidParameter`] for a target outside
     /// (0, 1), `window = 0`, or fewer than `1/target_fpr − 1` resamples.
     pub fn window_threshold(
         &self,
@@ -99,7 +112,7 @@ impl<M: LikelihoodModel> Typicality<M> {
         seed: u64,
     ) -> Result<f64> {
         check_fpr(target_fpr)?;
-        let reference = fitted(self.reference.as_ref(), "typicality", "window_threshold")?;
+        let reference = &self.reference;
         if window == 0 {
             return Err(DetectError::InvalidParameter(
                 "window size M = 0: a window holds at least one input".into(),
@@ -118,47 +131,46 @@ impl<M: LikelihoodModel> Typicality<M> {
             .collect();
         ReferenceScores::new(&stats).score_threshold(target_fpr)
     }
-
-    fn fitted_entropy(&self, action: &'static str) -> Result<f64> {
-        Ok(mean(
-            fitted(self.reference.as_ref(), "typicality", action)?.values(),
-        ))
-    }
 }
 
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
-impl<M: LikelihoodModel> Detector for Typicality<M> {
+impl<M: LikelihoodModel + Clone> Fit for Typicality<M> {
+    type Fitted = FittedTypicality<M>;
+    type State = ReferenceState;
+
+    fn fit(&self, reference: &ImageSet) -> Result<FittedTypicality<M>> {
+        let nll = self.negative_log_likelihoods(reference)?;
+        Ok(FittedTypicality {
+            detector: self.clone(),
+            reference: reference_values(&nll, "typicality", reference)?,
+        })
+    }
+
+    fn restore(&self, state: ReferenceState) -> Result<FittedTypicality<M>> {
+        Ok(FittedTypicality {
+            detector: self.clone(),
+            reference: state.into_values(),
+        })
+    }
+
+    fn set_progress(&mut self, progress: ProgressHook) {
+        self.scorer.set_progress(progress);
+    }
+}
+
+impl<M: LikelihoodModel> Detector for FittedTypicality<M> {
     fn name(&self) -> &str {
         "typicality"
     }
 
-    fn kind(&self) -> DetectorKind {
-        DetectorKind::Typicality
-    }
-
-    fn params(&self) -> DetectorParams {
-        DetectorParams::scoring_only(self.scorer.params())
-    }
-
-    fn fit(&mut self, reference: &ImageSet) -> Result<()> {
-        let nll = self.negative_log_likelihoods(reference)?;
-        if nll.is_empty() {
-            return Err(DetectError::EmptySet(format!(
-                "the reference set `{}` is empty: fit on held-out in-distribution images",
-                reference.name()
-            )));
-        }
-        self.reference = Some(ReferenceScores::new(&nll));
-        Ok(())
-    }
-
     fn score(&self, test: &ImageSet) -> Result<Scores> {
-        let h = self.fitted_entropy("score")?;
+        let h = self.entropy();
         Ok(Scores {
             scores: self
+                .detector
                 .negative_log_likelihoods(test)?
                 .into_iter()
                 .map(|v| (v - h).abs())
@@ -168,22 +180,21 @@ impl<M: LikelihoodModel> Detector for Typicality<M> {
     }
 
     fn set_progress(&mut self, progress: ProgressHook) {
-        self.scorer.set_progress(progress);
+        self.detector.scorer.set_progress(progress);
     }
 
     fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        let reference = fitted(self.reference.as_ref(), self.name(), "threshold_for_fpr")?;
-        let h = mean(reference.values());
-        let scores: Vec<f64> = reference.values().iter().map(|v| (v - h).abs()).collect();
+        let h = self.entropy();
+        let scores: Vec<f64> = self
+            .reference
+            .values()
+            .iter()
+            .map(|v| (v - h).abs())
+            .collect();
         ReferenceScores::new(&scores).score_threshold(target_fpr)
     }
 
-    fn fitted_state(&self) -> Option<FittedState> {
-        self.reference.clone().map(FittedState::reference)
-    }
-
-    fn restore(&mut self, state: FittedState) -> Result<()> {
-        self.reference = Some(state.into_reference(self.name())?);
-        Ok(())
+    fn state(&self) -> Box<dyn erased_serde::Serialize + '_> {
+        Box::new(ReferenceState::of(&self.reference))
     }
 }

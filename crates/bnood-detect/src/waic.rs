@@ -5,12 +5,10 @@ use burn::tensor::Device;
 use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
 
-use crate::factory::{DetectorKind, DetectorParams};
+use crate::detector::Statistic;
 use crate::params::{ParamGuard, ScoringParams};
-use crate::persist::FittedState;
-use crate::reference::FittedScores;
 use crate::scoring::RunningScorer;
-use crate::{DetectError, Detector, ProgressHook, Result, Scores};
+use crate::{DetectError, ProgressHook, Result};
 
 /// Negative WAIC over an ensemble of K independently trained models (eq. 1):
 ///
@@ -20,13 +18,12 @@ use crate::{DetectError, Detector, ProgressHook, Result, Scores};
 /// (divided by K, not K − 1), log-likelihoods in nats with running statistics. With K = 1
 /// the variance is 0 and the score equals [`crate::LogLikelihood`]'s exactly.
 ///
-/// Scoring needs no reference data; [`fit`](Detector::fit) only stores the reference
-/// scores for [`threshold_for_fpr`](Detector::threshold_for_fpr).
-#[derive(Debug)]
+/// A [`Statistic`]: fitting ([`Fit::fit`](crate::Fit::fit)) only keeps the reference
+/// scores for [`threshold_for_fpr`](crate::Detector::threshold_for_fpr).
+#[derive(Debug, Clone)]
 pub struct Waic<M> {
     models: Vec<M>,
     scorer: RunningScorer,
-    reference: FittedScores,
 }
 
 impl<M: LikelihoodModel> Waic<M> {
@@ -64,7 +61,6 @@ impl<M: LikelihoodModel> Waic<M> {
         Ok(Self {
             models,
             scorer: RunningScorer::new(device, params.check()?),
-            reference: FittedScores::default(),
         })
     }
 
@@ -74,59 +70,29 @@ impl<M: LikelihoodModel> Waic<M> {
     }
 }
 
-impl<M: LikelihoodModel> Detector for Waic<M> {
+impl<M: LikelihoodModel + Clone> Statistic for Waic<M> {
     fn name(&self) -> &str {
         "WAIC"
     }
 
-    fn kind(&self) -> DetectorKind {
-        DetectorKind::Waic
-    }
-
-    fn params(&self) -> DetectorParams {
-        DetectorParams::scoring_only(self.scorer.params())
-    }
-
-    fn fit(&mut self, reference: &ImageSet) -> Result<()> {
-        let scores = self.score(reference)?.scores;
-        self.reference.set(&scores);
-        Ok(())
-    }
-
-    fn score(&self, test: &ImageSet) -> Result<Scores> {
+    /// `−(E_θ[ln p] − Var_θ[ln p])` in nats.
+    fn statistic(&self, set: &ImageSet) -> Result<Vec<f64>> {
         let per_model = self
             .models
             .iter()
-            .map(|m| self.scorer.log_likelihoods(m, test))
+            .map(|m| self.scorer.log_likelihoods(m, set))
             .collect::<Result<Vec<_>>>()?;
         let k = per_model.len() as f64;
-        let scores = (0..test.len())
+        Ok((0..set.len())
             .map(|i| {
                 let mean = per_model.iter().map(|l| l[i]).sum::<f64>() / k;
                 let var = per_model.iter().map(|l| (l[i] - mean).powi(2)).sum::<f64>() / k;
                 -(mean - var) // eq. 1
             })
-            .collect();
-        Ok(Scores {
-            scores,
-            p_values: None,
-        })
+            .collect())
     }
 
     fn set_progress(&mut self, progress: ProgressHook) {
         self.scorer.set_progress(progress);
-    }
-
-    fn threshold_for_fpr(&self, target_fpr: f64) -> Result<f64> {
-        self.reference.threshold(self.name(), target_fpr)
-    }
-
-    fn fitted_state(&self) -> Option<FittedState> {
-        self.reference.state()
-    }
-
-    fn restore(&mut self, state: FittedState) -> Result<()> {
-        self.reference = FittedScores::restored(self.name(), state)?;
-        Ok(())
     }
 }

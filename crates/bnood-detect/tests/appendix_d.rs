@@ -3,7 +3,7 @@
 
 mod common;
 
-use bnood_detect::{BnTest, BnTestParams, Detector};
+use bnood_detect::{BnTest, BnTestParams, Detector, Fit};
 use bnood_metrics::auroc;
 use bnood_models::{LikelihoodModel, StatsMode};
 use burn::tensor::Device;
@@ -71,8 +71,8 @@ fn raising_the_share_of_q_samples_lowers_their_likelihood_but_not_that_of_p_samp
     // Figure 3 on the Appendix D flow: mean S_{b,r} over a pool, r = 0.1 → 0.9.
     let device = Device::flex();
     let flow = AppendixDFlow::on_pixels(&device, SIGMA, 1);
-    let mut detector = BnTest::new(flow, &device, BnTestParams::new().seed(5)).expect("valid");
-    detector
+    let detector = BnTest::new(flow, &device, BnTestParams::new().seed(5))
+        .expect("valid")
         .fit(&p_set("p reference", 600, 1, SIGMA, 10))
         .expect("fit");
 
@@ -110,8 +110,8 @@ fn bn_test_separates_q_pools_from_p_pools_but_not_p_pools_from_each_other() {
     let pairs = 16;
     let device = Device::flex();
     let flow = AppendixDFlow::on_pixels(&device, SIGMA, pairs);
-    let mut detector = BnTest::new(flow, &device, BnTestParams::new().seed(3)).expect("valid");
-    detector
+    let detector = BnTest::new(flow, &device, BnTestParams::new().seed(3))
+        .expect("valid")
         .fit(&p_set("p reference", 600, pairs, SIGMA, 20))
         .expect("fit");
 

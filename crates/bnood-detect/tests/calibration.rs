@@ -4,7 +4,7 @@
 mod common;
 
 use bnood_data::ImageSet;
-use bnood_detect::{BnCalibration, BnTest, BnTestParams, Detector, Scores};
+use bnood_detect::{BnCalibration, BnTest, BnTestParams, Detector, Fit, FittedBnTest, Scores};
 use bnood_metrics::auroc;
 use burn::tensor::Device;
 
@@ -13,19 +13,18 @@ use common::{AppendixDFlow, p_set, q_set};
 const SIGMA: f64 = 0.01;
 const PAIRS: usize = 16;
 
-fn fitted_detector(seed: u64) -> BnTest<AppendixDFlow> {
+fn fitted_detector(seed: u64) -> FittedBnTest<AppendixDFlow> {
     fitted_with(BnTestParams::new().seed(seed), seed)
 }
 
-fn fitted_with(params: BnTestParams, seed: u64) -> BnTest<AppendixDFlow> {
+fn fitted_with(params: BnTestParams, seed: u64) -> FittedBnTest<AppendixDFlow> {
     let device = Device::flex();
     let flow = AppendixDFlow::on_pixels(&device, SIGMA, PAIRS);
-    let mut detector = BnTest::new(flow, &device, params).expect("valid parameters");
     // 800 reference images: 400 mixed into batches, 400 held out to calibrate Δ.
-    detector
+    BnTest::new(flow, &device, params)
+        .expect("valid parameters")
         .fit(&p_set("p reference", 800, PAIRS, SIGMA, 100 + seed))
-        .expect("fit");
-    detector
+        .expect("fit")
 }
 
 fn fraction_at_most(scores: &Scores, alpha: f64) -> f64 {
@@ -47,7 +46,7 @@ fn p_values_are_close_to_uniform_when_test_and_reference_share_a_distribution() 
             let detector = fitted_detector(seed);
             let pool: ImageSet = p_set("p pool", 400, PAIRS, SIGMA, 1000 * seed + 7);
             let scores = detector.score(&pool).expect("score");
-            let reference = detector.reference_deltas().expect("fitted");
+            let reference = detector.reference_deltas();
             let same = auroc(reference, &scores.scores).expect("auroc");
             let rep = (
                 fraction_at_most(&scores, 0.1),
@@ -97,7 +96,7 @@ fn a_clearly_shifted_pool_gets_small_p_values_and_an_auroc_near_one() {
     let in_dist = detector
         .score(&p_set("p pool", 400, PAIRS, SIGMA, 9))
         .expect("score");
-    let reference = detector.reference_deltas().expect("fitted");
+    let reference = detector.reference_deltas();
     let separation = auroc(reference, &shifted.scores).expect("auroc");
     let flagged_ood = fraction_at_most(&shifted, alpha);
     let flagged_in = fraction_at_most(&in_dist, alpha);

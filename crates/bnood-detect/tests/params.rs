@@ -4,8 +4,8 @@ mod common;
 
 use bnood_data::ImageSet;
 use bnood_detect::{
-    BnCalibration, BnTest, BnTestParams, DetectError, Detector, LogLikelihood, ParamGuard,
-    ScoringParams, TPerm, Waic,
+    BnCalibration, BnTest, BnTestParams, DetectError, Detector, Fit, LogLikelihood, ParamGuard,
+    ScoringParams, Statistic, Waic,
 };
 use burn::tensor::Device;
 
@@ -116,7 +116,7 @@ fn valid_parameters_check_to_the_values_that_were_set() {
 
 #[test]
 fn a_reference_set_of_one_image_cannot_be_split() {
-    let mut detector = build(BnTestParams::new()).expect("valid");
+    let detector = build(BnTestParams::new()).expect("valid");
     let err = detector
         .fit(&p_set("tiny", 1, 2, SIGMA, 1))
         .expect_err("one image");
@@ -127,7 +127,7 @@ fn a_reference_set_of_one_image_cannot_be_split() {
 #[test]
 fn a_reference_set_too_small_for_the_reference_rows_is_rejected_at_fit() {
     // b = 64, r1 = 0.1: 58 reference rows per batch, but 40 images leave 20 for mixing.
-    let mut detector = build(BnTestParams::new()).expect("valid");
+    let detector = build(BnTestParams::new()).expect("valid");
     let err = detector
         .fit(&p_set("small", 40, 2, SIGMA, 1))
         .expect_err("too small");
@@ -142,7 +142,7 @@ fn a_reference_set_too_small_for_the_reference_rows_is_rejected_at_fit() {
 #[test]
 fn a_held_out_part_smaller_than_one_batch_of_test_rows_is_rejected_at_fit() {
     // r2 = 0.9: 58 test rows per batch, but only 40 of 200 images are held out.
-    let mut detector = build(BnTestParams::new().held_out_fraction(0.2)).expect("valid");
+    let detector = build(BnTestParams::new().held_out_fraction(0.2)).expect("valid");
     let err = detector
         .fit(&p_set("reference", 200, 2, SIGMA, 1))
         .expect_err("held-out part too small");
@@ -156,8 +156,8 @@ fn a_held_out_part_smaller_than_one_batch_of_test_rows_is_rejected_at_fit() {
 
 #[test]
 fn a_test_pool_smaller_than_round_r_b_is_rejected_at_score() {
-    let mut detector = build(BnTestParams::new()).expect("valid");
-    detector
+    let detector = build(BnTestParams::new())
+        .expect("valid")
         .fit(&p_set("reference", 300, 2, SIGMA, 1))
         .expect("fit");
     let err = detector
@@ -183,22 +183,19 @@ fn a_test_pool_smaller_than_round_r_b_is_rejected_at_score() {
 }
 
 #[test]
-fn scoring_before_fit_is_an_error_for_detectors_that_need_reference_data() {
+fn the_log_likelihood_statistic_needs_no_reference_data() {
+    // Detectors that need reference data score only once fitted (their fitted type is
+    // another type); the statistic itself needs none.
     let device = Device::flex();
     let pool = p_set("pool", 100, 2, SIGMA, 3);
-    let bn = build(BnTestParams::new()).expect("valid");
-    let err = bn.score(&pool).expect_err("not fitted");
-    assert!(matches!(err, DetectError::NotFitted { .. }), "{err:?}");
-    assert!(err.to_string().contains("call `fit`"), "{err}");
-    let err = bn.threshold_for_fpr(0.05).expect_err("not fitted");
-    assert!(matches!(err, DetectError::NotFitted { .. }), "{err:?}");
-
-    let t_perm = TPerm::new(flow(), &device);
-    let err = t_perm.score(&pool).expect_err("not fitted");
-    assert!(matches!(err, DetectError::NotFitted { .. }), "{err:?}");
-
-    // The likelihood itself needs no reference data.
-    assert!(LogLikelihood::new(flow(), &device).score(&pool).is_ok());
+    let ll = LogLikelihood::new(flow(), &device);
+    let minus_log_p: Vec<f64> = ll
+        .log_likelihoods(&pool)
+        .expect("log p")
+        .into_iter()
+        .map(|l| -l)
+        .collect();
+    assert_eq!(ll.statistic(&pool).expect("statistic"), minus_log_p);
 }
 
 #[test]
@@ -212,7 +209,7 @@ fn an_empty_ensemble_is_rejected() {
 fn images_of_another_shape_are_rejected() {
     let wrong = ImageSet::new("wrong", vec![0; 2 * 16], [2, 1, 4, 4], None).expect("valid set");
     let err = LogLikelihood::new(flow(), &Device::flex())
-        .score(&wrong)
+        .statistic(&wrong)
         .expect_err("wrong shape");
     assert!(matches!(err, DetectError::ShapeMismatch { .. }), "{err:?}");
     assert!(
@@ -224,8 +221,9 @@ fn images_of_another_shape_are_rejected() {
 #[test]
 fn target_false_positive_rates_outside_zero_to_one_are_rejected() {
     let device = Device::flex();
-    let mut ll = LogLikelihood::new(flow(), &device);
-    ll.fit(&p_set("reference", 50, 2, SIGMA, 4)).expect("fit");
+    let ll = LogLikelihood::new(flow(), &device)
+        .fit(&p_set("reference", 50, 2, SIGMA, 4))
+        .expect("fit");
     for fpr in [0.0, 1.0, -0.5, f64::NAN] {
         let err = ll.threshold_for_fpr(fpr).expect_err("invalid target");
         assert!(

@@ -7,7 +7,7 @@ mod common;
 use bnood_data::ImageSet;
 use bnood_data::user_files::png_size;
 use bnood_detect::{
-    BnMode, BnTest, BnTestParams, Detector, DetectorArgs, InputComplexity, LikelihoodRatio,
+    BnMode, BnTest, BnTestParams, Detector, DetectorArgs, Fit, InputComplexity, LikelihoodRatio,
     LogLikelihood, ScoringParams, Typicality, compressed_bits, input_complexity_score,
 };
 use burn::tensor::Device;
@@ -42,8 +42,9 @@ fn png_size_grows_with_image_complexity_and_takes_grey_and_rgb() {
 fn input_complexity_is_minus_log2_likelihood_minus_png_bits() {
     let device = Device::flex();
     let set = q_set("q", 30, 1, 3);
-    let mut ic = InputComplexity::new(flow(&device, SIGMA), &device);
-    ic.fit(&p_set("ref", 100, 1, SIGMA, 1)).expect("fit");
+    let ic = InputComplexity::new(flow(&device, SIGMA), &device)
+        .fit(&p_set("ref", 100, 1, SIGMA, 1))
+        .expect("fit");
     let scores = ic.score(&set).expect("score");
     let log_p = LogLikelihood::new(flow(&device, SIGMA), &device)
         .log_likelihoods(&set)
@@ -64,14 +65,15 @@ fn input_complexity_is_minus_log2_likelihood_minus_png_bits() {
 fn likelihood_ratio_is_background_minus_model_log_likelihood() {
     let device = Device::flex();
     let set = q_set("q", 20, 1, 4);
-    let mut lr = LikelihoodRatio::with_params(
+    let lr = LikelihoodRatio::with_params(
         flow(&device, SIGMA),
         flow(&device, 0.5),
         &device,
         ScoringParams::new(),
     )
-    .expect("same shapes");
-    lr.fit(&p_set("ref", 100, 1, SIGMA, 1)).expect("fit");
+    .expect("same shapes")
+    .fit(&p_set("ref", 100, 1, SIGMA, 1))
+    .expect("fit");
     let scores = lr.score(&set).expect("score");
     let log_model = LogLikelihood::new(flow(&device, SIGMA), &device)
         .log_likelihoods(&set)
@@ -103,14 +105,18 @@ fn likelihood_ratio_refuses_a_background_model_of_another_image_shape() {
 fn typicality_scores_the_distance_of_the_nll_from_the_reference_entropy() {
     let device = Device::flex();
     let reference = p_set("ref", 400, 1, SIGMA, 1);
-    let mut t = Typicality::with_params(flow(&device, SIGMA), &device, ScoringParams::new())
-        .expect("valid");
-    t.fit(&reference).expect("fit");
-    let nll_ref = t.negative_log_likelihoods(&reference).expect("nll");
+    let t = Typicality::with_params(flow(&device, SIGMA), &device, ScoringParams::new())
+        .expect("valid")
+        .fit(&reference)
+        .expect("fit");
+    let nll_ref = t
+        .detector()
+        .negative_log_likelihoods(&reference)
+        .expect("nll");
     let h = nll_ref.iter().sum::<f64>() / nll_ref.len() as f64;
-    assert!((t.entropy().expect("fitted") - h).abs() < 1e-9);
+    assert!((t.entropy() - h).abs() < 1e-9);
     let set = q_set("q", 20, 1, 5);
-    let nll = t.negative_log_likelihoods(&set).expect("nll");
+    let nll = t.detector().negative_log_likelihoods(&set).expect("nll");
     let scores = t.score(&set).expect("score");
     for (score, v) in scores.scores.iter().zip(&nll) {
         assert!((score - (v - h).abs()).abs() < 1e-9);
@@ -131,9 +137,10 @@ fn typicality_scores_the_distance_of_the_nll_from_the_reference_entropy() {
 #[test]
 fn typicality_flags_inputs_with_unusually_high_likelihood_too() {
     let device = Device::flex();
-    let mut t = Typicality::with_params(flow(&device, SIGMA), &device, ScoringParams::new())
-        .expect("valid");
-    t.fit(&p_set("ref", 400, 1, SIGMA, 1)).expect("fit");
+    let t = Typicality::with_params(flow(&device, SIGMA), &device, ScoringParams::new())
+        .expect("valid")
+        .fit(&p_set("ref", 400, 1, SIGMA, 1))
+        .expect("fit");
     // x1 = 0 is far *more* likely than any p sample: log p misses it, typicality does not.
     let probes = common::pixel_set("probes", &[0.0, 1.0], 1);
     let s = t.score(&probes).expect("score");
@@ -151,8 +158,10 @@ fn per_input_bn_scores_an_image_the_same_whatever_else_is_scored_with_it() {
     let device = Device::flex();
     let params = BnTestParams::per_input_batch_size(BnTestParams::new(), 8);
     assert!(params.is_per_input());
-    let mut bn = BnTest::new(flow(&device, SIGMA), &device, params).expect("valid");
-    bn.fit(&p_set("ref", 200, 1, SIGMA, 1)).expect("fit");
+    let bn = BnTest::new(flow(&device, SIGMA), &device, params)
+        .expect("valid")
+        .fit(&p_set("ref", 200, 1, SIGMA, 1))
+        .expect("fit");
     let a = p_set("a", 12, 1, SIGMA, 2);
     let b = q_set("b", 30, 1, 3);
     let alone = bn.score(&a).expect("alone");
@@ -173,14 +182,15 @@ fn calibration_draws_score_the_held_out_images_in_that_many_batch_compositions()
     let device = Device::flex();
     let reference = p_set("ref", 200, 1, SIGMA, 1);
     let params = |k| BnTestParams::new().batch_size(10).calibration_draws(k);
-    let mut one = BnTest::new(flow(&device, SIGMA), &device, params(1)).expect("valid");
-    one.fit(&reference).expect("fit");
-    let mut three = BnTest::new(flow(&device, SIGMA), &device, params(3)).expect("valid");
-    three.fit(&reference).expect("fit");
-    let (d1, d3) = (
-        one.reference_deltas().expect("fitted"),
-        three.reference_deltas().expect("fitted"),
-    );
+    let one = BnTest::new(flow(&device, SIGMA), &device, params(1))
+        .expect("valid")
+        .fit(&reference)
+        .expect("fit");
+    let three = BnTest::new(flow(&device, SIGMA), &device, params(3))
+        .expect("valid")
+        .fit(&reference)
+        .expect("fit");
+    let (d1, d3) = (one.reference_deltas(), three.reference_deltas());
     assert_eq!(d3.len(), 3 * d1.len());
     // Draw 0 is the single-draw calibration; the others are new batch compositions.
     assert_eq!(&d3[..d1.len()], d1);

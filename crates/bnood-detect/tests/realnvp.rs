@@ -5,7 +5,9 @@
 use std::sync::OnceLock;
 
 use bnood_data::ImageSet;
-use bnood_detect::{BnTest, BnTestParams, Detector, LogLikelihood, TPerm};
+use bnood_detect::{
+    BnTest, BnTestParams, Detector, Fit, FittedBnTest, LogLikelihood, Statistic, TPerm,
+};
 use bnood_metrics::auroc;
 use bnood_models::train::{TrainConfig, train};
 use bnood_models::{RealNvp, RealNvpConfig};
@@ -83,12 +85,13 @@ fn model() -> RealNvp {
         .clone()
 }
 
-fn bn_test(seed: u64, reference: &ImageSet) -> BnTest<RealNvp> {
+fn bn_test(seed: u64, reference: &ImageSet) -> FittedBnTest<RealNvp> {
     let device = Device::flex();
     let params = BnTestParams::new().batch_size(32).seed(seed);
-    let mut detector = BnTest::new(model(), &device, params).expect("valid parameters");
-    detector.fit(reference).expect("fit");
-    detector
+    BnTest::new(model(), &device, params)
+        .expect("valid parameters")
+        .fit(reference)
+        .expect("fit")
 }
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
@@ -150,8 +153,7 @@ fn bn_test_detects_low_variance_images_that_likelihood_baselines_miss() {
         &detector.score(&ood_pool).expect("score").scores,
     )
     .expect("auroc");
-    let mut t_perm = TPerm::new(model(), &device);
-    t_perm.fit(&reference).expect("fit");
+    let t_perm = TPerm::new(model(), &device).fit(&reference).expect("fit");
     let perm = auroc(
         &t_perm.score(&in_pool).expect("score").scores,
         &t_perm.score(&ood_pool).expect("score").scores,
@@ -159,8 +161,8 @@ fn bn_test_detects_low_variance_images_that_likelihood_baselines_miss() {
     .expect("auroc");
     let likelihood = LogLikelihood::new(model(), &device);
     let plain = auroc(
-        &likelihood.score(&in_pool).expect("score").scores,
-        &likelihood.score(&ood_pool).expect("score").scores,
+        &likelihood.statistic(&in_pool).expect("score"),
+        &likelihood.statistic(&ood_pool).expect("score"),
     )
     .expect("auroc");
     println!("AUROC: BN test {bn:.3}, T_perm {perm:.3}, −ln p {plain:.3}");

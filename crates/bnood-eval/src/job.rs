@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 
 use bnood_data::{ImageSet, seeds};
-use bnood_detect::{BnTest, Detector, LikelihoodModel};
+use bnood_detect::{BnTest, Fit, LikelihoodModel};
 
 use crate::protocol::{
     Protocol, build_spec, calibration, contamination, ood_table, r2_table, ratio_sweep,
@@ -337,8 +337,8 @@ pub fn run<M: LikelihoodModel + Clone + 'static>(
                 continue;
             };
             let mut bn = BnTest::new(model.clone(), device, job.protocol.bn.clone())?;
-            bn.set_progress(crate::bar_hook(job.protocol.progress));
-            bn.fit(reference)?;
+            Fit::set_progress(&mut bn, crate::bar_hook(job.protocol.progress));
+            let bn = bn.fit(reference)?;
             let mut pools = vec![sweep_pool(test_in, job.sweep_size, job.seed)?];
             for ood in oods {
                 pools.push(sweep_pool(ood, job.sweep_size, job.seed)?);
@@ -362,10 +362,10 @@ pub fn run<M: LikelihoodModel + Clone + 'static>(
                 let mut detector =
                     build_spec(&det, &entry.members, entry.background.as_ref(), device)?;
                 detector.set_progress(crate::bar_hook(job.protocol.progress));
-                detector.fit(reference)?;
+                let detector = detector.fit(reference)?;
                 for outliers in &spec.outliers {
                     rows.extend(contamination(
-                        detector.as_ref(),
+                        &detector,
                         &det.setting,
                         &spec.inliers,
                         outliers,

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use bnood_data::ImageSet;
 use bnood_data::seeds;
 use bnood_detect::{
-    BnCalibration, BnTest, BnTestParams, Detector, DetectorKind, DetectorParams, LikelihoodModel,
-    ParamGuard, Scores,
+    BnCalibration, BnTestParams, Detector, DetectorKind, DetectorParams, FittedBnTest,
+    FittedDetector, LikelihoodModel, ParamGuard, Scores, Unfitted,
 };
 
 use crate::{EvalError, Result};
@@ -210,8 +210,8 @@ impl Protocol {
     pub fn specs(&self, members: usize, background: bool) -> Result<Vec<DetectorSpec>> {
         let mut specs = Vec::new();
         for &kind in &self.detectors {
-            let models = members + usize::from(background && kind == DetectorKind::LikelihoodRatio);
-            if models < kind.min_models() {
+            let background = background.then_some(&());
+            if kind.models_from(&vec![(); members], background).is_err() {
                 continue;
             }
             let spec = |setting, bn: &BnTestParams| DetectorSpec {
@@ -249,12 +249,8 @@ pub fn build_spec<M: LikelihoodModel + Clone + 'static>(
     members: &[M],
     background: Option<&M>,
     device: &Device,
-) -> Result<Box<dyn Detector>> {
-    let models = match (spec.kind, background) {
-        (DetectorKind::LikelihoodRatio, Some(bg)) => vec![members[0].clone(), bg.clone()],
-        (DetectorKind::Waic, _) => members.to_vec(),
-        _ => members[..1].to_vec(),
-    };
+) -> Result<Unfitted> {
+    let models = spec.kind.models_from(members, background)?;
     Ok(bnood_detect::build(
         spec.kind,
         models,
@@ -317,7 +313,7 @@ fn row(
 /// Fits `detector` on `reference`, scores `test_in` once and every OoD set, and returns
 /// one [`Row`] per OoD set.
 fn run_detector(
-    detector: &mut dyn Detector,
+    detector: &Unfitted,
     setting: &Setting,
     model_name: &str,
     reference: &ImageSet,
@@ -325,7 +321,8 @@ fn run_detector(
     oods: &[ImageSet],
 ) -> Result<Vec<Row>> {
     let t = Instant::now();
-    detector.fit(reference)?;
+    let detector = detector.fit(reference)?;
+    let kind = DetectorKind::parse(detector.id())?;
     let in_scores = detector.score(test_in)?;
     let shared = t.elapsed().as_secs_f64();
     let mut rows = Vec::with_capacity(oods.len());
@@ -335,7 +332,7 @@ fn run_detector(
         let secs = shared + t.elapsed().as_secs_f64();
         rows.push(row(
             (model_name, test_in.name(), ood.name()),
-            detector.kind(),
+            kind,
             setting,
             &in_scores,
             &ood_scores,
@@ -398,7 +395,7 @@ pub fn ood_table<M: LikelihoodModel + Clone + 'static>(
         let mut detector = build_spec(&spec, models, background, device)?;
         detector.set_progress(crate::bar_hook(protocol.progress));
         rows.extend(run_detector(
-            detector.as_mut(),
+            &detector,
             &spec.setting,
             model_name,
             reference,
@@ -415,7 +412,7 @@ pub fn ood_table<M: LikelihoodModel + Clone + 'static>(
 /// # Errors
 /// As [`ood_table`]; [`EvalError::InvalidSetting`] for an empty `r2s`.
 #[allow(clippy::too_many_arguments)]
-pub fn r2_table<M: LikelihoodModel + Clone>(
+pub fn r2_table<M: LikelihoodModel + Clone + 'static>(
     model: &M,
     model_name: &str,
     reference: &ImageSet,
@@ -434,10 +431,18 @@ pub fn r2_table<M: LikelihoodModel + Clone>(
     let mut rows = Vec::new();
     for &r2 in r2s {
         let params = protocol.bn.clone().ratios(0.0, r2);
-        let mut bn = BnTest::new(model.clone(), device, params.clone())?;
+        let mut bn = bnood_detect::build(
+            DetectorKind::BnTest,
+            vec![model.clone()],
+            device,
+            &DetectorParams {
+                bn: params.clone(),
+                ..DetectorParams::default()
+            },
+        )?;
         bn.set_progress(crate::bar_hook(protocol.progress));
         rows.extend(run_detector(
-            &mut bn,
+            &bn,
             &Setting::bn_test(&params)?,
             model_name,
             reference,
@@ -466,7 +471,7 @@ pub struct SweepSeries {
 /// # Errors
 /// [`EvalError::InvalidSetting`] for no ratios or pools; BN-test errors.
 pub fn ratio_sweep<M: LikelihoodModel>(
-    bn: &BnTest<M>,
+    bn: &FittedBnTest<M>,
     pools: &[ImageSet],
     ratios: &[f64],
 ) -> Result<Vec<SweepSeries>> {
@@ -475,7 +480,7 @@ pub fn ratio_sweep<M: LikelihoodModel>(
             "the ratio sweep needs at least one ratio and one test pool".into(),
         ));
     }
-    let dims = bn.model().dims();
+    let dims = bn.detector().model().dims();
     pools
         .iter()
         .map(|pool| {
@@ -565,7 +570,7 @@ fn flagged_share(scores: &Scores, threshold: f64) -> f64 {
 /// [`EvalError::InvalidSetting`] for fractions outside `(0, 1]`, a pool that would hold
 /// no OoD image, or too few images in `inliers` / `outliers`; detector errors.
 pub fn contamination(
-    detector: &dyn Detector,
+    detector: &FittedDetector,
     setting: &Setting,
     inliers: &ImageSet,
     outliers: &ImageSet,
@@ -643,7 +648,7 @@ pub fn contamination(
         };
         let m = bnood_metrics::evaluate(&in_scores.scores, &ood_scores.scores)?;
         rows.push(ContaminationRow {
-            detector: detector.kind(),
+            detector: DetectorKind::parse(detector.id())?,
             setting: setting.clone(),
             ood: outliers.name().to_string(),
             ood_fraction: f,
@@ -860,8 +865,8 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
             spec.params.bn = spec.params.bn.clone().seed(seed);
             let mut detector = build_spec(&spec, members, background, device)?;
             detector.set_progress(crate::bar_hook(progress));
-            detector.fit(&reference)?;
-            units[si] = DecisionUnit::of(detector.as_ref());
+            let detector = detector.fit(&reference)?;
+            units[si] = DecisionUnit::of(&*detector);
             let thresholds = fprs
                 .iter()
                 .map(|&f| detector.threshold_for_fpr(f))

@@ -3,7 +3,7 @@
 //! rendering from JSON, and the paper's numbers.
 
 use bnood_data::ImageSet;
-use bnood_detect::{BnTest, BnTestParams, Detector};
+use bnood_detect::{BnTest, BnTestParams, DetectorParams, Fit, build};
 use bnood_eval::{
     DetectorKind, Protocol, Report, Setting, contamination, ood_table, paper, r2_table,
     ratio_sweep, render, report,
@@ -123,8 +123,10 @@ fn table5_uses_running_statistics_for_r1_and_each_r2() {
 #[test]
 fn the_sweep_gives_one_point_per_ratio_and_equals_the_statistic_in_bits_per_dim() {
     let device = Device::flex();
-    let mut bn = BnTest::new(tiny_model(&device), &device, protocol().bn).expect("bn");
-    bn.fit(&images("ref", 40, false, 1)).expect("fit");
+    let bn = BnTest::new(tiny_model(&device), &device, protocol().bn)
+        .expect("bn")
+        .fit(&images("ref", 40, false, 1))
+        .expect("fit");
     let pool = images("in", 20, false, 2);
     let series = ratio_sweep(&bn, std::slice::from_ref(&pool), &[0.0, 0.5, 1.0]).expect("sweep");
     assert_eq!(series.len(), 1);
@@ -139,8 +141,19 @@ fn the_sweep_gives_one_point_per_ratio_and_equals_the_statistic_in_bits_per_dim(
 #[test]
 fn contamination_pools_hold_the_requested_ood_share() {
     let device = Device::flex();
-    let mut bn = BnTest::new(tiny_model(&device), &device, protocol().bn).expect("bn");
-    bn.fit(&images("ref", 40, false, 1)).expect("fit");
+    let params = DetectorParams {
+        bn: protocol().bn,
+        ..DetectorParams::default()
+    };
+    let bn = build(
+        DetectorKind::BnTest,
+        vec![tiny_model(&device)],
+        &device,
+        &params,
+    )
+    .expect("bn")
+    .fit(&images("ref", 40, false, 1))
+    .expect("fit");
     let inliers = images("in", 60, false, 2);
     let outliers = images("out", 60, true, 3);
     let setting = Setting::bn_test(&protocol().bn).expect("valid");

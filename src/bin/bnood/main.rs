@@ -24,8 +24,8 @@ use bnood::data::{
     Dataset, Locator, Survey, is_catalogue_name, load_named, load_named_indexed, seeds, survey,
 };
 use bnood::detect::{
-    BnCalibration, BnTestParams, Detector, DetectorArgs, DetectorKind, ImageOrigin, LoadedDetector,
-    ModelFile, ParamGuard,
+    BnCalibration, BnTestParams, DetectorArgs, DetectorKind, DetectorParams, FittedDetector,
+    ImageOrigin, LoadedDetector, ModelFile, ParamGuard,
 };
 use bnood::error::{Error, Result};
 use bnood::eval::{
@@ -599,20 +599,20 @@ fn fit_detector(
                 .into(),
         ));
     };
-    if !a.ensemble.is_empty() && a.detector != DetectorKind::Waic {
+    if !a.ensemble.is_empty() && !a.detector.uses_ensemble() {
         return Err(Error::Invalid(format!(
             "--ensemble is used by the WAIC detector only, not by --detector {}: drop it, or pass --detector waic",
             a.detector.title()
         )));
     }
     match (&a.background, a.detector) {
-        (Some(_), kind) if kind != DetectorKind::LikelihoodRatio => {
+        (Some(_), kind) if !kind.uses_background() => {
             return Err(Error::Invalid(format!(
                 "--background is used by the likelihood-ratio detector only, not by --detector {}: drop it, or pass --detector likelihood-ratio",
                 kind.id()
             )));
         }
-        (None, DetectorKind::LikelihoodRatio) => {
+        (None, kind) if kind.uses_background() => {
             return Err(Error::Invalid(
                 "--detector likelihood-ratio needs --background MODEL: a model of the same data trained with `bnood train --background-mutation 0.2` (or a shipped background model, see `bnood models list`)".into(),
             ));
@@ -664,9 +664,8 @@ fn fit_detector(
         Some(shape),
     )?;
     detector.set_progress(bnood::eval::progress::BarProgress::hook(progress));
-    detector.fit(&reference)?;
     Ok(LoadedDetector {
-        detector,
+        detector: detector.fit(&reference)?,
         models: files,
     })
 }
@@ -683,7 +682,7 @@ fn fit_cmd(
     let a = &resolved;
     check_output(&a.out, &fit_inputs(&a.fit, None, None))?;
     let fitted = fit_detector(&a.fit, device, locator, progress)?;
-    bnood::detect::save_detector(fitted.detector.as_ref(), &fitted.models, &a.out)?;
+    bnood::detect::save_detector(&fitted.detector, &fitted.models, &a.out)?;
     println!(
         "fitted {} on `{}`; saved {}",
         fitted.detector.name(),
@@ -756,7 +755,7 @@ fn score_cmd(
         None => fit_detector(&a.fit, device, locator, progress)?,
     };
     let origins = image_origins(&a.test, &indices)?;
-    let detector: &dyn Detector = fitted.detector.as_ref();
+    let detector = &fitted.detector;
     let threshold = detector.threshold_for_fpr(a.fpr)?;
     note_pool_decisions(detector);
     let scores = detector.score(&test)?;
@@ -787,13 +786,13 @@ fn score_cmd(
 
 /// Says on stderr that the BN test's pool mode with the paper's calibration does not flag
 /// single images at the target rate (`docs/results.md`, "Calibration"), and what does.
-fn note_pool_decisions(detector: &dyn Detector) {
-    let held_out = detector
-        .params()
-        .bn
-        .check_ref()
-        .is_ok_and(|p| p.calibration() == BnCalibration::HeldOut);
-    if detector.kind() == DetectorKind::BnTest && !detector.is_per_input() && held_out {
+fn note_pool_decisions(detector: &FittedDetector) {
+    let held_out =
+        serde_json::from_value::<DetectorParams>(detector.params_json()).is_ok_and(|p| {
+            p.bn.check_ref()
+                .is_ok_and(|p| p.calibration() == BnCalibration::HeldOut)
+        });
+    if detector.id() == DetectorKind::BnTest.id() && !detector.is_per_input() && held_out {
         eprintln!(
             "note: the BN test's pool mode with the paper's (held-out) calibration decides per pool: its per-image flags are correlated and exceed --fpr on average (8.3 % at 5 % on clean pools of 250); for per-image flags at --fpr pass --bn-calibration in-pool, --mode per-input or a per-input detector (docs/results.md, \"Calibration\")"
         );

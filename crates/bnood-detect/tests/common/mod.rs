@@ -26,7 +26,7 @@ pub const PIXELS_PER_UNIT: f64 = 100.0;
 /// that map). [`raw`](Self::raw) (offset 0, scale 1) treats the input directly as
 /// `(x1, x2)`; [`on_pixels`](Self::on_pixels) reads midpoint-dequantised pixels, pixel 127
 /// being 0 and 100 pixels one unit, so the detectors can score `ImageSet`s.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AppendixDFlow {
     pub bn: BatchNorm,
     pub pairs: usize,
