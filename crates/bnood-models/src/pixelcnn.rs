@@ -387,8 +387,9 @@ impl PixelCnn {
         let ones = Tensor::ones([n, 1, h, w], &scaled.device());
         let x = Tensor::cat(vec![scaled, ones], 1);
         let mut u_list = vec![self.u_init.forward(x.clone(), mode)?];
-        let mut ul_list =
-            vec![self.ul_init_above.forward(x.clone(), mode)? + self.ul_init_left.forward(x, mode)?];
+        let mut ul_list = vec![
+            self.ul_init_above.forward(x.clone(), mode)? + self.ul_init_left.forward(x, mode)?,
+        ];
         for (i, stage) in self.up.iter().enumerate() {
             for (u_block, ul_block) in stage.u.iter().zip(&stage.ul) {
                 let u_prev = u_list.last().expect("the stack starts non-empty").clone();
@@ -467,7 +468,9 @@ impl PixelCnn {
     pub fn pixel_log_probs(&self, x: Tensor<4>, mode: &StatsMode) -> Result<Tensor<4>, ModelError> {
         check_shape(&x, self.image_shape())?;
         let scaled = scaled_pixels(x);
-        Ok(self.mixture_of_scaled(scaled.clone(), mode)?.log_prob(scaled))
+        Ok(self
+            .mixture_of_scaled(scaled.clone(), mode)?
+            .log_prob(scaled))
     }
 
     /// `ln p(x)` `[N]` (nats) with dropout masks drawn from `seed` and the batch's bits
@@ -497,11 +500,15 @@ impl PixelCnn {
         if p == 0.0 {
             return Ok(None);
         }
-        let values = x.clone().into_data().try_into_vec_as::<f32>().map_err(|e| {
-            ModelError::Data(bnood_data::DataError::Mismatch(format!(
-                "cannot read the input batch back to the host: {e:?}"
-            )))
-        })?;
+        let values = x
+            .clone()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| {
+                ModelError::Data(bnood_data::DataError::Mismatch(format!(
+                    "cannot read the input batch back to the host: {e:?}"
+                )))
+            })?;
         let mut h = splitmix64(seed ^ DROPOUT_DOMAIN);
         for v in values {
             h = (h ^ u64::from(v.to_bits())).wrapping_mul(0x0000_0100_0000_01B3); // FNV-1a step

@@ -53,11 +53,8 @@ fn images(values: Vec<f32>, device: &Device) -> Tensor<4> {
 /// `values[image][part][component][pixel]`.
 fn parameters(mixture: LogisticMixture) -> Vec<Vec<Vec<Vec<f32>>>> {
     let [n, m, h, w] = mixture.means.dims();
-    let parts = [mixture.logit_weights, mixture.means, mixture.log_scales].map(|t| {
-        t.into_data()
-            .try_to_vec::<f32>()
-            .expect("f32")
-    });
+    let parts = [mixture.logit_weights, mixture.means, mixture.log_scales]
+        .map(|t| t.into_data().try_to_vec::<f32>().expect("f32"));
     (0..n)
         .map(|i| {
             parts
@@ -143,10 +140,7 @@ fn the_gradient_of_a_pixels_log_probability_with_respect_to_that_pixel_and_later
     let one_hot: Vec<f32> = (0..PIXELS * PIXELS)
         .map(|k| f32::from(u8::from(k / PIXELS == k % PIXELS)))
         .collect();
-    let select = Tensor::<4>::from_data(
-        TensorData::new(one_hot, [PIXELS, 1, SIDE, SIDE]),
-        &device,
-    );
+    let select = Tensor::<4>::from_data(TensorData::new(one_hot, [PIXELS, 1, SIDE, SIDE]), &device);
     let grads = (per_pixel * select).sum().backward();
     let grad = scaled
         .grad(&grads)
@@ -197,11 +191,27 @@ fn in_batch_mode_a_pixels_mixture_depends_on_other_images_and_on_its_own_later_p
     let base_running = first_image(pair(&a, &b), &running);
     let base_batch = first_image(pair(&a, &b), &batch);
     // Running mode: pixel 0 sees nothing, so neither change moves it.
-    assert!(same_at(&first_image(pair(&a, &b_other), &running), &base_running, 0));
-    assert!(same_at(&first_image(pair(&a_late, &b), &running), &base_running, 0));
+    assert!(same_at(
+        &first_image(pair(&a, &b_other), &running),
+        &base_running,
+        0
+    ));
+    assert!(same_at(
+        &first_image(pair(&a_late, &b), &running),
+        &base_running,
+        0
+    ));
     // Batch mode: both do.
-    assert!(!same_at(&first_image(pair(&a, &b_other), &batch), &base_batch, 0));
-    assert!(!same_at(&first_image(pair(&a_late, &b), &batch), &base_batch, 0));
+    assert!(!same_at(
+        &first_image(pair(&a, &b_other), &batch),
+        &base_batch,
+        0
+    ));
+    assert!(!same_at(
+        &first_image(pair(&a_late, &b), &batch),
+        &base_batch,
+        0
+    ));
 }
 
 /// Mixture parameters for one context, `[1, M, 1, 256]` (the same for all 256 pixel values).
@@ -250,15 +260,45 @@ fn logistic_bin(k: usize, mean: f64, log_scale: f64) -> f64 {
 fn the_256_probabilities_of_a_pixel_sum_to_one_and_stay_finite_for_extreme_parameters() {
     #[allow(clippy::type_complexity)]
     let cases: [(&str, Vec<f32>, Vec<f32>, Vec<f32>); 9] = [
-        ("ordinary", vec![0.3, -1.2, 2.0], vec![-0.5, 0.1, 0.7], vec![-3.0, -4.5, -2.0]),
+        (
+            "ordinary",
+            vec![0.3, -1.2, 2.0],
+            vec![-0.5, 0.1, 0.7],
+            vec![-3.0, -4.5, -2.0],
+        ),
         ("mass at pixel 0", vec![0.0], vec![-1.0], vec![-6.0]),
         ("mass at pixel 255", vec![0.0], vec![1.0], vec![-6.0]),
-        ("means far outside", vec![0.0, 0.0], vec![-30.0, 25.0], vec![-2.0, -5.0]),
-        ("extreme logits", vec![1e4, -1e4, 3e3], vec![0.2, -0.3, 0.9], vec![-2.0, -3.0, -1.0]),
-        ("saturated small scale", vec![0.0, 1.0], vec![0.0, 0.5], vec![-100.0, -7.5]),
-        ("huge scale", vec![0.0, 0.0], vec![0.0, 0.3], vec![60.0, 20.0]),
+        (
+            "means far outside",
+            vec![0.0, 0.0],
+            vec![-30.0, 25.0],
+            vec![-2.0, -5.0],
+        ),
+        (
+            "extreme logits",
+            vec![1e4, -1e4, 3e3],
+            vec![0.2, -0.3, 0.9],
+            vec![-2.0, -3.0, -1.0],
+        ),
+        (
+            "saturated small scale",
+            vec![0.0, 1.0],
+            vec![0.0, 0.5],
+            vec![-100.0, -7.5],
+        ),
+        (
+            "huge scale",
+            vec![0.0, 0.0],
+            vec![0.0, 0.3],
+            vec![60.0, 20.0],
+        ),
         ("between bins", vec![0.0], vec![1.0 / 255.0], vec![-7.0]),
-        ("one wide one sharp", vec![2.0, -2.0], vec![-0.9, 0.4], vec![3.0, -7.0]),
+        (
+            "one wide one sharp",
+            vec![2.0, -2.0],
+            vec![-0.9, 0.4],
+            vec![3.0, -7.0],
+        ),
     ];
     for (name, weights, means, log_scales) in cases {
         let mixture = mixture_for_all_values(&weights, &means, &log_scales);
@@ -266,7 +306,10 @@ fn the_256_probabilities_of_a_pixel_sum_to_one_and_stay_finite_for_extreme_param
         assert_eq!(log_p.len(), 256);
         assert!(log_p.iter().all(|v| v.is_finite()), "{name}: {log_p:?}");
         let total: f64 = log_p.iter().map(|v| v.exp()).sum();
-        assert!((total - 1.0).abs() < 1e-5, "{name}: the 256 probabilities sum to {total}");
+        assert!(
+            (total - 1.0).abs() < 1e-5,
+            "{name}: the 256 probabilities sum to {total}"
+        );
         // Each value against the textbook mixture in f64.
         let max = weights.iter().copied().fold(f32::MIN, f32::max) as f64;
         let z: f64 = weights.iter().map(|w| (*w as f64 - max).exp()).sum();
@@ -359,7 +402,11 @@ fn log_prob_is_the_sum_of_the_per_pixel_log_probabilities_of_the_mixture() {
     // The pixel is floor(x): any dequantisation of the same integers scores the same.
     let jittered = images(values, &device).add_scalar(0.49);
     assert_eq!(
-        host(model.log_prob(jittered, &StatsMode::Running).expect("log p")),
+        host(
+            model
+                .log_prob(jittered, &StatsMode::Running)
+                .expect("log p")
+        ),
         host(model.log_prob(x, &StatsMode::Running).expect("log p"))
     );
 }
@@ -376,16 +423,25 @@ fn dropout_acts_in_the_training_loss_only_and_is_seeded() {
     let x = images(integer_pixels(4, 9), &device);
     let mode = StatsMode::Running;
     let log_p = host(model.log_prob(x.clone(), &mode).expect("log p"));
-    assert_eq!(log_p, host(model.log_prob(x.clone(), &mode).expect("log p")));
+    assert_eq!(
+        log_p,
+        host(model.log_prob(x.clone(), &mode).expect("log p"))
+    );
     let loss = host(model.training_loss(x.clone(), &mode).expect("loss"));
-    assert_eq!(loss, host(model.training_loss(x.clone(), &mode).expect("loss")));
+    assert_eq!(
+        loss,
+        host(model.training_loss(x.clone(), &mode).expect("loss"))
+    );
     assert_ne!(loss, log_p.iter().map(|v| -v).collect::<Vec<_>>());
     let other_seed = host(
         model
             .log_prob_with_dropout(x.clone(), &mode, 1)
             .expect("log p"),
     );
-    assert_ne!(other_seed, host(model.log_prob_with_dropout(x, &mode, 0).expect("log p")));
+    assert_ne!(
+        other_seed,
+        host(model.log_prob_with_dropout(x, &mode, 0).expect("log p"))
+    );
 }
 
 #[test]
@@ -407,7 +463,10 @@ fn save_then_load_gives_identical_log_likelihoods_in_every_mode() {
     checkpoint::save(model.clone(), 3, 12, &path).expect("save");
     let loaded = AnyModel::load(&path, &device).expect("load");
     assert_eq!(loaded.kind(), ModelKind::PixelCnn);
-    assert_eq!(loaded.config(), ModelConfig::PixelCnn(model.config().clone()));
+    assert_eq!(
+        loaded.config(),
+        ModelConfig::PixelCnn(model.config().clone())
+    );
     let x = images(integer_pixels(4, 30), &device);
     for mode in [StatsMode::Running, StatsMode::Batch, StatsMode::train()] {
         assert_eq!(
@@ -417,7 +476,11 @@ fn save_then_load_gives_identical_log_likelihoods_in_every_mode() {
         );
     }
     assert_ne!(
-        host(model.log_prob(x.clone(), &StatsMode::Running).expect("trained")),
+        host(
+            model
+                .log_prob(x.clone(), &StatsMode::Running)
+                .expect("trained")
+        ),
         host(
             tiny()
                 .with_seed(3)
@@ -448,7 +511,11 @@ fn a_few_training_steps_on_real_fmnist_lower_the_loss() {
     .init(&device)
     .expect("valid");
     let probe = data.tensor(0..16, &device).expect("tensor").add_scalar(0.5);
-    let before = host(model.log_prob(probe.clone(), &StatsMode::Running).expect("before"));
+    let before = host(
+        model
+            .log_prob(probe.clone(), &StatsMode::Running)
+            .expect("before"),
+    );
     let cfg = TrainConfig {
         batch_size: 16,
         budget: bnood_models::train::TrainBudget::steps(30),
@@ -481,7 +548,12 @@ fn a_few_training_steps_on_real_fmnist_lower_the_loss() {
 fn presets_and_bad_configurations() {
     let paper = PixelCnnConfig::preset("paper").expect("paper");
     assert_eq!(
-        (paper.image_shape, paper.filters, paper.blocks_per_stage, paper.mixtures),
+        (
+            paper.image_shape,
+            paper.filters,
+            paper.blocks_per_stage,
+            paper.mixtures
+        ),
         ([1, 28, 28], 80, 5, 10)
     );
     assert_eq!(paper.dropout, 0.5);
@@ -490,11 +562,41 @@ fn presets_and_bad_configurations() {
     assert!(err.to_string().contains("paper or cpu"), "{err}");
     let device = Device::flex();
     for (config, needle) in [
-        (PixelCnnConfig { image_shape: [3, 8, 8], ..tiny() }, "one-channel"),
-        (PixelCnnConfig { image_shape: [1, 6, 8], ..tiny() }, "multiple of 4"),
-        (PixelCnnConfig { filters: 0, ..tiny() }, "filters"),
-        (PixelCnnConfig { mixtures: 0, ..tiny() }, "mixtures"),
-        (PixelCnnConfig { dropout: 1.0, ..tiny() }, "dropout"),
+        (
+            PixelCnnConfig {
+                image_shape: [3, 8, 8],
+                ..tiny()
+            },
+            "one-channel",
+        ),
+        (
+            PixelCnnConfig {
+                image_shape: [1, 6, 8],
+                ..tiny()
+            },
+            "multiple of 4",
+        ),
+        (
+            PixelCnnConfig {
+                filters: 0,
+                ..tiny()
+            },
+            "filters",
+        ),
+        (
+            PixelCnnConfig {
+                mixtures: 0,
+                ..tiny()
+            },
+            "mixtures",
+        ),
+        (
+            PixelCnnConfig {
+                dropout: 1.0,
+                ..tiny()
+            },
+            "dropout",
+        ),
     ] {
         let err = config.init(&device).expect_err("refused");
         assert!(err.to_string().contains(needle), "{err}");
