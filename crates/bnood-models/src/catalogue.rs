@@ -1,5 +1,5 @@
 //! The model catalogue: every model kind of the zoo, named once. A kind's name (`realnvp`,
-//! `vae`), its table title, its configuration type and its presets are known here and
+//! `vae`, `pixelcnn`), its table title, its configuration type and its presets are known here and
 //! nowhere else; everything that takes "a model" (the training loop, checkpoints, the CLI,
 //! reports) goes through [`ModelKind`], [`ModelConfig`] and [`AnyModel`].
 //!
@@ -17,7 +17,8 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    LikelihoodModel, ModelError, RealNvp, RealNvpConfig, StatsMode, Trainable, Vae, VaeConfig,
+    LikelihoodModel, ModelError, PixelCnn, PixelCnnConfig, RealNvp, RealNvpConfig, StatsMode,
+    Trainable, Vae, VaeConfig,
 };
 
 /// A model family of the zoo. Its [`id`](Self::id) is the name used on the command line, in
@@ -32,25 +33,31 @@ pub enum ModelKind {
     /// VAE scored with its importance-weighted bound (paper Table 3).
     #[cfg_attr(feature = "cli", value(name = "vae"))]
     Vae,
+    /// PixelCNN++ with BatchNorm (Salimans et al. 2017; paper Appendix C).
+    #[cfg_attr(feature = "cli", value(name = "pixelcnn"))]
+    PixelCnn,
 }
 
 impl ModelKind {
     /// Every kind, in the paper's order.
-    pub const ALL: [ModelKind; 2] = [ModelKind::RealNvp, ModelKind::Vae];
+    pub const ALL: [ModelKind; 3] = [ModelKind::RealNvp, ModelKind::Vae, ModelKind::PixelCnn];
 
-    /// `realnvp` or `vae`.
+    /// `realnvp`, `vae` or `pixelcnn`.
     pub fn id(self) -> &'static str {
         match self {
             Self::RealNvp => "realnvp",
             Self::Vae => "vae",
+            Self::PixelCnn => "pixelcnn",
         }
     }
 
-    /// The name used in tables: `RealNVP` or `VAE` (the paper's, so its numbers line up).
+    /// The name used in tables: `RealNVP`, `VAE` or `PixelCNN++` (the paper's, so its
+    /// numbers line up).
     pub fn display_name(self) -> &'static str {
         match self {
             Self::RealNvp => "RealNVP",
             Self::Vae => "VAE",
+            Self::PixelCnn => "PixelCNN++",
         }
     }
 }
@@ -88,6 +95,8 @@ pub enum ModelConfig {
     RealNvp(RealNvpConfig),
     /// A VAE configuration.
     Vae(VaeConfig),
+    /// A PixelCNN++ configuration.
+    PixelCnn(PixelCnnConfig),
 }
 
 impl ModelConfig {
@@ -100,6 +109,7 @@ impl ModelConfig {
         Ok(match kind {
             ModelKind::RealNvp => Self::RealNvp(RealNvpConfig::preset(name)?),
             ModelKind::Vae => Self::Vae(VaeConfig::preset(name)?),
+            ModelKind::PixelCnn => Self::PixelCnn(PixelCnnConfig::preset(name)?),
         })
     }
 
@@ -108,6 +118,7 @@ impl ModelConfig {
         match self {
             Self::RealNvp(c) => Self::RealNvp(c.with_seed(seed)),
             Self::Vae(c) => Self::Vae(c.with_seed(seed)),
+            Self::PixelCnn(c) => Self::PixelCnn(c.with_seed(seed)),
         }
     }
 
@@ -116,6 +127,7 @@ impl ModelConfig {
         match self {
             Self::RealNvp(c) => c.seed,
             Self::Vae(c) => c.seed,
+            Self::PixelCnn(c) => c.seed,
         }
     }
 
@@ -124,6 +136,7 @@ impl ModelConfig {
         match self {
             Self::RealNvp(_) => ModelKind::RealNvp,
             Self::Vae(_) => ModelKind::Vae,
+            Self::PixelCnn(_) => ModelKind::PixelCnn,
         }
     }
 
@@ -146,6 +159,7 @@ impl ModelConfig {
         match self {
             Self::RealNvp(c) => c.image_shape,
             Self::Vae(c) => c.image_shape,
+            Self::PixelCnn(c) => c.image_shape,
         }
     }
 
@@ -153,7 +167,7 @@ impl ModelConfig {
     /// (VAE); `None` for the others.
     pub fn iw_samples(&self) -> Option<usize> {
         match self {
-            Self::RealNvp(_) => None,
+            Self::RealNvp(_) | Self::PixelCnn(_) => None,
             Self::Vae(c) => Some(c.iw_samples),
         }
     }
@@ -170,6 +184,7 @@ impl ModelConfig {
         match self {
             Self::RealNvp(c) => c.parameter_count(),
             Self::Vae(c) => c.parameter_count(),
+            Self::PixelCnn(c) => c.parameter_count(),
         }
     }
 
@@ -204,6 +219,7 @@ impl ModelConfig {
         Ok(match self {
             Self::RealNvp(c) => AnyModel::RealNvp(c.init(device)?),
             Self::Vae(c) => AnyModel::Vae(c.init(device)?),
+            Self::PixelCnn(c) => AnyModel::PixelCnn(c.init(device)?),
         })
     }
 }
@@ -241,6 +257,8 @@ pub enum AnyModel {
     RealNvp(RealNvp),
     /// A VAE (scored with its importance-weighted bound).
     Vae(Vae),
+    /// A PixelCNN++.
+    PixelCnn(PixelCnn),
 }
 
 impl AnyModel {
@@ -276,10 +294,11 @@ impl AnyModel {
         match self {
             Self::RealNvp(_) => ModelKind::RealNvp,
             Self::Vae(_) => ModelKind::Vae,
+            Self::PixelCnn(_) => ModelKind::PixelCnn,
         }
     }
 
-    /// The name used in tables: `"RealNVP"` or `"VAE"`.
+    /// The name used in tables: `"RealNVP"`, `"VAE"` or `"PixelCNN++"`.
     pub fn display_name(&self) -> &'static str {
         self.kind().display_name()
     }
@@ -289,6 +308,7 @@ impl AnyModel {
         match self {
             Self::RealNvp(m) => m.model_config(),
             Self::Vae(m) => m.model_config(),
+            Self::PixelCnn(m) => m.model_config(),
         }
     }
 
@@ -343,6 +363,7 @@ impl LikelihoodModel for AnyModel {
         match self {
             Self::RealNvp(m) => m.image_shape(),
             Self::Vae(m) => m.image_shape(),
+            Self::PixelCnn(m) => m.image_shape(),
         }
     }
 
@@ -350,6 +371,7 @@ impl LikelihoodModel for AnyModel {
         match self {
             Self::RealNvp(m) => m.log_prob(x, mode),
             Self::Vae(m) => m.log_prob(x, mode),
+            Self::PixelCnn(m) => m.log_prob(x, mode),
         }
     }
 
@@ -357,6 +379,7 @@ impl LikelihoodModel for AnyModel {
         match self {
             Self::RealNvp(m) => m.training_loss(x, mode),
             Self::Vae(m) => m.training_loss(x, mode),
+            Self::PixelCnn(m) => m.training_loss(x, mode),
         }
     }
 }
@@ -372,6 +395,7 @@ impl Trainable for AnyModel {
         match self {
             Self::RealNvp(m) => m.save_parameters(path),
             Self::Vae(m) => m.save_parameters(path),
+            Self::PixelCnn(m) => m.save_parameters(path),
         }
     }
 
@@ -379,6 +403,7 @@ impl Trainable for AnyModel {
         Ok(match self {
             Self::RealNvp(m) => Self::RealNvp(m.load_parameters(path)?),
             Self::Vae(m) => Self::Vae(m.load_parameters(path)?),
+            Self::PixelCnn(m) => Self::PixelCnn(m.load_parameters(path)?),
         })
     }
 }
@@ -395,6 +420,8 @@ mod tests {
             ModelConfig::preset(ModelKind::RealNvp, "cpu").expect("preset"),
             ModelConfig::preset(ModelKind::RealNvp, "paper").expect("preset"),
             ModelConfig::preset(ModelKind::Vae, "cpu").expect("preset"),
+            ModelConfig::preset(ModelKind::PixelCnn, "cpu").expect("preset"),
+            ModelConfig::preset(ModelKind::PixelCnn, "paper").expect("preset"),
             ModelConfig::RealNvp(RealNvpConfig {
                 image_shape: [3, 8, 8],
                 mid_channels: 5,

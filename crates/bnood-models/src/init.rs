@@ -86,6 +86,60 @@ pub(crate) fn conv2d_strided(
     conv
 }
 
+/// A convolution `in → out` with a `kh×kw` kernel, equal `stride` in both directions and
+/// the zero padding `[top, left, bottom, right]` (asymmetric, for the causal convolutions of
+/// PixelCNN++), PyTorch's default initialisation (weights and bias uniform in ±1/√fan_in,
+/// fan_in = in·kh·kw). Weights are drawn first, then the bias.
+pub(crate) fn conv2d_padded(
+    rng: &mut ChaCha8Rng,
+    channels: [usize; 2],
+    kernel: [usize; 2],
+    stride: usize,
+    padding: [usize; 4],
+    device: &Device,
+) -> Conv2d {
+    let [top, left, bottom, right] = padding;
+    let mut conv = conv2d_strided(rng, channels, kernel, stride, 0, device);
+    conv.padding = PaddingConfig2d::Explicit(top, left, bottom, right);
+    conv
+}
+
+/// A transposed convolution `in → out` with a `kh×kw` kernel, equal `stride`, no padding
+/// and `padding_out` extra rows/columns at the bottom/right. PyTorch's default
+/// initialisation (bound 1/√(out·kh·kw), PyTorch's fan_in of the `[in, out, kh, kw]`
+/// weight). Weights are drawn first, then the bias.
+pub(crate) fn conv_transpose2d_rect(
+    rng: &mut ChaCha8Rng,
+    channels: [usize; 2],
+    kernel: [usize; 2],
+    stride: usize,
+    padding_out: usize,
+    device: &Device,
+) -> ConvTranspose2d {
+    let [cin, cout] = channels;
+    let [kh, kw] = kernel;
+    let bound = 1.0 / ((cout * kh * kw) as f64).sqrt();
+    let w = uniform(rng, cin * cout * kh * kw, bound);
+    let b = uniform(rng, cout, bound);
+    ConvTranspose2d {
+        weight: Param::from_tensor(Tensor::from_data(
+            TensorData::new(w, [cin, cout, kh, kw]),
+            device,
+        )),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(b, [cout]),
+            device,
+        ))),
+        stride: [stride, stride],
+        kernel_size: kernel,
+        dilation: [1, 1],
+        groups: 1,
+        padding: [0, 0],
+        padding_out: [padding_out, padding_out],
+        channels,
+    }
+}
+
 /// A `k×k` transposed convolution `in → out` with equal `stride`, symmetric `padding` and
 /// `padding_out` (extra rows/columns at the bottom/right; 1 makes a stride-2, `k = 5`,
 /// padding-2 layer double the size exactly). PyTorch's default initialisation: PyTorch

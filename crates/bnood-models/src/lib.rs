@@ -11,6 +11,9 @@
 //! - [`RealNvp`] (Dinh et al. 2016, paper Appendix C.1): multi-scale, one downscale,
 //!   checkerboard and channel-wise affine couplings with pre-activation BatchNorm residual
 //!   s/t networks; presets [`RealNvpConfig::paper_fmnist`], [`RealNvpConfig::cpu_fmnist`].
+//! - [`PixelCnn`] (Salimans et al. 2017, paper Appendix C): PixelCNN++ with BatchNorm after
+//!   each convolution instead of weight normalisation, a discretized logistic mixture per
+//!   pixel; presets [`PixelCnnConfig::paper_fmnist`], [`PixelCnnConfig::cpu_fmnist`].
 //! - [`catalogue`]: every kind of the zoo named once — [`ModelKind`], [`ModelConfig`]
 //!   (`preset`, `with_seed`, `init`) and [`AnyModel`], which trains, saves, loads and
 //!   scores without the caller matching on the kind.
@@ -35,6 +38,7 @@ pub mod checkpoint;
 pub mod curve;
 pub mod held_out;
 mod init;
+pub mod pixelcnn;
 pub mod realnvp;
 pub mod train;
 pub mod vae;
@@ -44,6 +48,7 @@ use burn::tensor::Tensor;
 
 pub use bnood_norm::StatsMode;
 pub use catalogue::{AnyModel, ModelConfig, ModelKind, ModelPreset};
+pub use pixelcnn::{PixelCnn, PixelCnnConfig};
 pub use realnvp::{RealNvp, RealNvpConfig};
 pub use vae::{Vae, VaeConfig};
 

@@ -1,11 +1,11 @@
-//! Both models score in all three statistics modes on every backend, with the same numbers
+//! Every model scores in all three statistics modes on every backend, with the same numbers
 //! (within 1e-3 relative: different summation orders in f32 convolutions) — weights are
 //! drawn on the host, so the same seed builds the same model everywhere. wgpu runs on a real
 //! GPU or on Mesa's lavapipe (`VK_DRIVER_FILES`, see `.ci/run`).
 
 mod common;
 
-use bnood_models::{LikelihoodModel, RealNvpConfig, StatsMode, VaeConfig};
+use bnood_models::{LikelihoodModel, PixelCnnConfig, RealNvpConfig, StatsMode, VaeConfig};
 use burn::tensor::{Device, DeviceKind};
 use common::{host, pixels};
 
@@ -72,6 +72,18 @@ fn vae_scores_alike_in_every_mode_on_flex_ndarray_and_wgpu() {
         latent_dim: 3,
         iw_samples: 2,
         ..VaeConfig::paper_fmnist()
+    };
+    check(|d| Box::new(cfg.init(d).expect("valid")), [1, 8, 8]);
+}
+
+#[test]
+fn pixelcnn_scores_alike_in_every_mode_on_flex_ndarray_and_wgpu() {
+    let cfg = PixelCnnConfig {
+        image_shape: [1, 8, 8],
+        filters: 4,
+        blocks_per_stage: 1,
+        mixtures: 2,
+        ..PixelCnnConfig::paper_fmnist()
     };
     check(|d| Box::new(cfg.init(d).expect("valid")), [1, 8, 8]);
 }

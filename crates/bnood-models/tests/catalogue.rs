@@ -26,8 +26,8 @@ fn model_kinds_parse_and_serialise_by_their_ids() {
         assert_eq!(config.kind(), kind);
         assert_eq!(config.clone().with_seed(7).seed(), 7);
     }
-    let err = "pixelcnn".parse::<ModelKind>().expect_err("unknown");
-    assert!(err.to_string().contains("realnvp, vae"), "{err}");
+    let err = "glow".parse::<ModelKind>().expect_err("unknown");
+    assert!(err.to_string().contains("realnvp, vae, pixelcnn"), "{err}");
     let err = ModelConfig::preset(ModelKind::Vae, "huge").expect_err("unknown preset");
     assert!(err.to_string().contains("paper or cpu"), "{err}");
 }
@@ -78,12 +78,13 @@ fn a_sidecar_in_the_first_release_layout_still_loads() {
     );
     std::fs::write(
         checkpoint::meta_path(&path),
-        r#"{"kind": "pixelcnn", "config": {}, "step": 0, "samples_seen": 0}"#,
+        r#"{"kind": "glow", "config": {}, "step": 0, "samples_seen": 0}"#,
     )
     .expect("sidecar");
     let err = AnyModel::load(&path, &device).expect_err("unknown kind");
     assert!(
-        err.to_string().contains("`pixelcnn` model") && err.to_string().contains("realnvp, vae"),
+        err.to_string().contains("`glow` model")
+            && err.to_string().contains("realnvp, vae, pixelcnn"),
         "{err}"
     );
 }
