@@ -22,6 +22,7 @@ mkdir -p runs/snapshots
 # name | target FMNIST-test bits/dim (Running), "-" for none | bnood train arguments
 JOBS=(
   "realnvp-fmnist-paper-seed0|2.97|--model realnvp --preset paper --seed 0 --epochs 100 --eval-images 2000 --stop-when-flat 0.005 --flat-epochs 3 --lr-halvings 1"
+  "pixelcnn-fmnist-cpu-seed0|-|--model pixelcnn --preset cpu --seed 0 --epochs 2 --eval-images 1000"
   "vae-fmnist-paper-seed0|3.24|--model vae --preset paper --seed 0 --epochs 100 --eval-images 500 --eval-every 1874 --stop-when-flat 0.005 --flat-epochs 3 --lr-halvings 1"
   "realnvp-fmnist-paper-seed1|-|--model realnvp --preset paper --seed 1 --epochs 10 --eval-images 2000"
   "realnvp-fmnist-paper-seed2|-|--model realnvp --preset paper --seed 2 --epochs 10 --eval-images 2000"
@@ -38,7 +39,11 @@ finished() {
   [ "$target" = "-" ] && return 1
   local curve="$STATE/$name.bpk.curve.csv"
   [ -f "$curve" ] || return 1
-  tail -n 1 "$curve" | awk -F, -v t="$target" 'NR==1 && $6 != "" && $6+0 <= t+0 {found=1} END {exit !found}'
+  local row
+  row=$(tail -n 1 "$curve" | awk -F, -v t="$target" '$6 != "" && $6+0 <= t+0 {print}')
+  [ -n "$row" ] || return 1
+  # Recorded like a stopped run, so that `bnood models list` shows it finished.
+  echo "reached its target of $target bits/dim (FMNIST test, Running) at curve row: $row" > "$STATE/$name.done"
 }
 
 while [ ! -e "$STOP" ]; do
@@ -50,7 +55,10 @@ while [ ! -e "$STOP" ]; do
   [ -n "$job" ] || { echo "$(date -u +%FT%TZ) campaign: every job is finished"; break; }
   IFS='|' read -r name target args <<<"$job"
   # The background model trains as many steps as the finished main RealNVP.
-  main_steps=$(grep -o '"step": *[0-9]*' "$STATE/$MAIN.bpk.json" 2>/dev/null | grep -o '[0-9]*$' || echo 0)
+  # (its shipped copy in models/ once finished, else its training state).
+  main_sidecar=models/$MAIN.bpk.json
+  [ -f "$main_sidecar" ] || main_sidecar=$STATE/$MAIN.bpk.json
+  main_steps=$(grep -o '"step": *[0-9]*' "$main_sidecar" 2>/dev/null | grep -o '[0-9]*$' || echo 0)
   args=${args//@MAIN_STEPS@/$main_steps}
   echo "$(date -u +%FT%TZ) campaign: $name, a chunk of $CHUNK_MINUTES min"
   # shellcheck disable=SC2086

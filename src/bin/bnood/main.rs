@@ -77,7 +77,7 @@ enum Command {
         #[arg(value_enum, default_value_t = ModelsAction::List)]
         action: ModelsAction,
     },
-    /// Train a RealNVP or VAE with BatchNorm and save it (checkpoint + JSON sidecar).
+    /// Train a RealNVP, VAE or PixelCNN++ with BatchNorm and save it (checkpoint + JSON sidecar).
     Train(TrainArgs),
     /// Fit a detector on a reference set and save it, to score new data without refitting.
     Fit(FitCmd),
@@ -232,7 +232,7 @@ struct ScoreArgs {
 #[derive(Args)]
 struct EvalArgs {
     /// A model to evaluate, repeatable: `FILE[,FILE…]` (the first is scored; all form the
-    /// WAIC ensemble), optionally named `NAME=FILE,…` (default name: RealNVP or VAE); a FILE
+    /// WAIC ensemble), optionally named `NAME=FILE,…` (default name: RealNVP, VAE or PixelCNN++); a FILE
     /// may be a shipped model's name (`bnood models list`).
     #[arg(long, required = true)]
     model: Vec<String>,
