@@ -103,8 +103,8 @@ const SAVE_STEPS: usize = 8;
 /// as one unit: every file is first written under a pending name, then a commit marker
 /// (`<path>.commit`) is written, then the files are moved into place (sidecar last) and the
 /// marker removed. A save interrupted before the marker leaves the previous checkpoint
-/// untouched; one interrupted after it is completed by the next load or save
-/// ([`finish_interrupted_save`]). A `.optim` of an earlier training run is removed, since it
+/// untouched; one interrupted after it is read by loads from where it stopped (they write
+/// nothing) and completed by the next save ([`finish_interrupted_save`]). A `.optim` of an earlier training run is removed, since it
 /// no longer belongs to these parameters.
 ///
 /// # Errors
@@ -220,8 +220,9 @@ fn save_unit<M: Trainable>(
 /// Completes or discards a save of the checkpoint `path` that was interrupted (the process
 /// killed, the machine stopped): with its commit marker present the pending files are moved
 /// into place; without it they are removed and the previous checkpoint stays as it was.
-/// Returns whether anything was left to clean up. Loading and saving call it first, so users
-/// never see a half-saved checkpoint.
+/// Returns whether anything was left to clean up. Saving calls it first, as does `bnood
+/// train` on its output before a run; loading never does (it reads the last committed
+/// save where it lies), so a read never writes.
 ///
 /// # Errors
 /// [`ModelError::Checkpoint`] if a file cannot be moved or removed (e.g. a read-only folder).
@@ -470,8 +471,7 @@ fn find_written(stem: &Path) -> Option<PathBuf> {
 /// [`ModelError::Checkpoint`] if it is missing, not valid JSON, or names a kind this
 /// version does not know.
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta, ModelError> {
-    finish_interrupted_save(path)?;
-    let meta_file = meta_path(path);
+    let meta_file = Committed::of(path).sidecar;
     // Sidecars are a few hundred bytes; never read a device or FIFO in their place.
     const MAX_SIDECAR_BYTES: u64 = 1 << 20;
     if let Ok(m) = std::fs::metadata(&meta_file)
@@ -529,8 +529,9 @@ pub fn read_meta(path: &Path) -> Result<CheckpointMeta, ModelError> {
 pub fn load_into<M: Trainable>(model: M, path: &Path) -> Result<M, ModelError> {
     let meta = read_meta(path)?;
     check_config(&meta, &model.model_config(), path)?;
-    check_weights_file(path, &meta.model)?;
-    read_parameters(model, path)
+    let parameters = Committed::of(path).parameters;
+    check_weights(&parameters, path, &meta.model)?;
+    read_parameters(model, &parameters, path)
 }
 
 /// Builds a model from the configuration stored with the checkpoint at `path` and loads its
@@ -541,8 +542,38 @@ pub fn load_into<M: Trainable>(model: M, path: &Path) -> Result<M, ModelError> {
 pub fn load(path: &Path, device: &Device) -> Result<AnyModel, ModelError> {
     let meta = read_meta(path)?;
     meta.model.check_size()?;
-    check_weights_file(path, &meta.model)?;
-    read_parameters(meta.model.init(device)?, path)
+    let parameters = Committed::of(path).parameters;
+    check_weights(&parameters, path, &meta.model)?;
+    read_parameters(meta.model.init(device)?, &parameters, path)
+}
+
+/// The files a reader of the checkpoint `path` reads: those of its last committed save,
+/// found without moving or removing anything (loading never writes). A save interrupted
+/// after its commit point (marker present, no training run holding the lock) left the new
+/// files under their pending names, where they are read; without the marker, pending files
+/// belong to an unfinished save and are ignored. The next save of `path` (or
+/// [`finish_interrupted_save`]) puts the files in place.
+struct Committed {
+    parameters: PathBuf,
+    sidecar: PathBuf,
+}
+
+impl Committed {
+    fn of(path: &Path) -> Self {
+        let committed = commit_path(path).is_file() && !writer_active(path);
+        let pick = |file: PathBuf| {
+            let pending = pending_path(&file);
+            if committed && pending.is_file() {
+                pending
+            } else {
+                file
+            }
+        };
+        Self {
+            parameters: pick(path.to_path_buf()),
+            sidecar: pick(meta_path(path)),
+        }
+    }
 }
 
 /// Checks the parameter file `path` against `config` before any model is built: it must be
@@ -553,7 +584,12 @@ pub fn load(path: &Path, device: &Device) -> Result<AnyModel, ModelError> {
 /// [`ModelError::Checkpoint`] when the file is unreadable or belongs to another
 /// configuration.
 pub fn check_weights_file(path: &Path, config: &ModelConfig) -> Result<(), ModelError> {
-    let reader = burn_pack::Reader::from_file_exact(path).map_err(|e| {
+    check_weights(&Committed::of(path).parameters, path, config)
+}
+
+/// [`check_weights_file`] of the parameter file `file` of the checkpoint `path`.
+fn check_weights(file: &Path, path: &Path, config: &ModelConfig) -> Result<(), ModelError> {
+    let reader = burn_pack::Reader::from_file_exact(file).map_err(|e| {
         err(
             path,
             format!("it is not a readable bnood parameter file ({e}); pass the .bpk that `bnood train` wrote"),
@@ -614,8 +650,8 @@ fn check_config(
     Ok(())
 }
 
-fn read_parameters<M: Trainable>(model: M, path: &Path) -> Result<M, ModelError> {
-    model.load_parameters(path).map_err(|e| {
+fn read_parameters<M: Trainable>(model: M, file: &Path, path: &Path) -> Result<M, ModelError> {
+    model.load_parameters(file).map_err(|e| {
         err(
             path,
             format!(
@@ -740,7 +776,7 @@ mod tests {
     }
 
     #[test]
-    fn a_save_interrupted_after_any_step_leaves_the_old_or_the_new_checkpoint() {
+    fn a_save_interrupted_after_any_step_loads_as_the_old_or_the_new_checkpoint_without_writing() {
         let (old, new) = (tiny(1), tiny(2));
         let old_print = fingerprint(&AnyModel::RealNvp(old.clone()));
         let new_print = fingerprint(&AnyModel::RealNvp(new.clone()));
@@ -751,19 +787,33 @@ mod tests {
             save(old.clone(), 1, 64, &path).expect("first save");
             // A process killed after `steps` steps of the next save.
             save_unit(new.clone(), None, (2, 128, None), &path, steps).expect("partial save");
-            let loaded = load(&path, &Device::flex()).expect("loads after any interruption");
-            let meta = read_meta(&path).expect("sidecar");
+            let left = files_in(&dir);
             let expected = if steps >= 4 {
                 (2, &new_print)
             } else {
                 (1, &old_print)
             };
+            let loaded = load(&path, &Device::flex()).expect("loads after any interruption");
+            let meta = read_meta(&path).expect("sidecar");
             assert_eq!(meta.step, expected.0, "interrupted after {steps} steps");
             assert_eq!(&fingerprint(&loaded), expected.1, "after {steps} steps");
             assert_eq!(
                 files_in(&dir),
+                left,
+                "loading wrote nothing after {steps} steps"
+            );
+            // The explicit step (which every save takes first) puts the files in place.
+            finish_interrupted_save(&path).expect("finished");
+            assert_eq!(
+                files_in(&dir),
                 ["m.bpk", "m.bpk.json"],
                 "nothing pending is left after {steps} steps"
+            );
+            let again = load(&path, &Device::flex()).expect("loads");
+            assert_eq!(
+                &fingerprint(&again),
+                expected.1,
+                "after {steps} steps, finished"
             );
             let _ = std::fs::remove_dir_all(&dir);
         }
