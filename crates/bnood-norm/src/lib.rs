@@ -17,6 +17,20 @@
 //!   [`StatsMode::Batch`], and hands back the rows of the test samples: every BatchNorm
 //!   layer inside sees the statistics of the *combined* activations.
 //!
+//! ## Where BatchNorm lives
+//! The workspace has one BatchNorm: this one. Its parameters, running state, modes and tape
+//! are defined here and nowhere else. The RealNVP's CPU fast path (`bnood-models`,
+//! `realnvp/cpu/batch_norm.rs`) evaluates *these* layers on its channels-last rows layout,
+//! reading their public fields and recording batch statistics with
+//! [`RunningStatsTape::record`]; its kernels are fused with that layout (padding rows left
+//! out of the statistics, per-thread shares of the batch, the ReLU that follows and its
+//! mask in the backward pass) and work on flex's buffers directly. They stay with the model
+//! that owns the layout — moving them here would bring one model's layout and backend-
+//! specific unsafe code into this backend-generic crate — and are tested equal to
+//! [`BatchNorm::forward`] in every [`StatsMode`] on the same values
+//! (`channels_last_equals_forward_in_every_mode_with_and_without_an_offset` and the chunked
+//! statistics test there).
+//!
 //! ## Variance convention
 //! As in PyTorch: activations are normalised with the **biased** batch variance
 //! (`1/n`, n = values per channel = N·H·W), and the running variance is updated with the

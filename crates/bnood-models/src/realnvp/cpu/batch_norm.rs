@@ -1,4 +1,6 @@
-//! BatchNorm on a **channels-last** input `[N, P, C]` (e.g. `N` images of `P` rows), where
+//! Kernels that evaluate `bnood-norm`'s [`BatchNorm`] layers (not a BatchNorm of their own:
+//! the parameters, running state and modes are that crate's; see its "Where BatchNorm
+//! lives") on a **channels-last** input `[N, P, C]` (e.g. `N` images of `P` rows), where
 //! only some of each block's `P` rows hold values and the rest are padding (the zero border
 //! that the rows layout keeps around every image). Same parameters and formulas as
 //! [`BatchNorm::forward`], which this must equal on the same values laid out `[N, C, H, W]`
