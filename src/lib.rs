@@ -18,6 +18,7 @@
 //! | [`metrics`] | `bnood-metrics` | AUROC, AP, AUPR-in/out, FPR@95TPR |
 //! | [`eval`] | `bnood-eval` | the paper's protocol: Table 2, Table 5, Figure 3, contamination; reports and plots |
 //! | [`backend`] | (here) | backend name → burn `Device` |
+//! | [`commands`] | (here) | the `bnood` subcommands' flags and runs, returning what the binary prints |
 //! | [`experiment`] | (here) | named test sets, presets, train-or-reuse, the main job |
 //! | [`error`] | (here) | the error type of the `bnood` command and the examples |
 //!
@@ -36,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod commands;
 pub mod error;
 pub mod experiment;
 

@@ -1,4 +1,6 @@
-//! `bnood monitor`: the window test over a stream of inputs, and (`--study`) its power study.
+//! `bnood monitor`: the window test over a stream of inputs (a whole set, or a folder
+//! watched for new PNG files), writing one row per window and statistic as each window
+//! completes, and (`--study`) its power study.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -7,16 +9,16 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use bnood::data::{ImageSet, Locator, is_catalogue_name, load_named_expecting, seeds};
-use bnood::detect::{
+use crate::commands::paths::{catalogue_name_notice, check_output, is_png_folder, write_text};
+use crate::commands::{Notice, Notify, RunContext, notify_some};
+use crate::data::{ImageSet, Locator, is_catalogue_name, load_named_expecting, seeds};
+use crate::detect::{
     ParamGuard, Progress, WindowOutcome, WindowStatistic, WindowTest, WindowTestParams,
 };
-use bnood::error::{Error, Result};
-use bnood::eval::progress::BarProgress;
-use bnood::eval::{WindowPowerSpec, window_power};
-use bnood::models::AnyModel;
-use bnood::models::zoo::ModelsDir;
-use burn::tensor::Device;
+use crate::error::{Error, Result};
+use crate::eval::progress::BarProgress;
+use crate::eval::{WindowPowerSpec, window_power};
+use crate::models::AnyModel;
 
 /// Output formats of `bnood monitor`.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
@@ -29,77 +31,78 @@ pub enum MonitorFormat {
     Markdown,
 }
 
+/// The flags of `bnood monitor`.
 #[derive(Args, Clone, Debug)]
 pub struct MonitorArgs {
     /// Trained model: a checkpoint file (`.bpk` with its `.json` sidecar) or a shipped model's name (`bnood models list`).
     #[arg(long)]
-    model: PathBuf,
+    pub model: PathBuf,
     /// The stream: a catalogue name (fmnist, mnist, kmnist, omniglot, rotation), an IDX file or a PNG folder; with --follow a folder that receives PNG files. With --study: the in-distribution pool.
     #[arg(long)]
-    input: String,
+    pub input: String,
     /// Inputs per window M (with --study: several, e.g. 16,64,256).
     #[arg(long, value_delimiter = ',', default_value = "64")]
-    window: Vec<usize>,
+    pub window: Vec<usize>,
     /// Window statistics, each with its own p-value: bn (BatchNorm), ks (Kolmogorov–Smirnov on log p), mmd (kernel MMD on pixels).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "bn")]
-    statistic: Vec<WindowStatistic>,
+    pub statistic: Vec<WindowStatistic>,
     /// Level α: a window is flagged when its p-value is at most α.
     #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
-    alpha: f64,
+    pub alpha: f64,
     /// Monte Carlo null windows K drawn from the reference set (p-values are multiples of 1/(K+1)).
     #[arg(long, default_value_t = 200)]
-    null_windows: usize,
+    pub null_windows: usize,
     /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / PNG folder.
     #[arg(long, default_value = "fmnist-train")]
-    reference: String,
+    pub reference: String,
     /// Reference images drawn at random (all if fewer); keep the calibration part (this minus --comparison-size) at 10·M or more.
     #[arg(long, default_value_t = 5000)]
-    reference_size: usize,
+    pub reference_size: usize,
     /// Reference images set aside as the comparison sample of ks and mmd.
     #[arg(long, default_value_t = 500)]
-    comparison_size: usize,
+    pub comparison_size: usize,
     /// Most rows per batch-statistics forward pass; longer windows are cut into chunks.
     #[arg(long, default_value_t = 256)]
-    batch_size: usize,
+    pub batch_size: usize,
     /// Seed of the reference subset, the null windows and (--study) the windows.
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = MonitorFormat::Csv)]
-    format: MonitorFormat,
+    pub format: MonitorFormat,
     /// Output file (default: stdout); rows are written as windows complete.
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub out: Option<PathBuf>,
     /// Watch the --input folder for new PNG files (write each as NAME.png.tmp, then rename it) and test each window as it fills.
     #[arg(long)]
-    follow: bool,
+    pub follow: bool,
     /// Milliseconds between two looks at the --follow folder.
     #[arg(long, default_value_t = 1000)]
-    poll_ms: u64,
+    pub poll_ms: u64,
     /// Stop after this many windows (default: at the end of the input; never with --follow).
     #[arg(long)]
-    max_windows: Option<usize>,
+    pub max_windows: Option<usize>,
     /// Importance samples K of VAE scoring (default: the checkpoint's, 16).
     #[arg(long)]
-    vae_samples: Option<usize>,
+    pub vae_samples: Option<usize>,
     /// Power study instead of a stream: mix these OoD sets (e.g. mnist,kmnist) into windows of --input and report the share of windows flagged by every statistic.
     #[arg(long, value_delimiter = ',')]
-    study: Vec<String>,
+    pub study: Vec<String>,
     /// --study: OoD shares of a window [default: 0,0.05,0.1,0.25,0.5,1].
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
-    shares: Option<Vec<f64>>,
+    pub shares: Option<Vec<f64>>,
     /// --study: windows per (M, OoD set, positive share) cell [default: 100].
     #[arg(long)]
-    windows_per_cell: Option<usize>,
+    pub windows_per_cell: Option<usize>,
     /// --study: windows at 0 % OoD per M, for the false-alarm rate [default: 200].
     #[arg(long)]
-    false_alarm_windows: Option<usize>,
+    pub false_alarm_windows: Option<usize>,
     /// --study: in-distribution images drawn from --input [default: all].
     #[arg(long)]
-    input_size: Option<usize>,
+    pub input_size: Option<usize>,
     /// --study: images drawn from each OoD set [default: 2000].
     #[arg(long)]
-    ood_size: Option<usize>,
+    pub ood_size: Option<usize>,
 }
 
 impl MonitorArgs {
@@ -169,57 +172,74 @@ impl MonitorArgs {
     }
 }
 
-/// `bnood monitor`.
-pub fn monitor_cmd(
-    a: &MonitorArgs,
-    device: &Device,
-    locator: &Locator,
-    models_dir: &ModelsDir,
-    progress: bool,
-) -> Result<()> {
-    a.check_mode()?;
-    for &m in &a.window {
-        if a.study.is_empty() {
-            a.params(m).check_ref()?;
+impl MonitorArgs {
+    /// Runs `bnood monitor`: checks every flag and `--out` before any work, loads the
+    /// model (a file or a shipped name), then either runs the power study (`--study`) or
+    /// fits the window test on the reference set and tests the stream window by window,
+    /// writing each window's rows (or the study's tables) to `--out`, or else to `stdout`,
+    /// as it completes. With
+    /// `--follow` it returns only after `--max-windows` windows or on an error.
+    ///
+    /// # Errors
+    /// A flag of the other mode or an invalid value (named, with what to do), a model or
+    /// set that cannot be read or does not fit, too few inputs for one window, or an
+    /// output that cannot be written.
+    pub fn run(
+        &self,
+        ctx: RunContext<'_>,
+        stdout: &mut dyn Write,
+        notify: Notify<'_>,
+    ) -> Result<()> {
+        let a = self;
+        a.check_mode()?;
+        for &m in &a.window {
+            if a.study.is_empty() {
+                a.params(m).check_ref()?;
+            }
         }
-    }
-    if let Some(out) = &a.out {
-        let mut inputs = vec![PathBuf::from(&a.input), PathBuf::from(&a.reference)];
-        inputs.push(a.model.clone());
-        crate::check_output(out, &inputs)?;
-    }
-    let path = models_dir.resolve(&a.model.to_string_lossy())?;
-    let model = AnyModel::load_for_scoring(&path, device, a.vae_samples)?;
-    let shape = bnood::models::LikelihoodModel::image_shape(&model);
-    if !a.study.is_empty() {
-        return study(a, model, shape, device, locator, progress);
-    }
-    let mut test = WindowTest::new(model, device, a.params(a.window[0]))?;
-    test.set_progress(BarProgress::hook(progress));
-    let reference = load_reference(a, locator, shape)?;
-    let calibration = reference.len()
-        - if a.statistic.iter().any(|s| *s != WindowStatistic::Bn) {
-            a.comparison_size.min(reference.len())
+        if let Some(out) = &a.out {
+            let mut inputs = vec![PathBuf::from(&a.input), PathBuf::from(&a.reference)];
+            inputs.push(a.model.clone());
+            check_output(out, &inputs)?;
+        }
+        let path = ctx.models_dir.resolve(&a.model.to_string_lossy())?;
+        let model = AnyModel::load_for_scoring(&path, ctx.device, a.vae_samples)?;
+        let shape = crate::models::LikelihoodModel::image_shape(&model);
+        if !a.study.is_empty() {
+            return study(a, model, shape, ctx, stdout, notify);
+        }
+        let mut test = WindowTest::new(model, ctx.device, a.params(a.window[0]))?;
+        test.set_progress(BarProgress::hook(ctx.progress));
+        let reference = load_reference(a, ctx.locator, shape, notify)?;
+        let calibration = reference.len()
+            - if a.statistic.iter().any(|s| *s != WindowStatistic::Bn) {
+                a.comparison_size.min(reference.len())
+            } else {
+                0
+            };
+        if calibration < 10 * a.window[0] {
+            notify(Notice::Note(format!(
+                "the null windows are drawn from {calibration} reference images, fewer than 10·M = {}: windows overlap and the null is too narrow, so more windows than α may be flagged; raise --reference-size",
+                10 * a.window[0]
+            )));
+        }
+        test.fit(&reference)?;
+        let mut sink = Sink::open(a, stdout)?;
+        if a.follow {
+            follow(a, &test, shape, &mut sink, ctx.progress, notify)
         } else {
-            0
-        };
-    if calibration < 10 * a.window[0] {
-        eprintln!(
-            "note: the null windows are drawn from {calibration} reference images, fewer than 10·M = {}: windows overlap and the null is too narrow, so more windows than α may be flagged; raise --reference-size",
-            10 * a.window[0]
-        );
-    }
-    test.fit(&reference)?;
-    let mut sink = Sink::open(a)?;
-    if a.follow {
-        follow(a, &test, shape, &mut sink, progress)
-    } else {
-        stream_file(a, &test, locator, shape, &mut sink, progress)
+            stream_file(a, &test, ctx, shape, &mut sink, notify)
+        }
     }
 }
 
-fn load_reference(a: &MonitorArgs, locator: &Locator, shape: [usize; 3]) -> Result<ImageSet> {
-    crate::note_catalogue_name(&a.reference);
+fn load_reference(
+    a: &MonitorArgs,
+    locator: &Locator,
+    shape: [usize; 3],
+    notify: Notify<'_>,
+) -> Result<ImageSet> {
+    notify_some(notify, catalogue_name_notice(&a.reference));
     Ok(load_named_expecting(
         &a.reference,
         locator,
@@ -229,9 +249,9 @@ fn load_reference(a: &MonitorArgs, locator: &Locator, shape: [usize; 3]) -> Resu
     )?)
 }
 
-/// Where rows go: stdout or `--out`, flushed after every window.
-struct Sink {
-    out: Box<dyn Write>,
+/// Where rows go: the caller's stdout or `--out`, flushed after every window.
+struct Sink<'w> {
+    out: Box<dyn Write + 'w>,
     format: MonitorFormat,
     path: Option<PathBuf>,
     with_files: bool,
@@ -240,20 +260,20 @@ struct Sink {
     windows: usize,
 }
 
-impl Sink {
-    fn open(a: &MonitorArgs) -> Result<Self> {
-        let out: Box<dyn Write> = match &a.out {
+impl<'w> Sink<'w> {
+    fn open(a: &MonitorArgs, stdout: &'w mut dyn Write) -> Result<Self> {
+        let out: Box<dyn Write + 'w> = match &a.out {
             Some(path) => Box::new(std::fs::File::create(path).map_err(|source| Error::Io {
                 path: path.clone(),
                 source,
             })?),
-            None => Box::new(std::io::stdout()),
+            None => Box::new(stdout),
         };
         Ok(Self {
             out,
             format: a.format,
             path: a.out.clone(),
-            with_files: !is_catalogue_name(&a.input) && Path::new(&a.input).is_dir(),
+            with_files: is_png_folder(&a.input),
             header_written: false,
             flagged: 0,
             windows: 0,
@@ -341,15 +361,16 @@ fn csv_field(text: &str) -> String {
 fn stream_file(
     a: &MonitorArgs,
     test: &WindowTest<AnyModel>,
-    locator: &Locator,
+    ctx: RunContext<'_>,
     shape: [usize; 3],
-    sink: &mut Sink,
-    progress: bool,
+    sink: &mut Sink<'_>,
+    notify: Notify<'_>,
 ) -> Result<()> {
-    crate::note_catalogue_name(&a.input);
-    let input = load_named_expecting(&a.input, locator, None, 0, Some(shape))?;
+    let progress = ctx.progress;
+    notify_some(notify, catalogue_name_notice(&a.input));
+    let input = load_named_expecting(&a.input, ctx.locator, None, 0, Some(shape))?;
     let names = if sink.with_files {
-        Some(bnood::data::user_files::png_file_names(Path::new(
+        Some(crate::data::user_files::png_file_names(Path::new(
             &a.input,
         ))?)
     } else {
@@ -387,15 +408,17 @@ fn stream_file(
     }
     let left = input.len() - windows * m;
     if progress {
-        eprintln!(
+        notify(Notice::Status(format!(
             "{} of {windows} windows of {m} flagged by {} at α = {}",
             sink.flagged,
             a.statistic[0].id(),
             a.alpha
-        );
+        )));
     }
     if left > 0 && a.max_windows.is_none() {
-        eprintln!("note: the last {left} image(s) do not fill a window of {m} and were not tested");
+        notify(Notice::Note(format!(
+            "the last {left} image(s) do not fill a window of {m} and were not tested"
+        )));
     }
     Ok(())
 }
@@ -406,8 +429,9 @@ fn follow(
     a: &MonitorArgs,
     test: &WindowTest<AnyModel>,
     shape: [usize; 3],
-    sink: &mut Sink,
+    sink: &mut Sink<'_>,
     progress: bool,
+    notify: Notify<'_>,
 ) -> Result<()> {
     let dir = Path::new(&a.input);
     let m = test.params().window();
@@ -416,13 +440,13 @@ fn follow(
     let mut next_index = 0usize;
     let mut window_index = 0usize;
     if progress {
-        eprintln!(
+        notify(Notice::Status(format!(
             "watching {} for PNG files; a window of {m} is tested as soon as it fills (Ctrl-C to stop)",
             dir.display()
-        );
+        )));
     }
     loop {
-        let names = bnood::data::user_files::png_file_names(dir)?;
+        let names = crate::data::user_files::png_file_names(dir)?;
         pending.extend(names.into_iter().filter(|n| seen.insert(n.clone())));
         while pending.len() >= m {
             let batch: Vec<String> = pending.drain(..m).collect();
@@ -438,13 +462,13 @@ fn follow(
                 &outcomes,
             )?;
             if progress {
-                eprintln!(
+                notify(Notice::Status(format!(
                     "window {window_index} ({} … {}): p = {:.4}{}",
                     batch[0],
                     batch[m - 1],
                     outcomes[0].p_value,
                     if outcomes[0].flagged { ", flagged" } else { "" }
-                );
+                )));
             }
             next_index += m;
             window_index += 1;
@@ -461,10 +485,11 @@ fn study(
     a: &MonitorArgs,
     model: AnyModel,
     shape: [usize; 3],
-    device: &Device,
-    locator: &Locator,
-    progress: bool,
+    ctx: RunContext<'_>,
+    stdout: &mut dyn Write,
+    notify: Notify<'_>,
 ) -> Result<()> {
+    let (device, locator) = (ctx.device, ctx.locator);
     let spec = WindowPowerSpec {
         windows: a.window.clone(),
         shares: a
@@ -480,10 +505,12 @@ fn study(
         seed: a.seed,
     };
     if a.statistic != [WindowStatistic::Bn] {
-        eprintln!("note: --study measures every statistic (bn, ks, mmd); --statistic is ignored");
+        notify(Notice::Note(
+            "--study measures every statistic (bn, ks, mmd); --statistic is ignored".into(),
+        ));
     }
-    let reference = load_reference(a, locator, shape)?;
-    crate::note_catalogue_name(&a.input);
+    let reference = load_reference(a, locator, shape, notify)?;
+    notify_some(notify, catalogue_name_notice(&a.input));
     let inliers = load_named_expecting(
         &a.input,
         locator,
@@ -511,7 +538,7 @@ fn study(
         &inliers,
         &oods,
         &spec,
-        BarProgress::hook(progress),
+        BarProgress::hook(ctx.progress),
     )?;
     let text = match a.format {
         MonitorFormat::Csv => report.to_csv(),
@@ -523,21 +550,23 @@ fn study(
         MonitorFormat::Markdown => report.to_markdown(),
     };
     match &a.out {
-        Some(path) => std::fs::write(path, text).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?,
-        None => print!("{text}"),
+        Some(path) => write_text(path, &text)?,
+        None => stdout
+            .write_all(text.as_bytes())
+            .map_err(|source| Error::Io {
+                path: PathBuf::from("<stdout>"),
+                source,
+            })?,
     }
     let fits: Vec<String> = report
         .fit_seconds
         .iter()
         .map(|(m, s)| format!("M = {m}: {s:.0} s"))
         .collect();
-    eprintln!(
+    notify(Notice::Status(format!(
         "study done in {:.0} s (fits: {})",
         report.total_seconds,
         fits.join(", ")
-    );
+    )));
     Ok(())
 }

@@ -1,0 +1,235 @@
+//! `bnood eval`: how the paper's protocol is assembled from its flags — the models (with
+//! their background models), the sets, the studies asked for and the run's settings — into
+//! an [`EvalJob`] that [`crate::eval::run`] runs.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::backend::Backend;
+use crate::commands::{Notice, Notify, RunContext};
+use crate::data::{Locator, load_named};
+use crate::detect::{BnTestParams, DetectorArgs, DetectorKind};
+use crate::error::{Error, Result};
+use crate::eval::{
+    CalibrationSpec, ContaminationSpec, EvalJob, EvalSets, ModelEntry, Protocol, RunSettings,
+    SetNames,
+};
+use crate::models::AnyModel;
+
+/// The flags of `bnood eval`.
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// A model to evaluate, repeatable: `FILE[,FILE…]` (the first is scored; all form the
+    /// WAIC ensemble), optionally named `NAME=FILE,…` (default name: RealNVP, VAE or PixelCNN++); a FILE
+    /// may be a shipped model's name (`bnood models list`).
+    #[arg(long, required = true)]
+    pub model: Vec<String>,
+    #[command(flatten)]
+    /// The sets: in-distribution, reference, OoD, and their sizes.
+    pub sets: SetNames,
+    /// Detectors.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "logp,tperm,waic,bn"
+    )]
+    pub detectors: Vec<DetectorKind>,
+    /// Skip Table 2 (every detector against every OoD set) and run only the other studies asked for.
+    #[arg(long)]
+    pub skip_table2: bool,
+    /// Also run Table 5: the BN test with r1 = 0 and these r2 (e.g. 0.15,0.3,0.5,0.9).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub table5: Vec<f64>,
+    /// Also run Figure 3: mean bits/dim at these ratios r (e.g. 0,0.1,…,1).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub sweep: Vec<f64>,
+    /// Images per pool in the sweep.
+    #[arg(long, default_value_t = 200)]
+    pub sweep_size: usize,
+    /// Also run the contamination grid: every detector against each of these OoD sets mixed into in-distribution pools (e.g. mnist,omniglot,kmnist,rotation).
+    #[arg(long, value_delimiter = ',')]
+    pub contamination: Vec<String>,
+    /// OoD shares of the contamination pools.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.01,0.05,0.1,0.25,0.5,1",
+        allow_negative_numbers = true
+    )]
+    pub fractions: Vec<f64>,
+    /// Also run the BN test in its per-input mode (one scored image per batch of --per-input-batch-size) as a second BN column.
+    #[arg(long)]
+    pub bn_per_input: bool,
+    /// Batch size b of the per-input BN test.
+    #[arg(long, default_value_t = 64)]
+    pub per_input_batch_size: usize,
+    /// Background model of the likelihood ratio: `FILE` (for the first --model) or `NAME=FILE` (for the model named NAME); a shipped name works as FILE.
+    #[arg(long)]
+    pub background: Vec<String>,
+    /// Also run the calibration study over this many seeds: share of in-distribution images flagged at each --calibration-fprs target (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub calibration_seeds: usize,
+    /// Pool sizes of the calibration study.
+    #[arg(long, value_delimiter = ',', default_value = "100,500")]
+    pub calibration_pools: Vec<usize>,
+    /// Target false-positive rates of the calibration study.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.01,0.05,0.1",
+        allow_negative_numbers = true
+    )]
+    pub calibration_fprs: Vec<f64>,
+    /// Images per contamination pool.
+    #[arg(long, default_value_t = 1000)]
+    pub pool_size: usize,
+    /// Output folder of the report (JSON, Markdown, PNGs).
+    #[arg(long, default_value = "runs/eval")]
+    pub out: PathBuf,
+    /// Report file stem.
+    #[arg(long, default_value = "eval")]
+    pub stem: String,
+    /// Importance samples K of VAE scoring (default: the checkpoint's, 16).
+    #[arg(long)]
+    pub vae_samples: Option<usize>,
+    #[command(flatten)]
+    /// The detectors' parameters.
+    pub detector_args: DetectorArgs,
+}
+
+impl EvalArgs {
+    /// Loads every `--model` (files or shipped names) and gives each its `--background`
+    /// model; warns when the likelihood ratio is asked for and a model has none.
+    fn models(&self, ctx: RunContext<'_>, notify: Notify<'_>) -> Result<Vec<ModelEntry<AnyModel>>> {
+        let (device, models_dir) = (ctx.device, ctx.models_dir);
+        let mut models = Vec::new();
+        for spec in &self.model {
+            models.push(ModelEntry::load(
+                spec,
+                models_dir,
+                device,
+                self.vae_samples,
+            )?);
+        }
+        for spec in &self.background {
+            let (name, file) = match spec.split_once('=') {
+                Some((n, f)) => (Some(n), f),
+                None => (None, spec.as_str()),
+            };
+            let entry = match name {
+                Some(n) => models.iter_mut().find(|m| m.name == n).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "--background {spec}: no --model is named `{n}` (give NAME=FILE with a name from --model NAME=…)"
+                    ))
+                })?,
+                None => &mut models[0],
+            };
+            *entry = entry.clone().with_background(file, models_dir, device)?;
+        }
+        if self.detectors.contains(&DetectorKind::LikelihoodRatio)
+            && models.iter().any(|m| m.background.is_none())
+        {
+            notify(Notice::Warning(
+                "the likelihood ratio runs only for models given a --background model".into(),
+            ));
+        }
+        Ok(models)
+    }
+
+    /// The contamination grid of `--contamination` (whole sets), if asked for.
+    fn contamination(&self, locator: &Locator) -> Result<Option<ContaminationSpec>> {
+        if self.contamination.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ContaminationSpec {
+            inliers: load_named(&self.sets.in_set, locator, None, 0)?,
+            outliers: self
+                .contamination
+                .iter()
+                .map(|name| load_named(name, locator, None, 0))
+                .collect::<std::result::Result<_, _>>()?,
+            fractions: self.fractions.clone(),
+            pool_size: self.pool_size,
+        }))
+    }
+
+    /// The calibration study of `--calibration-seeds` (whole sets), if asked for.
+    fn calibration(&self, locator: &Locator) -> Result<Option<CalibrationSpec>> {
+        if self.calibration_seeds == 0 {
+            return Ok(None);
+        }
+        Ok(Some(CalibrationSpec {
+            reference_source: load_named(&self.sets.reference, locator, None, 0)?,
+            inliers: load_named(&self.sets.in_set, locator, None, 0)?,
+            pool_sizes: self.calibration_pools.clone(),
+            seeds: self.calibration_seeds,
+            fprs: self.calibration_fprs.clone(),
+        }))
+    }
+
+    /// Assembles the evaluation: loads the models and their background models, the sets
+    /// (with `--seed` for their subsets) and the studies asked for, and records the run's
+    /// settings (`backend`, the model files, `command`: the command line that started it).
+    /// [`crate::eval::run`] runs the job and writes the report to `--out`.
+    ///
+    /// # Errors
+    /// A model or set cannot be read or verified, a `--background NAME=…` names no model,
+    /// or a detector parameter is invalid; each error says what to do.
+    pub fn job(
+        &self,
+        backend: Backend,
+        ctx: RunContext<'_>,
+        command: Option<String>,
+        notify: Notify<'_>,
+    ) -> Result<EvalJob<AnyModel>> {
+        let locator = ctx.locator;
+        let d = &self.detector_args;
+        let models = self.models(ctx, notify)?;
+        let files = models.iter().flat_map(|m| m.files.clone()).collect();
+        let names = SetNames {
+            seed: d.seed,
+            ..self.sets.clone()
+        };
+        let contamination = self.contamination(locator)?;
+        let calibration = self.calibration(locator)?;
+        let params = d.params()?;
+        Ok(EvalJob {
+            models,
+            sets: EvalSets::load(&names, locator)?,
+            protocol: Protocol {
+                detectors: self.detectors.clone(),
+                bn: params.bn,
+                bn_per_input: self.bn_per_input.then(|| {
+                    BnTestParams::per_input()
+                        .per_input_batch_size(self.per_input_batch_size)
+                        .draws(d.draws)
+                        .held_out_fraction(d.held_out_fraction)
+                        .seed(d.seed)
+                }),
+                progress: ctx.progress,
+            },
+            table2: !self.skip_table2,
+            table5_r2: self.table5.clone(),
+            sweep_ratios: self.sweep.clone(),
+            sweep_size: self.sweep_size,
+            contamination,
+            calibration,
+            seed: d.seed,
+            out_dir: self.out.clone(),
+            stem: self.stem.clone(),
+            settings: RunSettings {
+                backend: backend.name().to_string(),
+                model_files: files,
+                subset: self.sets.subset,
+                reference_size: self.sets.reference_size,
+                seed: d.seed,
+                vae_samples: self.vae_samples,
+                command,
+                preset: None,
+            },
+            started: None,
+        })
+    }
+}
