@@ -10,10 +10,7 @@ use clap::{Args, ValueEnum};
 use crate::commands::paths::{catalogue_name_notice, check_output, image_origins, write_text};
 use crate::commands::{Notice, Notify, RunContext, notify_some};
 use crate::data::{load_named_indexed, seeds};
-use crate::detect::{
-    BnCalibration, DetectorArgs, DetectorKind, DetectorParams, FittedDetector, LoadedDetector,
-    ModelFile, ParamGuard,
-};
+use crate::detect::{DetectorArgs, DetectorKind, FittedDetector, LoadedDetector, ModelFile};
 use crate::error::{Error, Result};
 use crate::eval::progress::BarProgress;
 use crate::models::zoo::ModelsDir;
@@ -375,12 +372,7 @@ impl ScoreArgs {
 /// images at the target rate (`docs/results.md`, "Calibration"), and what does; `None` for
 /// other detectors.
 pub fn pool_decisions_notice(detector: &FittedDetector) -> Option<Notice> {
-    let held_out =
-        serde_json::from_value::<DetectorParams>(detector.params_json()).is_ok_and(|p| {
-            p.bn.check_ref()
-                .is_ok_and(|p| p.calibration() == BnCalibration::HeldOut)
-        });
-    (detector.id() == DetectorKind::BnTest.id() && !detector.is_per_input() && held_out).then(|| {
+    (!detector.per_image_flags_calibrated()).then(|| {
         Notice::Note(
             "the BN test's pool mode with the paper's (held-out) calibration decides per pool: its per-image flags are correlated and exceed --fpr on average (8.3 % at 5 % on clean pools of 250); for per-image flags at --fpr pass --bn-calibration in-pool, --mode per-input or a per-input detector (docs/results.md, \"Calibration\")".into(),
         )

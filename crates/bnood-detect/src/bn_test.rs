@@ -910,6 +910,10 @@ impl<M: LikelihoodModel> Detector for FittedBnTest<M> {
         self.test.params.is_per_input()
     }
 
+    fn per_image_flags_calibrated(&self) -> bool {
+        self.is_per_input() || self.test.params.calibration == BnCalibration::InPool
+    }
+
     fn state(&self) -> Box<dyn erased_serde::Serialize + '_> {
         let fitted = &self.fitted;
         Box::new(BnTestState::BnTest {

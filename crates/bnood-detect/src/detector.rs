@@ -54,6 +54,15 @@ pub trait Detector {
         true
     }
 
+    /// Whether its per-image decisions ([`Scores::decisions`] at
+    /// [`threshold_for_fpr`](Self::threshold_for_fpr)) flag about the target share of
+    /// in-distribution images. False for the BN test's pool mode with the paper's held-out
+    /// calibration, whose flags are correlated within a pool and exceed the target on
+    /// average: its decision unit is the pool.
+    fn per_image_flags_calibrated(&self) -> bool {
+        true
+    }
+
     /// What fitting computed, as the `state` of a detector file: [`Fit::restore`] of the
     /// same parameters and models rebuilds this detector from it (deserialised as
     /// [`Fit::State`]).

@@ -143,6 +143,17 @@ impl DetectorKind {
         self == DetectorKind::LikelihoodRatio
     }
 
+    /// Whether a front end's `members` models (the scored one and its ensemble members) and
+    /// a background model, when `background`, are enough for it ([`models_from`](Self::models_from)).
+    pub fn has_models(self, members: usize, background: bool) -> bool {
+        let taken = if self.uses_ensemble() {
+            members
+        } else {
+            members.min(1) + usize::from(self.uses_background() && background)
+        };
+        taken >= self.min_models()
+    }
+
     /// The models it is built over ([`build`]), from a front end's models: `members[0]` is
     /// the scored model and the rest its ensemble members; `background` the background
     /// model. WAIC takes all members, the likelihood ratio the scored model and the

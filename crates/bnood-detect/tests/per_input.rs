@@ -7,8 +7,9 @@ mod common;
 use bnood_data::ImageSet;
 use bnood_data::user_files::png_size;
 use bnood_detect::{
-    BnMode, BnTest, BnTestParams, Detector, DetectorArgs, Fit, InputComplexity, LikelihoodRatio,
-    LogLikelihood, ScoringParams, Typicality, compressed_bits, input_complexity_score,
+    BnCalibration, BnMode, BnTest, BnTestParams, Detector, DetectorArgs, Fit, InputComplexity,
+    LikelihoodRatio, LogLikelihood, ScoringParams, Typicality, compressed_bits,
+    input_complexity_score,
 };
 use burn::tensor::Device;
 use clap::Parser;
@@ -224,4 +225,25 @@ fn mode_per_input_on_the_command_line_sets_both_ratios_and_refuses_r1_r2() {
         .params()
         .expect("valid");
     assert!(!pool.bn.is_per_input());
+}
+
+#[test]
+fn only_the_pool_mode_with_held_out_calibration_says_its_per_image_flags_are_not_calibrated() {
+    let device = Device::flex();
+    let reference = p_set("ref", 200, 1, SIGMA, 1);
+    let bn = |params: BnTestParams| {
+        BnTest::new(flow(&device, SIGMA), &device, params)
+            .expect("valid")
+            .fit(&reference)
+            .expect("fit")
+            .per_image_flags_calibrated()
+    };
+    let pool = BnTestParams::new().batch_size(10);
+    assert!(!bn(pool.clone()), "pool mode, held-out calibration");
+    assert!(bn(pool.calibration(BnCalibration::InPool)));
+    assert!(bn(BnTestParams::new().per_input_batch_size(10)));
+    let ll = LogLikelihood::new(flow(&device, SIGMA), &device)
+        .fit(&reference)
+        .expect("fit");
+    assert!(ll.per_image_flags_calibrated());
 }

@@ -210,8 +210,7 @@ impl Protocol {
     pub fn specs(&self, members: usize, background: bool) -> Result<Vec<DetectorSpec>> {
         let mut specs = Vec::new();
         for &kind in &self.detectors {
-            let background = background.then_some(&());
-            if kind.models_from(&vec![(); members], background).is_err() {
+            if !kind.has_models(members, background) {
                 continue;
             }
             let spec = |setting, bn: &BnTestParams| DetectorSpec {

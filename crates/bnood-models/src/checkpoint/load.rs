@@ -35,10 +35,14 @@ pub(crate) fn load_optimizer(
 /// [`ModelError::Checkpoint`] if it is missing, not valid JSON, or names a kind this
 /// version does not know.
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta, ModelError> {
-    let meta_file = Committed::of(path).sidecar;
+    read_sidecar(path, &Committed::of(path).sidecar)
+}
+
+/// [`read_meta`] from the sidecar file `meta_file` of the checkpoint `path`.
+fn read_sidecar(path: &Path, meta_file: &Path) -> Result<CheckpointMeta, ModelError> {
     // Sidecars are a few hundred bytes; never read a device or FIFO in their place.
     const MAX_SIDECAR_BYTES: u64 = 1 << 20;
-    if let Ok(m) = std::fs::metadata(&meta_file)
+    if let Ok(m) = std::fs::metadata(meta_file)
         && (!m.is_file() || m.len() > MAX_SIDECAR_BYTES)
     {
         return Err(err(
@@ -49,7 +53,7 @@ pub fn read_meta(path: &Path) -> Result<CheckpointMeta, ModelError> {
             ),
         ));
     }
-    let bytes = std::fs::read(&meta_file).map_err(|e| {
+    let bytes = std::fs::read(meta_file).map_err(|e| {
         err(
             path,
             format!(
@@ -91,11 +95,11 @@ pub fn read_meta(path: &Path) -> Result<CheckpointMeta, ModelError> {
 /// [`ModelError::Checkpoint`] naming the difference, or burn's reason when the parameter
 /// file itself does not fit.
 pub fn load_into<M: Trainable>(model: M, path: &Path) -> Result<M, ModelError> {
-    let meta = read_meta(path)?;
+    let files = Committed::of(path);
+    let meta = read_sidecar(path, &files.sidecar)?;
     check_config(&meta, &model.model_config(), path)?;
-    let parameters = Committed::of(path).parameters;
-    check_weights(&parameters, path, &meta.model)?;
-    read_parameters(model, &parameters, path)
+    check_weights(&files.parameters, path, &meta.model)?;
+    read_parameters(model, &files.parameters, path)
 }
 
 /// Builds a model from the configuration stored with the checkpoint at `path` and loads its
@@ -104,11 +108,11 @@ pub fn load_into<M: Trainable>(model: M, path: &Path) -> Result<M, ModelError> {
 /// # Errors
 /// As [`read_meta`] and [`load_into`], and the model's own configuration errors.
 pub fn load(path: &Path, device: &Device) -> Result<AnyModel, ModelError> {
-    let meta = read_meta(path)?;
+    let files = Committed::of(path);
+    let meta = read_sidecar(path, &files.sidecar)?;
     meta.model.check_size()?;
-    let parameters = Committed::of(path).parameters;
-    check_weights(&parameters, path, &meta.model)?;
-    read_parameters(meta.model.init(device)?, &parameters, path)
+    check_weights(&files.parameters, path, &meta.model)?;
+    read_parameters(meta.model.init(device)?, &files.parameters, path)
 }
 
 /// The files a reader of the checkpoint `path` reads: those of its last committed save,
