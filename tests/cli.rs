@@ -831,6 +831,29 @@ fn monitor_gives_one_row_per_window_and_statistic_with_p_values() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["first"], 8);
     assert_eq!(rows[1]["statistic"], "bn");
+    // Issue 27: an input shorter than one window is refused (before the fit), and the BN
+    // test's Monte Carlo draws are capped.
+    let short = dir.join("short-idx3-ubyte");
+    write_idx(&short, &images(3, 784, 5), 28, 28);
+    assert_refused(
+        &monitor(m, short.to_str().expect("utf8"), &[]),
+        "fewer than one window",
+    );
+    let det = dir.join("det.json");
+    let out = bnood(&[
+        "fit",
+        "--model",
+        m,
+        "--detector",
+        "bn",
+        "--draws",
+        "1000000000",
+        "--out",
+        det.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert_refused(&out, "must lie in 1..=1000");
+    assert!(!det.exists());
 }
 
 #[test]
@@ -853,6 +876,14 @@ fn monitor_refuses_bad_flags_naming_them_before_any_work() {
             "--format markdown is for --study",
         ),
         (vec!["--study", "mnist", "--follow"], "drop one of them"),
+        (
+            vec!["--max-windows", "0"],
+            "--max-windows 0 would test nothing",
+        ),
+        (
+            vec!["--null-windows", "4000000000"],
+            "above the limit of 100000",
+        ),
     ] {
         let mut args = vec!["monitor", "--model", m, "--input", t];
         args.extend(&extra);
@@ -923,4 +954,46 @@ fn monitor_follow_tests_each_window_as_png_files_arrive() {
         lines[3].starts_with("2,16,23,img16.png,img23.png,8,bn,"),
         "{csv}"
     );
+}
+
+/// Issue 27 item 3: a failed write to stdout is an error (exit 1, one line), not a panic
+/// (exit 101); a reader that closes the pipe early (`| head -1`) ends the run quietly.
+#[test]
+fn a_failed_write_to_stdout_is_an_error_and_a_closed_pipe_ends_the_run_quietly() {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    if Path::new("/dev/full").exists() {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let out = Command::new(env!("CARGO_BIN_EXE_bnood"))
+            .args(["datasets", "list"])
+            .env("BNOOD_DATA_DIR", data_dir())
+            .stdout(full)
+            .output()
+            .expect("bnood runs");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("cannot write standard output"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bnood"))
+        .args(["datasets", "list"])
+        .env("BNOOD_DATA_DIR", data_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bnood runs");
+    drop(child.stdout.take()); // the reader is gone before the first line
+    let status = child.wait().expect("exits");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr read");
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -196,24 +196,27 @@ impl FitArgs {
     /// trained with mutations and a `--vae-samples` no model uses.
     fn load_models(
         &self,
+        dirs: &ModelsDir,
         device: &Device,
         notify: Notify<'_>,
     ) -> Result<(Vec<AnyModel>, Vec<ModelFile>)> {
-        let paths: Vec<&Path> = self.model_paths().map(PathBuf::as_path).collect();
-        if let Some(background) = &self.background
-            && checkpoint::read_meta(background)?
-                .background_mutation
-                .is_none()
+        let loaded = self
+            .model_paths()
+            .map(|p| dirs.load(&p.to_string_lossy(), device, self.vae_samples))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if self.background.is_some()
+            && let Some(background) = loaded.last()
+            && background.meta.background_mutation.is_none()
         {
             notify(Notice::Warning(format!(
                 "{} was not trained with --background-mutation: a likelihood ratio against an ordinary model of the same data carries little signal",
-                background.display()
+                background.path.display()
             )));
         }
-        let models = paths
-            .iter()
-            .map(|p| AnyModel::load_for_scoring(p, device, self.vae_samples))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let files: Vec<ModelFile> = loaded.iter().map(ModelFile::from).collect();
+        let paths: Vec<PathBuf> = loaded.iter().map(|l| l.path.clone()).collect();
+        let models: Vec<AnyModel> = loaded.into_iter().map(|l| l.model).collect();
+        let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
         AnyModel::check_ensemble(&paths, &models)?;
         if self.vae_samples.is_some() && models.iter().all(|m| m.config().iw_samples().is_none()) {
             notify(Notice::Warning(format!(
@@ -221,11 +224,6 @@ impl FitArgs {
                 models[0].display_name()
             )));
         }
-        let files = paths
-            .iter()
-            .zip(&models)
-            .map(|(p, m)| ModelFile::new(p, m))
-            .collect::<std::result::Result<_, _>>()?;
         Ok((models, files))
     }
 
@@ -238,7 +236,7 @@ impl FitArgs {
     /// reference set cannot be read or does not match the model's image shape `[C, H, W]`.
     pub fn fit_detector(&self, ctx: RunContext<'_>, notify: Notify<'_>) -> Result<LoadedDetector> {
         self.check_models()?;
-        let (models, files) = self.load_models(ctx.device, notify)?;
+        let (models, files) = self.load_models(ctx.models_dir, ctx.device, notify)?;
         let shape = crate::models::LikelihoodModel::image_shape(&models[0]);
         let mut detector = crate::detect::build(
             self.detector,

@@ -157,6 +157,11 @@ impl MonitorArgs {
                 ));
             }
         }
+        if self.max_windows == Some(0) {
+            return Err(Error::Invalid(
+                "--max-windows 0 would test nothing: give 1 or more, or drop it to test every window".into(),
+            ));
+        }
         if self.follow && (is_catalogue_name(&self.input) || !Path::new(&self.input).is_dir()) {
             return Err(Error::Invalid(format!(
                 "--follow watches a folder, but --input {} is not one: pass the folder that receives the PNG files",
@@ -202,8 +207,10 @@ impl MonitorArgs {
             inputs.push(a.model.clone());
             check_output(out, &inputs)?;
         }
-        let path = ctx.models_dir.resolve(&a.model.to_string_lossy())?;
-        let model = AnyModel::load_for_scoring(&path, ctx.device, a.vae_samples)?;
+        let model = ctx
+            .models_dir
+            .load(&a.model.to_string_lossy(), ctx.device, a.vae_samples)?
+            .model;
         let shape = crate::models::LikelihoodModel::image_shape(&model);
         if !a.study.is_empty() {
             return study(a, model, shape, ctx, stdout, notify);
@@ -223,12 +230,17 @@ impl MonitorArgs {
                 10 * a.window[0]
             )));
         }
+        // A whole input is read (and refused when shorter than a window) before the fit.
+        let stream = if a.follow {
+            None
+        } else {
+            Some(load_stream(a, test.params().window(), ctx, shape, notify)?)
+        };
         test.fit(&reference)?;
         let mut sink = Sink::open(a, stdout)?;
-        if a.follow {
-            follow(a, &test, shape, &mut sink, ctx.progress, notify)
-        } else {
-            stream_file(a, &test, ctx, shape, &mut sink, notify)
+        match stream {
+            None => follow(a, &test, shape, &mut sink, ctx.progress, notify),
+            Some(input) => stream_file(a, &test, input, ctx.progress, &mut sink, notify),
         }
     }
 }
@@ -357,26 +369,35 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// Tests consecutive windows of a whole input (catalogue set, IDX file, PNG folder).
-fn stream_file(
+/// A whole input to test window by window: its images, their file names (PNG folder, when
+/// rows name files) and the number of windows to test.
+struct Stream {
+    input: ImageSet,
+    names: Option<Vec<String>>,
+    windows: usize,
+}
+
+/// Reads the whole input (catalogue set, IDX file, PNG folder) of `a` for windows of `m`.
+///
+/// # Errors
+/// The input cannot be read or does not have the model's shape, or holds fewer images than
+/// one window.
+fn load_stream(
     a: &MonitorArgs,
-    test: &WindowTest<AnyModel>,
+    m: usize,
     ctx: RunContext<'_>,
     shape: [usize; 3],
-    sink: &mut Sink<'_>,
     notify: Notify<'_>,
-) -> Result<()> {
-    let progress = ctx.progress;
+) -> Result<Stream> {
     notify_some(notify, catalogue_name_notice(&a.input));
     let input = load_named_expecting(&a.input, ctx.locator, None, 0, Some(shape))?;
-    let names = if sink.with_files {
+    let names = if is_png_folder(&a.input) {
         Some(crate::data::user_files::png_file_names(Path::new(
             &a.input,
         ))?)
     } else {
         None
     };
-    let m = test.params().window();
     let mut windows = input.len() / m;
     if let Some(max) = a.max_windows {
         windows = windows.min(max);
@@ -388,6 +409,29 @@ fn stream_file(
             input.len()
         )));
     }
+    Ok(Stream {
+        input,
+        names,
+        windows,
+    })
+}
+
+/// Tests consecutive windows of a whole input.
+fn stream_file(
+    a: &MonitorArgs,
+    test: &WindowTest<AnyModel>,
+    stream: Stream,
+    progress: bool,
+    sink: &mut Sink<'_>,
+    notify: Notify<'_>,
+) -> Result<()> {
+    let Stream {
+        input,
+        names,
+        windows,
+    } = stream;
+    let names = names.filter(|_| sink.with_files);
+    let m = test.params().window();
     let bar = progress.then(BarProgress::new);
     if let Some(bar) = &bar {
         bar.start(

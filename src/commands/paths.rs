@@ -44,6 +44,19 @@ pub fn check_output(out: &Path, inputs: &[PathBuf]) -> Result<()> {
             out.display()
         )));
     }
+    if out.exists() && !out.is_file() {
+        return Err(Error::Invalid(format!(
+            "--out {} exists and is not a regular file (a device, FIFO or socket): give a file name",
+            out.display()
+        )));
+    }
+    if let Some(model) = checkpoint_owning(out) {
+        return Err(Error::Invalid(format!(
+            "--out {} would overwrite a file of the model checkpoint {}: choose another output file",
+            out.display(),
+            model.display()
+        )));
+    }
     if !out_parent.is_dir() {
         return Err(Error::Invalid(format!(
             "--out {}: its folder {} does not exist; create it first",
@@ -52,6 +65,21 @@ pub fn check_output(out: &Path, inputs: &[PathBuf]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The checkpoint `path` belongs to, when it is one: a parameter file with its `.json`
+/// sidecar beside it, or the sidecar, optimiser state or commit marker of an existing
+/// parameter file. No output of bnood ever replaces one of them.
+fn checkpoint_owning(path: &Path) -> Option<PathBuf> {
+    use crate::models::checkpoint::meta_path;
+    if path.is_file() && meta_path(path).is_file() {
+        return Some(path.to_path_buf());
+    }
+    let name = path.file_name()?.to_str()?;
+    [".json", ".optim", ".commit"].iter().find_map(|suffix| {
+        let model = path.with_file_name(name.strip_suffix(suffix)?);
+        (model.is_file() && meta_path(&model).is_file()).then_some(model)
+    })
 }
 
 fn has_png_name(path: &Path) -> bool {
@@ -143,6 +171,30 @@ mod tests {
         let dir = scratch("folders");
         assert!(refusal(&dir, &[]).contains("is a folder"));
         assert!(refusal(&dir.join("missing/out.csv"), &[]).contains("does not exist"));
+        std::fs::remove_dir_all(dir).expect("removable");
+    }
+
+    /// Issue 27 item 3: `--out` never replaces a device, FIFO or socket, nor any file of a
+    /// model checkpoint (parameters, sidecar, optimiser state), whether or not the run reads
+    /// that model.
+    #[test]
+    fn an_output_that_is_a_special_file_or_a_checkpoints_file_is_refused() {
+        if Path::new("/dev/null").exists() {
+            assert!(refusal(Path::new("/dev/null"), &[]).contains("not a regular file"));
+        }
+        let dir = scratch("checkpoint-files");
+        let model = dir.join("m.bpk");
+        std::fs::write(&model, b"weights").expect("writable");
+        std::fs::write(dir.join("m.bpk.json"), b"{}").expect("writable");
+        std::fs::write(dir.join("m.bpk.optim"), b"adam").expect("writable");
+        for out in ["m.bpk", "m.bpk.json", "m.bpk.optim", "m.bpk.commit"] {
+            let text = refusal(&dir.join(out), &[]);
+            assert!(text.contains("model checkpoint"), "{out}: {text}");
+            assert!(text.contains("m.bpk"), "{out}: {text}");
+        }
+        // A JSON file that belongs to no checkpoint (a detector file) may be replaced.
+        std::fs::write(dir.join("det.json"), b"{}").expect("writable");
+        assert!(check_output(&dir.join("det.json"), &[]).is_ok());
         std::fs::remove_dir_all(dir).expect("removable");
     }
 

@@ -186,6 +186,11 @@ impl Default for BnTestParams {
     }
 }
 
+/// The most Monte Carlo draws ([`BnTestParams::draws`], and
+/// [`BnTestParams::calibration_draws`]) a BN test takes: each draw costs one more scoring of
+/// every image, so 1,000 draws of a 2,000-image pool already take hours on a CPU.
+pub const MAX_DRAWS: usize = 1000;
+
 /// Default [`BnTestParams::calibration_draws`]: one, the paper's calibration. Ten draws did
 /// not bring the pool mode's share of flagged in-distribution images to the target
 /// (`docs/results.md`, "Calibration"): the excess comes mostly from each test pool's own
@@ -310,14 +315,15 @@ impl ParamGuard for BnTestParams {
                 p.batch_size
             ));
         }
-        if p.draws == 0 {
-            return bad(
-                "draws = 0: the Monte Carlo estimate of S_{b,r} needs at least 1 draw".into(),
-            );
-        }
-        if p.calibration_draws == 0 || p.calibration_draws > 1000 {
+        if p.draws == 0 || p.draws > MAX_DRAWS {
             return bad(format!(
-                "calibration_draws = {} must lie in 1..=1000: it is how many batch compositions of the held-out images calibrate Δ (10 is the default)",
+                "draws = {} must lie in 1..={MAX_DRAWS}: each draw scores every test image once more in new mixed batches, so the run's time grows with it (1 is the paper's; 10 smooths S_{{b,r}})",
+                p.draws
+            ));
+        }
+        if p.calibration_draws == 0 || p.calibration_draws > MAX_DRAWS {
+            return bad(format!(
+                "calibration_draws = {} must lie in 1..={MAX_DRAWS}: it is how many batch compositions of the held-out images calibrate Δ ({DEFAULT_CALIBRATION_DRAWS} is the default)",
                 p.calibration_draws
             ));
         }

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use bnood_models::{AnyModel, ModelConfig, checkpoint};
+use bnood_models::checkpoint::CheckpointFile;
+use bnood_models::zoo::LoadedModel;
+use bnood_models::{AnyModel, ModelConfig};
 
 use crate::registry::{FittedDetector, Registry};
 use crate::{DetectError, Result};
@@ -38,27 +40,30 @@ pub struct ModelFile {
 }
 
 impl ModelFile {
-    /// Describes `model`, loaded from the checkpoint at `path`, checksumming the file now.
+    /// Describes `model`, loaded from the checkpoint at `path`, checksumming the
+    /// checkpoint's committed files now.
     ///
     /// # Errors
-    /// [`DetectError::DetectorFile`] if the files cannot be read.
+    /// [`DetectError::Model`] if the files cannot be read.
     pub fn new(path: &Path, model: &AnyModel) -> Result<Self> {
         Ok(Self {
             path: path.to_path_buf(),
-            md5: checksum(path)?,
+            md5: CheckpointFile::read(path)?.md5(),
             config: model.config(),
         })
     }
 
     /// Loads the model onto `device` from `path` (or from the stored path when `None`),
-    /// after checking that the file is the one the detector was fitted with.
+    /// after checking that the file is the one the detector was fitted with. The
+    /// checkpoint is read once: the checksum is taken on the bytes that are loaded.
     ///
     /// # Errors
     /// [`DetectError::DetectorFile`] naming both checksums when the file differs; model
     /// loading errors.
     pub fn load(&self, path: Option<&Path>, device: &Device) -> Result<AnyModel> {
         let path = path.unwrap_or(&self.path);
-        let found = checksum(path)?;
+        let file = CheckpointFile::read(path)?;
+        let found = file.md5();
         if found != self.md5 {
             return Err(DetectError::DetectorFile {
                 path: path.display().to_string(),
@@ -70,21 +75,24 @@ impl ModelFile {
             });
         }
         // The MD5 covers the sidecar, so only what scoring overrides (a VAE's K) is restored.
-        let model = AnyModel::load_for_scoring(path, device, self.config.iw_samples())?;
-        Ok(model)
+        let model = file.into_model(device)?;
+        Ok(match self.config.iw_samples() {
+            Some(k) => model.with_iw_samples(k)?,
+            None => model,
+        })
     }
 }
 
-/// MD5 (hex) of a checkpoint's parameter file followed by its sidecar.
-fn checksum(path: &Path) -> Result<String> {
-    let mut bytes = Vec::new();
-    for file in [path.to_path_buf(), checkpoint::meta_path(path)] {
-        bytes.extend(std::fs::read(&file).map_err(|e| DetectError::DetectorFile {
-            path: file.display().to_string(),
-            reason: format!("cannot read the model file: {e}"),
-        })?);
+impl From<&LoadedModel> for ModelFile {
+    /// Describes a model loaded by [`ModelsDir::load`](bnood_models::zoo::ModelsDir::load),
+    /// with the checksum of the bytes it was loaded from.
+    fn from(loaded: &LoadedModel) -> Self {
+        Self {
+            path: loaded.path.clone(),
+            md5: loaded.md5.clone(),
+            config: loaded.model.config(),
+        }
     }
-    Ok(bnood_data::idx::md5_hex(&bytes))
 }
 
 /// The JSON layout of a detector file, as written.

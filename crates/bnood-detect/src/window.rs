@@ -23,6 +23,10 @@ use crate::{DetectError, ProgressHook, Result};
 const TAG_SPLIT: u64 = 11;
 const TAG_NULL: u64 = 12;
 
+/// The most null windows ([`WindowTestParams::null_windows`]) a window test draws: each is
+/// scored like a test window (time) and kept for the p-values (memory).
+pub const MAX_NULL_WINDOWS: usize = 100_000;
+
 /// What a [`WindowTest`] computes for a window of `M` inputs (higher = more evidence of OoD
 /// inputs). Each gets its p-value from the same Monte Carlo null (see [`WindowTest`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -251,6 +255,13 @@ impl ParamGuard for WindowTestParams {
         }
         // The smallest attainable p-value is 1/(K + 1); below α nothing could be flagged.
         let needed = (1.0 / p.alpha - 1.0 - 1e-9).ceil().max(1.0) as usize;
+        if p.null_windows > MAX_NULL_WINDOWS {
+            return bad(format!(
+                "K = {} null windows is above the limit of {MAX_NULL_WINDOWS}: each null window is scored like a test window, and {MAX_NULL_WINDOWS} already resolve p-values to 1/{}; use a few hundred to a few thousand",
+                p.null_windows,
+                MAX_NULL_WINDOWS + 1
+            ));
+        }
         if p.null_windows < needed {
             return bad(format!(
                 "K = {} null windows give p-values of at least 1/(K + 1) = {:.4}, above α = {}: use at least {needed} null windows (a few hundred give a smooth null)",

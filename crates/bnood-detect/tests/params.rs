@@ -52,10 +52,21 @@ fn batch_sizes_below_two_are_rejected() {
 }
 
 #[test]
-fn zero_draws_are_rejected() {
+fn zero_draws_and_more_than_the_cap_are_rejected() {
     let msg = invalid(BnTestParams::new().draws(0));
     assert!(msg.contains("draws = 0"), "{msg}");
-    assert!(msg.contains("at least 1 draw"), "{msg}");
+    assert!(msg.contains("must lie in 1..=1000"), "{msg}");
+    let msg = invalid(BnTestParams::new().draws(1_000_000_000));
+    assert!(msg.contains("draws = 1000000000"), "{msg}");
+    let msg = invalid(BnTestParams::new().calibration_draws(1001));
+    assert!(
+        msg.contains("calibration_draws = 1001") && msg.contains("(1 is the default)"),
+        "{msg}"
+    );
+    BnTestParams::new()
+        .draws(1000)
+        .check()
+        .expect("the cap itself is allowed");
 }
 
 #[test]

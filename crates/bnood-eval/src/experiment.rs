@@ -181,14 +181,15 @@ pub fn main_job(job: &MainJob, device: &Device) -> Result<crate::Written> {
                     zoo::names().join(", ")
                 ))
             })?;
-            let path = dirs.locate(entry)?;
-            let model = checkpoint::load_into(config.init(device)?, &path)?;
-            println!(
+            let source = dirs.shipped(entry)?;
+            let path = source.path.clone();
+            let model = source.read()?.load_into(config.init(device)?)?;
+            crate::say(format_args!(
                 "using shipped {} ({}, {} steps, MD5 verified)",
                 entry.name,
                 path.display(),
                 entry.steps
-            );
+            ));
             files.push(path.display().to_string());
             members.push(model);
             continue;
@@ -196,16 +197,23 @@ pub fn main_job(job: &MainJob, device: &Device) -> Result<crate::Written> {
         let path = job.runs.join(checkpoint::file_name(&config, &job.preset));
         let budget = if k == 0 { job.budget } else { job.waic_budget };
         if !path.is_file() {
-            println!("training {} ({})", path.display(), budget.describe());
+            crate::say(format_args!(
+                "training {} ({})",
+                path.display(),
+                budget.describe()
+            ));
         }
         let (model, report) =
             train_or_reuse(&config, &path, budget, &train_set, device, job.progress)?;
         match report {
-            Some(r) => println!(
+            Some(r) => crate::say(format_args!(
                 "  trained {} steps in {:.0} s ({:.1} samples/s), final loss {:.3} bits/dim",
                 r.steps, r.seconds, r.samples_per_second, r.final_loss_bits_per_dim
-            ),
-            None => println!("reusing {} (configuration verified)", path.display()),
+            )),
+            None => crate::say(format_args!(
+                "reusing {} (configuration verified)",
+                path.display()
+            )),
         }
         files.push(path.display().to_string());
         members.push(model);

@@ -10,7 +10,8 @@ use bnood_data::{ImageSet, seeds};
 use bnood_detect::{BnTest, Fit, LikelihoodModel};
 
 use crate::protocol::{
-    Protocol, build_spec, calibration, contamination, ood_table, r2_table, ratio_sweep,
+    CalibrationRow, ContaminationRow, Protocol, Row, SweepSeries, build_spec, calibration,
+    contamination, ood_table, r2_table, ratio_sweep,
 };
 use crate::report::{self, Report, slug};
 use crate::{EvalError, Result};
@@ -47,16 +48,14 @@ impl ModelEntry<bnood_models::AnyModel> {
         let (name, list) = spec
             .split_once('=')
             .map_or((None, spec), |(n, l)| (Some(n), l));
-        let paths = list
+        let loaded = list
             .split(',')
             .filter(|p| !p.is_empty())
-            .map(|p| models_dir.resolve(p))
+            .map(|p| models_dir.load(p, device, iw_samples))
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let paths: Vec<PathBuf> = loaded.iter().map(|l| l.path.clone()).collect();
         let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        let members = paths
-            .iter()
-            .map(|p| bnood_models::AnyModel::load_for_scoring(p, device, iw_samples))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let members: Vec<_> = loaded.into_iter().map(|l| l.model).collect();
         let Some(first) = members.first() else {
             return Err(EvalError::InvalidSetting(format!(
                 "model `{spec}` names no file: give FILE[,FILE…] or NAME=FILE[,FILE…]"
@@ -89,17 +88,15 @@ impl ModelEntry<bnood_models::AnyModel> {
         models_dir: &bnood_models::zoo::ModelsDir,
         device: &Device,
     ) -> Result<Self> {
-        let path = models_dir.resolve(spec)?;
-        let file = path.display().to_string();
+        let source = models_dir.source(spec)?;
+        let file = source.path.display().to_string();
         if self.files.contains(&file) {
             return Err(EvalError::InvalidSetting(format!(
                 "the background model {file} is also a member of `{}`: train a background model with `bnood train --background-mutation 0.2`",
                 self.name
             )));
         }
-        self.background = Some(bnood_models::AnyModel::load_for_scoring(
-            &path, device, None,
-        )?);
+        self.background = Some(source.load(device, None)?.model);
         self.files.push(file);
         Ok(self)
     }
@@ -271,14 +268,9 @@ pub fn run<M: LikelihoodModel + Clone + 'static>(
 ) -> Result<Written> {
     let started = job.started.unwrap_or_else(Instant::now);
     create_dir(&job.out_dir)?;
-    let EvalSets {
-        reference,
-        test_in,
-        oods,
-    } = &job.sets;
-    let say = |s: &str| {
+    let say = |s: String| {
         if !quiet {
-            println!("{s}");
+            crate::say(format_args!("{s}"));
         }
     };
     let mut rep = Report {
@@ -286,137 +278,33 @@ pub fn run<M: LikelihoodModel + Clone + 'static>(
         ..Report::default()
     };
     for entry in job.models.iter().filter(|_| job.table2) {
-        let rows = ood_table(
-            &entry.members,
-            entry.background.as_ref(),
-            &entry.name,
-            reference,
-            test_in,
-            oods,
-            &job.protocol,
-            device,
-        )?;
-        say(&format!(
-            "\n{} — {} ({}) vs OoD sets, reference {} images; paper = Song et al. Table 2\n{}",
-            entry.name,
-            test_in.name(),
-            test_in.len(),
-            reference.len(),
-            report::text_table(&rows)
-        ));
-        rep.table2.extend(rows);
+        rep.table2.extend(table2(job, entry, device, &say)?);
     }
-
-    if !job.table5_r2.is_empty() {
-        for entry in &job.models {
-            let Some(model) = entry.members.first() else {
-                continue;
-            };
-            let rows = r2_table(
-                model,
-                &entry.name,
-                reference,
-                test_in,
-                oods,
-                &job.table5_r2,
-                &job.protocol,
-                device,
-            )?;
-            say(&format!(
-                "\n{} — Table 5 (BN test, r1 = 0)\n{}",
-                entry.name,
-                report::text_table(&rows)
-            ));
-            rep.table5.extend(rows);
-        }
+    for entry in job.models.iter().filter(|_| !job.table5_r2.is_empty()) {
+        rep.table5.extend(table5(job, entry, device, &say)?);
     }
-
-    if !job.sweep_ratios.is_empty() {
-        for entry in &job.models {
-            let Some(model) = entry.members.first() else {
-                continue;
-            };
-            let mut bn = BnTest::new(model.clone(), device, job.protocol.bn.clone())?;
-            Fit::set_progress(&mut bn, crate::bar_hook(job.protocol.progress));
-            let bn = bn.fit(reference)?;
-            let mut pools = vec![sweep_pool(test_in, job.sweep_size, job.seed)?];
-            for ood in oods {
-                pools.push(sweep_pool(ood, job.sweep_size, job.seed)?);
-            }
-            let series = ratio_sweep(&bn, &pools, &job.sweep_ratios)?;
-            let table = report::markdown_sweep(&entry.name, &series);
-            say(&format!(
-                "\n{} — Figure 3: mean bits/dim against r\n{table}",
-                entry.name
-            ));
-            rep.sweep.push((entry.name.clone(), series));
-        }
+    for entry in job.models.iter().filter(|_| !job.sweep_ratios.is_empty()) {
+        rep.sweep.extend(sweep(job, entry, device, &say)?);
     }
     if let Some(spec) = &job.contamination {
         for entry in &job.models {
-            let mut rows = Vec::new();
-            for det in job
-                .protocol
-                .specs(entry.members.len(), entry.background.is_some())?
-            {
-                let mut detector =
-                    build_spec(&det, &entry.members, entry.background.as_ref(), device)?;
-                detector.set_progress(crate::bar_hook(job.protocol.progress));
-                let detector = detector.fit(reference)?;
-                for outliers in &spec.outliers {
-                    rows.extend(contamination(
-                        &detector,
-                        &det.setting,
-                        &spec.inliers,
-                        outliers,
-                        &spec.fractions,
-                        spec.pool_size,
-                        job.seed,
-                    )?);
-                }
-            }
-            say(&format!(
-                "\n{} — contamination: {} pools of {} with a share of OoD images\n{}",
-                entry.name,
-                spec.inliers.name(),
-                spec.pool_size,
-                report::markdown_contamination(&entry.name, &rows)
-            ));
-            rep.contamination_sets = Some((
+            let rows = contamination_study(job, spec, entry, device, &say)?;
+            rep.contamination.push((entry.name.clone(), rows));
+        }
+        rep.contamination_sets = (!job.models.is_empty()).then(|| {
+            (
                 spec.inliers.name().to_string(),
                 spec.outliers
                     .iter()
                     .map(|o| o.name().to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
-            ));
-            rep.contamination.push((entry.name.clone(), rows));
-        }
+            )
+        });
     }
     if let Some(spec) = &job.calibration {
         for entry in &job.models {
-            let specs = job
-                .protocol
-                .specs(entry.members.len(), entry.background.is_some())?;
-            let rows = calibration(
-                &specs,
-                &entry.members,
-                entry.background.as_ref(),
-                &spec.reference_source,
-                job.sets.reference.len(),
-                &spec.inliers,
-                &spec.pool_sizes,
-                spec.seeds,
-                &spec.fprs,
-                job.protocol.progress,
-                device,
-            )?;
-            say(&format!(
-                "\n{} — calibration: share of in-distribution images flagged, {} seeds\n{}",
-                entry.name,
-                spec.seeds,
-                report::markdown_calibration(&entry.name, &rows)
-            ));
+            let rows = calibration_study(job, spec, entry, device, &say)?;
             rep.calibration.push((entry.name.clone(), rows));
         }
     }
@@ -430,6 +318,168 @@ pub fn run<M: LikelihoodModel + Clone + 'static>(
         markdown,
         plots,
     })
+}
+
+/// Table 2 of one model: every detector against every OoD set.
+fn table2<M: LikelihoodModel + Clone + 'static>(
+    job: &EvalJob<M>,
+    entry: &ModelEntry<M>,
+    device: &Device,
+    say: &dyn Fn(String),
+) -> Result<Vec<Row>> {
+    let EvalSets {
+        reference,
+        test_in,
+        oods,
+    } = &job.sets;
+    let rows = ood_table(
+        &entry.members,
+        entry.background.as_ref(),
+        &entry.name,
+        reference,
+        test_in,
+        oods,
+        &job.protocol,
+        device,
+    )?;
+    say(format!(
+        "\n{} — {} ({}) vs OoD sets, reference {} images; paper = Song et al. Table 2\n{}",
+        entry.name,
+        test_in.name(),
+        test_in.len(),
+        reference.len(),
+        report::text_table(&rows)
+    ));
+    Ok(rows)
+}
+
+/// Table 5 of one model: the BN test with `r1 = 0` and each `r2` of the job.
+fn table5<M: LikelihoodModel + Clone + 'static>(
+    job: &EvalJob<M>,
+    entry: &ModelEntry<M>,
+    device: &Device,
+    say: &dyn Fn(String),
+) -> Result<Vec<Row>> {
+    let Some(model) = entry.members.first() else {
+        return Ok(Vec::new());
+    };
+    let sets = &job.sets;
+    let rows = r2_table(
+        model,
+        &entry.name,
+        &sets.reference,
+        &sets.test_in,
+        &sets.oods,
+        &job.table5_r2,
+        &job.protocol,
+        device,
+    )?;
+    say(format!(
+        "\n{} — Table 5 (BN test, r1 = 0)\n{}",
+        entry.name,
+        report::text_table(&rows)
+    ));
+    Ok(rows)
+}
+
+/// Figure 3 of one model: mean bits/dim of each pool against the ratio `r`.
+fn sweep<M: LikelihoodModel + Clone + 'static>(
+    job: &EvalJob<M>,
+    entry: &ModelEntry<M>,
+    device: &Device,
+    say: &dyn Fn(String),
+) -> Result<Option<(String, Vec<SweepSeries>)>> {
+    let Some(model) = entry.members.first() else {
+        return Ok(None);
+    };
+    let sets = &job.sets;
+    let mut bn = BnTest::new(model.clone(), device, job.protocol.bn.clone())?;
+    Fit::set_progress(&mut bn, crate::bar_hook(job.protocol.progress));
+    let bn = bn.fit(&sets.reference)?;
+    let mut pools = vec![sweep_pool(&sets.test_in, job.sweep_size, job.seed)?];
+    for ood in &sets.oods {
+        pools.push(sweep_pool(ood, job.sweep_size, job.seed)?);
+    }
+    let series = ratio_sweep(&bn, &pools, &job.sweep_ratios)?;
+    let table = report::markdown_sweep(&entry.name, &series);
+    say(format!(
+        "\n{} — Figure 3: mean bits/dim against r\n{table}",
+        entry.name
+    ));
+    Ok(Some((entry.name.clone(), series)))
+}
+
+/// The contamination study of one model: every detector, fitted once, against every OoD
+/// set at every share.
+fn contamination_study<M: LikelihoodModel + Clone + 'static>(
+    job: &EvalJob<M>,
+    spec: &ContaminationSpec,
+    entry: &ModelEntry<M>,
+    device: &Device,
+    say: &dyn Fn(String),
+) -> Result<Vec<ContaminationRow>> {
+    let mut rows = Vec::new();
+    for det in job
+        .protocol
+        .specs(entry.members.len(), entry.background.is_some())?
+    {
+        let mut detector = build_spec(&det, &entry.members, entry.background.as_ref(), device)?;
+        detector.set_progress(crate::bar_hook(job.protocol.progress));
+        let detector = detector.fit(&job.sets.reference)?;
+        for outliers in &spec.outliers {
+            rows.extend(contamination(
+                &detector,
+                &det.setting,
+                &spec.inliers,
+                outliers,
+                &spec.fractions,
+                spec.pool_size,
+                job.seed,
+            )?);
+        }
+    }
+    say(format!(
+        "\n{} — contamination: {} pools of {} with a share of OoD images\n{}",
+        entry.name,
+        spec.inliers.name(),
+        spec.pool_size,
+        report::markdown_contamination(&entry.name, &rows)
+    ));
+    Ok(rows)
+}
+
+/// The calibration study of one model: every detector's flagged share of in-distribution
+/// images at each target rate, pool size and seed.
+fn calibration_study<M: LikelihoodModel + Clone + 'static>(
+    job: &EvalJob<M>,
+    spec: &CalibrationSpec,
+    entry: &ModelEntry<M>,
+    device: &Device,
+    say: &dyn Fn(String),
+) -> Result<Vec<CalibrationRow>> {
+    let specs = job
+        .protocol
+        .specs(entry.members.len(), entry.background.is_some())?;
+    let rows = calibration(
+        &specs,
+        &entry.members,
+        entry.background.as_ref(),
+        &spec.reference_source,
+        job.sets.reference.len(),
+        &spec.inliers,
+        &spec.pool_sizes,
+        spec.seeds,
+        &spec.fprs,
+        job.protocol.progress,
+        device,
+    )?;
+    say(format!(
+        "\n{} — calibration: share of in-distribution images flagged, {} seeds\n{}",
+        entry.name,
+        spec.seeds,
+        report::markdown_calibration(&entry.name, &rows)
+    ));
+    Ok(rows)
 }
 
 /// Writes the Markdown tables (`<stem>.md`) and every PNG of `rep` into `dir`: ROC curves

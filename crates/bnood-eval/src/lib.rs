@@ -37,6 +37,13 @@ pub(crate) fn bar_hook(show: bool) -> bnood_detect::ProgressHook {
     }
 }
 
+/// Prints a progress line of a run to stdout. A failed write (a closed pipe, a full disk)
+/// is ignored: the line is information, the run's results are its files.
+pub(crate) fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 pub use bnood_detect::DetectorKind;
 pub use error::{EvalError, Result};
 pub use job::{

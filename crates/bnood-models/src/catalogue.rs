@@ -399,12 +399,23 @@ impl Trainable for AnyModel {
         }
     }
 
-    fn load_parameters(self, path: &Path) -> Result<Self, burn::store::RecordError> {
+    fn load_parameters(
+        self,
+        record: burn::store::ModuleRecord,
+    ) -> Result<Self, burn::store::RecordError> {
         Ok(match self {
-            Self::RealNvp(m) => Self::RealNvp(m.load_parameters(path)?),
-            Self::Vae(m) => Self::Vae(m.load_parameters(path)?),
-            Self::PixelCnn(m) => Self::PixelCnn(m.load_parameters(path)?),
+            Self::RealNvp(m) => Self::RealNvp(m.load_parameters(record)?),
+            Self::Vae(m) => Self::Vae(m.load_parameters(record)?),
+            Self::PixelCnn(m) => Self::PixelCnn(m.load_parameters(record)?),
         })
+    }
+
+    fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        match self {
+            Self::RealNvp(m) => m.parameter_shapes(),
+            Self::Vae(m) => m.parameter_shapes(),
+            Self::PixelCnn(m) => m.parameter_shapes(),
+        }
     }
 }
 

@@ -166,12 +166,24 @@ pub trait Trainable: burn::module::Module + LikelihoodModel + Sized {
         self.save_file(path)
     }
 
-    /// Reads the parameters written by [`save_parameters`](Self::save_parameters).
+    /// Applies `record` (parameters read back from a file written by
+    /// [`save_parameters`](Self::save_parameters)) to this model.
     ///
     /// # Errors
-    /// burn's reason when the file is unreadable or does not fit the model.
-    fn load_parameters(self, path: &std::path::Path) -> Result<Self, burn::store::RecordError> {
-        self.try_load_file(path)
+    /// burn's reason when the record does not fit the model.
+    fn load_parameters(
+        self,
+        record: burn::store::ModuleRecord,
+    ) -> Result<Self, burn::store::RecordError> {
+        self.try_load_record(record)
+    }
+
+    /// Every parameter tensor the saved file holds, as (name, shape) in the model's order:
+    /// the names [`save_parameters`](Self::save_parameters) writes (`"couplings.0.s.weight"`).
+    /// Read from the modules' declared shapes; lazily initialised parameters stay
+    /// uninitialised.
+    fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        checkpoint::parameter_shapes(self)
     }
 }
 

@@ -126,6 +126,14 @@ pub struct TrainBudget {
 }
 
 impl TrainBudget {
+    /// The step a run of `steps_per_epoch` steps per epoch stops at, from the step and
+    /// epoch limits (`usize::MAX` when only the wall time limits it).
+    pub fn last_step(&self, steps_per_epoch: usize) -> usize {
+        let end = self.max_steps.unwrap_or(usize::MAX);
+        self.epochs
+            .map_or(end, |e| end.min(e.saturating_mul(steps_per_epoch)))
+    }
+
     /// Train for `minutes` of wall-clock time.
     pub fn minutes(minutes: f64) -> Self {
         Self {
@@ -258,7 +266,67 @@ struct Observer<'e, 'a, M> {
     file: PathBuf,
 }
 
-impl<M: Trainable> Observer<'_, '_, M> {
+impl<'e, 'a, M: Trainable> Observer<'e, 'a, M> {
+    /// The held-out evaluation and its curve: present exactly when `eval_every > 0` (checked
+    /// by [`check_run`] that the evaluator and the checkpoint path are given then). A resumed
+    /// run keeps the curve's rows up to its step.
+    fn open(
+        evaluator: Option<&'e mut Evaluator<'a, M>>,
+        cfg: &TrainConfig,
+        start_step: usize,
+    ) -> Result<Option<Self>, ModelError> {
+        let (Some(eval), Some(path)) = (evaluator, &cfg.checkpoint) else {
+            return Ok(None);
+        };
+        if cfg.eval_every == 0 {
+            return Ok(None);
+        }
+        let file = curve_path(path);
+        let mut curve = if start_step > 0 && file.is_file() {
+            LearningCurve::read(&file)?
+        } else {
+            LearningCurve::default()
+        };
+        curve.rows.retain(|r| r.step <= start_step);
+        Ok(Some(Self { eval, curve, file }))
+    }
+
+    /// Evaluates the model a run starts from when the curve has no row for it: the
+    /// untrained model, or a resumed checkpoint whose row was lost (a run killed between the
+    /// row and the checkpoint).
+    fn record_start(
+        &mut self,
+        model: &M,
+        start_step: usize,
+        eval_every: usize,
+        steps_per_epoch: usize,
+        lr: f64,
+        seconds: f64,
+    ) -> Result<(), ModelError> {
+        if self.curve.rows.last().map(|r| r.step) != Some(start_step)
+            && (start_step == 0 || start_step.is_multiple_of(eval_every))
+        {
+            self.record(model, start_step, steps_per_epoch, lr, f64::NAN, seconds)?;
+        }
+        Ok(())
+    }
+
+    /// The training loss of a new row: the mean, in bits/dim, of this run's `history`
+    /// `(step, loss)` after the last row's step (`NaN` when there is none).
+    fn mean_loss_since_last_row(&self, history: &[(usize, f64)]) -> f64 {
+        let since = self.curve.rows.last().map_or(0, |r| r.step);
+        let losses: Vec<f64> = history
+            .iter()
+            .filter(|(s, _)| *s > since)
+            .map(|(_, l)| *l)
+            .collect();
+        if losses.is_empty() {
+            f64::NAN
+        } else {
+            losses.iter().sum::<f64>() / losses.len() as f64
+        }
+    }
+
     /// Evaluates `model` at `step`, appends the row (with the learning rate, training loss
     /// in bits/dim and training seconds given) and rewrites the curve file.
     fn record(
@@ -405,7 +473,171 @@ pub fn train_observed<M: Trainable>(
     device: &Device,
     evaluator: Option<&mut Evaluator<'_, M>>,
 ) -> Result<(M, TrainReport), ModelError> {
-    if cfg.eval_every > 0 && (evaluator.is_none() || cfg.checkpoint.is_none()) {
+    check_run(&model, data, cfg, device, evaluator.is_some())?;
+    let steps_per_epoch = data.len() / cfg.batch_size;
+    let end = cfg.budget.last_step(steps_per_epoch);
+    let dims = model.dims() as f64;
+    let to_bpd = |nats: f64| nats / (dims * std::f64::consts::LN_2);
+
+    let mut optim = optimizer(cfg)?;
+    // Before any work: the output folder must be writable, and no other run may write here.
+    let _lock = cfg
+        .checkpoint
+        .as_deref()
+        .map(|path| {
+            let lock = checkpoint::lock_for_writing(path)?;
+            checkpoint::complete_or_discard(path)?;
+            Ok::<_, ModelError>(lock)
+        })
+        .transpose()?;
+    let mut model = model.fork(device).train();
+    let mut start_step = 0;
+    if let Some(path) = cfg.checkpoint.as_ref().filter(|p| cfg.resume && p.exists()) {
+        (model, optim, start_step) = resume(model, optim, path, cfg, device)?;
+        // At its last step the run is finished (budget spent, nothing written); past it,
+        // the budget cannot be what was meant (budgets count from step 0, not from the
+        // checkpoint).
+        if start_step > end {
+            return Err(ModelError::Training(format!(
+                "{} is already at step {start_step}, past this run's last step {end} (budgets count from step 0, not from the checkpoint): nothing to train; raise the step or epoch budget above {start_step} to continue it",
+                path.display()
+            )));
+        }
+    }
+    let mut observer = Observer::open(evaluator, cfg, start_step)?;
+    let train_seconds = observer
+        .as_ref()
+        .and_then(|o| o.curve.rows.last())
+        .map_or(0.0, |r| r.seconds);
+    let mut schedule = observer
+        .as_ref()
+        .map(|o| o.curve.schedule(cfg.flat_rule, cfg.lr_halvings))
+        .unwrap_or_default();
+    if let Some(o) = observer.as_mut() {
+        let lr = learning_rate(
+            cfg.learning_rate,
+            cfg.warmup_steps,
+            schedule.halvings,
+            start_step.saturating_sub(1),
+        );
+        o.record_start(
+            &model,
+            start_step,
+            cfg.eval_every,
+            steps_per_epoch,
+            lr,
+            train_seconds,
+        )?;
+    }
+
+    let bar = StepBar::new(
+        (cfg.progress && end != usize::MAX).then(|| end.saturating_sub(start_step) as u64),
+    );
+    let time_limit = cfg.budget.time_limit();
+    let mut history = Vec::new();
+    let mut step = start_step;
+    // Wall time of this run's steps (evaluations excluded), for the curve.
+    let mut trained = Duration::ZERO;
+    let started = Instant::now();
+    while step < end && !schedule.stopped {
+        if time_limit.is_some_and(|b| started.elapsed() >= b) {
+            break;
+        }
+        let step_started = Instant::now();
+        let lr = learning_rate(cfg.learning_rate, cfg.warmup_steps, schedule.halvings, step);
+        let loss;
+        (model, loss) = train_step(model, &mut optim, data, cfg, device, step, lr)?;
+        step += 1;
+        history.push((step, to_bpd(loss)));
+        trained += step_started.elapsed();
+        bar.step(to_bpd(loss));
+
+        if let Some(o) = observer.as_mut()
+            && step.is_multiple_of(cfg.eval_every)
+        {
+            // Row first, then the checkpoint: a run killed between them resumes from the
+            // previous checkpoint and drops the row (see above).
+            let train_bpd = o.mean_loss_since_last_row(&history);
+            let seconds = train_seconds + trained.as_secs_f64();
+            o.record(&model, step, steps_per_epoch, lr, train_bpd, seconds)?;
+            schedule = o.curve.schedule(cfg.flat_rule, cfg.lr_halvings);
+            save_state(&model, &optim, step, cfg)?;
+            save_snapshot(&model, step, cfg)?;
+        } else if step.is_multiple_of(cfg.checkpoint_every.max(1)) {
+            save_state(&model, &optim, step, cfg)?;
+        }
+    }
+    bar.finish();
+    if step == 0 {
+        return Err(ModelError::Training(
+            "the budget ended before the first step, so there is no trained model to save: give a longer budget (e.g. --minutes 1 or --steps 100)".into(),
+        ));
+    }
+    if step > start_step {
+        save_state(&model, &optim, step, cfg)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let report = TrainReport {
+        steps: step,
+        samples_seen: step * cfg.batch_size,
+        seconds,
+        samples_per_second: ((step - start_step) * cfg.batch_size) as f64 / seconds.max(1e-9),
+        final_loss_bits_per_dim: mean_of_last(&history, 50),
+        history,
+        budget_spent: step >= end,
+        stopped_flat: schedule.stopped,
+        curve: observer.map(|o| o.curve),
+    };
+    Ok((model, report))
+}
+
+/// Restores the training state saved at `path` (parameters, Adam's state, step) into
+/// `model` and `optim`; returns them with the step to continue from.
+fn resume<M: Trainable>(
+    model: M,
+    optim: burn::optim::ModuleOptimizer,
+    path: &std::path::Path,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<(M, burn::optim::ModuleOptimizer, usize), ModelError> {
+    let file = checkpoint::CheckpointFile::read(path)?;
+    let step = file.meta().step;
+    let saved = file.meta().background_mutation;
+    if saved != cfg.background_mutation {
+        let rate = |r: Option<f64>| r.map_or("none (clean images)".to_string(), |r| r.to_string());
+        return Err(ModelError::Training(format!(
+            "{} was trained with background mutation rate {}, but this run asks for {}: resume with the same --background-mutation, or train a new model",
+            path.display(),
+            rate(saved),
+            rate(cfg.background_mutation)
+        )));
+    }
+    let model = file.load_into(model)?.fork(device).train();
+    Ok((model, checkpoint::load_optimizer(optim, path)?, step))
+}
+
+/// The mean loss of the last `n` steps of `history` (`NaN` when empty).
+fn mean_of_last(history: &[(usize, f64)], n: usize) -> f64 {
+    let tail: Vec<f64> = history.iter().rev().take(n).map(|(_, l)| *l).collect();
+    if tail.is_empty() {
+        f64::NAN
+    } else {
+        tail.iter().sum::<f64>() / tail.len() as f64
+    }
+}
+
+/// Refuses a run that cannot work, before anything is written: held-out evaluation without
+/// an evaluator or a checkpoint, a flat rule without evaluations, batches too small for
+/// batch statistics or larger than the set, a device without autodiff, images of another
+/// shape than the model's, an invalid budget or mutation rate.
+fn check_run<M: Trainable>(
+    model: &M,
+    data: &ImageSet,
+    cfg: &TrainConfig,
+    device: &Device,
+    has_evaluator: bool,
+) -> Result<(), ModelError> {
+    if cfg.eval_every > 0 && (!has_evaluator || cfg.checkpoint.is_none()) {
         return Err(ModelError::Training(
             "a held-out evaluation every `eval_every` steps needs an evaluator and a checkpoint path (the learning curve is written beside it)".into(),
         ));
@@ -443,18 +675,15 @@ pub fn train_observed<M: Trainable>(
             got: data.shape().to_vec(),
         });
     }
-    let steps_per_epoch = data.len() / cfg.batch_size;
     cfg.budget.validate()?;
     if let Some(rate) = cfg.background_mutation {
         bnood_data::check_mutation_rate(rate)?;
     }
-    let mut end = cfg.budget.max_steps.unwrap_or(usize::MAX);
-    if let Some(epochs) = cfg.budget.epochs {
-        end = end.min(epochs.saturating_mul(steps_per_epoch));
-    }
-    let dims = model.dims() as f64;
-    let to_bpd = |nats: f64| nats / (dims * std::f64::consts::LN_2);
+    Ok(())
+}
 
+/// Adam with the run's gradient clipping and weight decay.
+fn optimizer(cfg: &TrainConfig) -> Result<burn::optim::ModuleOptimizer, ModelError> {
     let mut adam = AdamConfig::new();
     if let Some(norm) = cfg.grad_clip_norm {
         adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(norm)));
@@ -467,79 +696,63 @@ pub fn train_observed<M: Trainable>(
         }
         adam = adam.with_weight_decay(Some(WeightDecayConfig::new(l2)));
     }
-    let mut optim = adam.init();
-    // Before any work: the output folder must be writable, and no other run may write here.
-    let _lock = match &cfg.checkpoint {
-        Some(path) => {
-            let lock = checkpoint::lock_for_writing(path)?;
-            checkpoint::complete_or_discard(path)?;
-            Some(lock)
-        }
-        None => None,
-    };
-    let mut model = model.fork(device).train();
-    let mut start_step = 0;
-    if let Some(path) = cfg
-        .checkpoint
-        .as_ref()
-        .filter(|p| cfg.resume && p.is_file())
-    {
-        model = checkpoint::load_into(model, path)?.fork(device).train();
-        start_step = checkpoint::read_meta(path)?.step;
-        optim = checkpoint::load_optimizer(optim, path)?;
-    }
-    // The held-out evaluation and its curve: present exactly when `eval_every > 0` (checked
-    // above that the evaluator and the checkpoint path are given then).
-    let mut observer = match (evaluator, &cfg.checkpoint) {
-        (Some(eval), Some(path)) if cfg.eval_every > 0 => {
-            let file = curve_path(path);
-            let mut curve = if start_step > 0 && file.is_file() {
-                LearningCurve::read(&file)?
-            } else {
-                LearningCurve::default()
-            };
-            curve.rows.retain(|r| r.step <= start_step);
-            Some(Observer { eval, curve, file })
-        }
-        _ => None,
-    };
-    let train_seconds = observer
-        .as_ref()
-        .and_then(|o| o.curve.rows.last())
-        .map_or(0.0, |r| r.seconds);
-    let mut schedule = observer
-        .as_ref()
-        .map(|o| o.curve.schedule(cfg.flat_rule, cfg.lr_halvings))
-        .unwrap_or_default();
-    if let Some(o) = observer.as_mut()
-        && o.curve.rows.last().map(|r| r.step) != Some(start_step)
-        && (start_step == 0 || start_step.is_multiple_of(cfg.eval_every))
-    {
-        // The curve starts with the untrained model (or the resumed checkpoint's row was
-        // lost): evaluate before the first step.
-        let lr = learning_rate(
-            cfg.learning_rate,
-            cfg.warmup_steps,
-            schedule.halvings,
-            start_step.saturating_sub(1),
-        );
-        o.record(
-            &model,
-            start_step,
-            steps_per_epoch,
-            lr,
-            f64::NAN,
-            train_seconds,
+    Ok(adam.init())
+}
+
+/// One optimiser step at `step` with learning rate `lr`: the step's batch (seeded order,
+/// background mutation, dequantisation noise), the loss in batch-statistics mode, Adam, and
+/// the BatchNorm running statistics the forward pass recorded. Returns the updated model
+/// and the loss in nats.
+///
+/// # Errors
+/// A data error, or [`ModelError::Training`] when the loss is not finite.
+fn train_step<M: Trainable>(
+    mut model: M,
+    optim: &mut burn::optim::ModuleOptimizer,
+    data: &ImageSet,
+    cfg: &TrainConfig,
+    device: &Device,
+    step: usize,
+    lr: f64,
+) -> Result<(M, f64), ModelError> {
+    let steps_per_epoch = data.len() / cfg.batch_size;
+    let (epoch, in_epoch) = (step / steps_per_epoch, step % steps_per_epoch);
+    let idx = batch_indices(data.len(), cfg.batch_size, cfg.seed, in_epoch, epoch);
+    let mut batch = data.select(&idx)?;
+    if let Some(rate) = cfg.background_mutation {
+        batch = bnood_data::mutate_pixels(
+            &batch,
+            rate,
+            training::background_mutation(cfg.seed, step as u64),
         )?;
     }
+    let x = batch.tensor(0..batch.len(), device)?;
+    let x = Dequantizer::new(training::dequantisation(cfg.seed, step as u64)).apply(x);
 
-    let bar = StepBar::new(
-        (cfg.progress && end != usize::MAX).then(|| end.saturating_sub(start_step) as u64),
-    );
+    let mode = StatsMode::train();
+    let loss = model.training_loss(x, &mode)?.mean();
+    let loss_value = f64::from(loss.clone().into_scalar::<f32>());
+    if !loss_value.is_finite() {
+        return Err(ModelError::Training(format!(
+            "the loss became {loss_value} at step {step}: lower the learning rate or enable gradient clipping"
+        )));
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    model = optim.step(lr, model, grads);
+    if let StatsMode::Train(tape) = &mode {
+        model = tape.apply(model);
+    }
+    Ok((model, loss_value))
+}
 
-    // Checkpoint (model, optimiser state and progress) at `step`, when a path is set.
-    let save = |model: &M, optim: &burn::optim::ModuleOptimizer, step: usize| match &cfg.checkpoint
-    {
+/// Checkpoint (model, optimiser state and progress) at `step`, when a path is set.
+fn save_state<M: Trainable>(
+    model: &M,
+    optim: &burn::optim::ModuleOptimizer,
+    step: usize,
+    cfg: &TrainConfig,
+) -> Result<(), ModelError> {
+    match &cfg.checkpoint {
         Some(path) => checkpoint::save_with_optimizer(
             model,
             optim,
@@ -547,106 +760,25 @@ pub fn train_observed<M: Trainable>(
             path,
         ),
         None => Ok(()),
-    };
-    let time_limit = cfg.budget.time_limit();
-    let mut history = Vec::new();
-    let mut step = start_step;
-    // Wall time of this run's steps (evaluations excluded), for the curve.
-    let mut trained = Duration::ZERO;
-    let started = Instant::now();
-    while step < end && !schedule.stopped {
-        if time_limit.is_some_and(|b| started.elapsed() >= b) {
-            break;
-        }
-        let step_started = Instant::now();
-        let (epoch, in_epoch) = (step / steps_per_epoch, step % steps_per_epoch);
-        let idx = batch_indices(data.len(), cfg.batch_size, cfg.seed, in_epoch, epoch);
-        let mut batch = data.select(&idx)?;
-        if let Some(rate) = cfg.background_mutation {
-            batch = bnood_data::mutate_pixels(
-                &batch,
-                rate,
-                training::background_mutation(cfg.seed, step as u64),
-            )?;
-        }
-        let x = batch.tensor(0..batch.len(), device)?;
-        let x = Dequantizer::new(training::dequantisation(cfg.seed, step as u64)).apply(x);
-
-        let mode = StatsMode::train();
-        let loss = model.training_loss(x, &mode)?.mean();
-        let loss_value = f64::from(loss.clone().into_scalar::<f32>());
-        if !loss_value.is_finite() {
-            return Err(ModelError::Training(format!(
-                "the loss became {loss_value} at step {step}: lower the learning rate or enable gradient clipping"
-            )));
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let lr = learning_rate(cfg.learning_rate, cfg.warmup_steps, schedule.halvings, step);
-        model = optim.step(lr, model, grads);
-        if let StatsMode::Train(tape) = &mode {
-            model = tape.apply(model);
-        }
-        step += 1;
-        history.push((step, to_bpd(loss_value)));
-        trained += step_started.elapsed();
-        bar.step(to_bpd(loss_value));
-
-        if let Some(o) = observer.as_mut()
-            && step.is_multiple_of(cfg.eval_every)
-        {
-            // Row first, then the checkpoint: a run killed between them resumes from the
-            // previous checkpoint and drops the row (see above). The row's training loss is
-            // the mean over this run's steps since the previous row.
-            let since = o.curve.rows.last().map_or(0, |r| r.step);
-            let losses: Vec<f64> = history
-                .iter()
-                .filter(|(s, _)| *s > since)
-                .map(|(_, l)| *l)
-                .collect();
-            let train_bpd = if losses.is_empty() {
-                f64::NAN
-            } else {
-                losses.iter().sum::<f64>() / losses.len() as f64
-            };
-            let seconds = train_seconds + trained.as_secs_f64();
-            o.record(&model, step, steps_per_epoch, lr, train_bpd, seconds)?;
-            schedule = o.curve.schedule(cfg.flat_rule, cfg.lr_halvings);
-            save(&model, &optim, step)?;
-            if let (Some(dir), Some(path)) = (&cfg.snapshots, &cfg.checkpoint) {
-                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-                std::fs::create_dir_all(dir).map_err(|e| ModelError::Checkpoint {
-                    path: dir.display().to_string(),
-                    reason: format!("cannot create the snapshot folder: {e}"),
-                })?;
-                let file = dir.join(format!("{stem}-step{step}.bpk"));
-                checkpoint::save(model.clone().valid(), step, step * cfg.batch_size, &file)?;
-            }
-        } else if step.is_multiple_of(cfg.checkpoint_every.max(1)) {
-            save(&model, &optim, step)?;
-        }
     }
-    bar.finish();
-    save(&model, &optim, step)?;
-    let seconds = started.elapsed().as_secs_f64();
-    let run_samples = (step - start_step) * cfg.batch_size;
-    let tail: Vec<f64> = history.iter().rev().take(50).map(|(_, l)| *l).collect();
-    let final_loss = if tail.is_empty() {
-        f64::NAN
-    } else {
-        tail.iter().sum::<f64>() / tail.len() as f64
+}
+
+/// The model alone at `step` in `cfg.snapshots` (`<stem>-step<step>.bpk`), when set.
+fn save_snapshot<M: Trainable>(
+    model: &M,
+    step: usize,
+    cfg: &TrainConfig,
+) -> Result<(), ModelError> {
+    let (Some(dir), Some(path)) = (&cfg.snapshots, &cfg.checkpoint) else {
+        return Ok(());
     };
-    let report = TrainReport {
-        steps: step,
-        samples_seen: step * cfg.batch_size,
-        seconds,
-        samples_per_second: run_samples as f64 / seconds.max(1e-9),
-        final_loss_bits_per_dim: final_loss,
-        history,
-        budget_spent: step >= end,
-        stopped_flat: schedule.stopped,
-        curve: observer.map(|o| o.curve),
-    };
-    Ok((model, report))
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::Checkpoint {
+        path: dir.display().to_string(),
+        reason: format!("cannot create the snapshot folder: {e}"),
+    })?;
+    let file = dir.join(format!("{stem}-step{step}.bpk"));
+    checkpoint::save(model.clone().valid(), step, step * cfg.batch_size, &file)
 }
 
 #[cfg(test)]

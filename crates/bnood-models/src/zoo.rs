@@ -17,9 +17,11 @@ use std::path::{Path, PathBuf};
 
 use bnood_data::idx::md5_hex;
 
+use burn::tensor::Device;
+
 use crate::ModelError;
-use crate::catalogue::ModelKind;
-use crate::checkpoint;
+use crate::catalogue::{AnyModel, ModelKind};
+use crate::checkpoint::{self, CheckpointFile};
 
 /// A training in progress ([`ModelsDir::in_training`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -313,13 +315,12 @@ impl ModelsDir {
         out
     }
 
-    /// Finds `entry`'s files and checks both MD5s.
+    /// Finds `entry`'s file in the searched folders (nothing is read).
     ///
     /// # Errors
-    /// [`ModelError::Shipped`] when a directory given explicitly does not exist, when no
-    /// folder holds the file (naming the folders searched), or when a checksum differs
-    /// (naming both: the file was changed or damaged; restore it with `git checkout models/`).
-    pub fn locate(&self, entry: &Shipped) -> Result<PathBuf, ModelError> {
+    /// [`ModelError::Shipped`] when a directory given explicitly does not exist or when no
+    /// folder holds the file (naming the folders searched).
+    fn find_file(&self, entry: &'static Shipped) -> Result<PathBuf, ModelError> {
         let fail = |reason: String| ModelError::Shipped {
             name: entry.name.to_string(),
             reason,
@@ -333,39 +334,64 @@ impl ModelsDir {
             )));
         }
         let searched = self.candidates();
-        let Some(path) = searched
+        searched
             .iter()
             .map(|d| d.join(entry.file))
             .find(|p| p.is_file())
-        else {
-            let list: Vec<_> = searched.iter().map(|d| d.display().to_string()).collect();
-            return Err(fail(format!(
-                "{} is in none of the folders searched ({}); point {MODELS_DIR_ENV} at the repository's models/ folder",
-                entry.file,
-                list.join(", ")
-            )));
-        };
-        verify(entry, &path).map_err(fail)?;
-        Ok(path)
+            .ok_or_else(|| {
+                let list: Vec<_> = searched.iter().map(|d| d.display().to_string()).collect();
+                fail(format!(
+                    "{} is in none of the folders searched ({}); point {MODELS_DIR_ENV} at the repository's models/ folder",
+                    entry.file,
+                    list.join(", ")
+                ))
+            })
     }
 
-    /// The file a `--model` value names: an existing path as given, else the shipped
-    /// checkpoint of that name (found and verified). A value that looks like a path (a `/`
-    /// or an extension) and does not exist is "no such file".
+    /// Finds `entry`'s files, reads them and checks both MD5s.
+    ///
+    /// # Errors
+    /// As [`find_file`](Self::find_file), and [`ModelError::Shipped`] when a checksum
+    /// differs (naming both: the file was changed or damaged; restore it with
+    /// `git checkout models/`).
+    pub fn locate(&self, entry: &'static Shipped) -> Result<PathBuf, ModelError> {
+        let source = self.shipped(entry)?;
+        source.read()?;
+        Ok(source.path)
+    }
+
+    /// The shipped checkpoint `entry` as a source to read (found, not yet read).
+    ///
+    /// # Errors
+    /// As [`find_file`](Self::find_file).
+    pub fn shipped(&self, entry: &'static Shipped) -> Result<ModelSource, ModelError> {
+        Ok(ModelSource {
+            path: self.find_file(entry)?,
+            shipped: Some(entry),
+        })
+    }
+
+    /// What a `--model` value names: an existing path as given, else the shipped checkpoint
+    /// of that name. A value that looks like a path (a `/` or an extension) and does not
+    /// exist is "no such file". An existing path that *is* a shipped file (its name, in one
+    /// of the searched folders) is verified like the name when read. Nothing is read here.
     ///
     /// # Errors
     /// [`ModelError::Shipped`] when the value is neither an existing file nor a shipped
-    /// name (listing the names), or when the shipped files are missing or damaged.
-    pub fn resolve(&self, spec: &str) -> Result<PathBuf, ModelError> {
+    /// name (listing the names), or when the shipped file is in no searched folder.
+    pub fn source(&self, spec: &str) -> Result<ModelSource, ModelError> {
         let as_path = Path::new(spec);
         if as_path.exists() {
-            return Ok(as_path.to_path_buf());
+            return Ok(ModelSource {
+                path: as_path.to_path_buf(),
+                shipped: self.shipped_at(as_path),
+            });
         }
         let looks_like_a_path = spec.contains(std::path::MAIN_SEPARATOR)
             || spec.contains('/')
             || as_path.extension().is_some();
         match find(spec) {
-            Some(entry) => self.locate(entry),
+            Some(entry) => self.shipped(entry),
             None if looks_like_a_path => Err(ModelError::Shipped {
                 name: spec.to_string(),
                 reason: "no such file".into(),
@@ -379,29 +405,125 @@ impl ModelsDir {
             }),
         }
     }
+
+    /// The file a `--model` value names ([`source`](Self::source)'s path).
+    ///
+    /// # Errors
+    /// As [`source`](Self::source).
+    pub fn resolve(&self, spec: &str) -> Result<PathBuf, ModelError> {
+        self.source(spec).map(|s| s.path)
+    }
+
+    /// The one way a front end loads a model: a `--model` value (a checkpoint path or a
+    /// shipped name) → the checkpoint read once, MD5-verified when shipped, its tensors
+    /// checked by name and shape, built on `device`; a VAE with `iw_samples` importance
+    /// samples when given.
+    ///
+    /// # Errors
+    /// As [`source`](Self::source) and [`ModelSource::load`].
+    pub fn load(
+        &self,
+        spec: &str,
+        device: &Device,
+        iw_samples: Option<usize>,
+    ) -> Result<LoadedModel, ModelError> {
+        self.source(spec)?.load(device, iw_samples)
+    }
+
+    /// The shipped entry whose file `path` is, in one of the searched folders.
+    fn shipped_at(&self, path: &Path) -> Option<&'static Shipped> {
+        let name = path.file_name()?.to_str()?;
+        let entry = SHIPPED.iter().find(|s| s.file == name)?;
+        let here = path.canonicalize().ok()?;
+        self.candidates()
+            .iter()
+            .any(|d| d.join(entry.file).canonicalize().ok().as_ref() == Some(&here))
+            .then_some(entry)
+    }
 }
 
-/// Checks `path` and its sidecar against `entry`'s MD5s; `Err` says which differs.
-fn verify(entry: &Shipped, path: &Path) -> Result<(), String> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-    let model = md5_hex(&read(path)?);
-    if model != entry.md5 {
-        return Err(format!(
-            "{} has MD5 {model}, expected {}: the file was changed or damaged (restore it with `git checkout models/`)",
-            path.display(),
-            entry.md5
-        ));
+/// A checkpoint a `--model` value names ([`ModelsDir::source`]), not yet read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSource {
+    /// The checkpoint file (`.bpk`; its `.json` sidecar beside it).
+    pub path: PathBuf,
+    /// The shipped entry it is, whose MD5s the files must have.
+    pub shipped: Option<&'static Shipped>,
+}
+
+impl ModelSource {
+    /// Reads the checkpoint once, checking a shipped one's MD5s on the bytes read.
+    ///
+    /// # Errors
+    /// [`ModelError::Checkpoint`] for unreadable files; [`ModelError::Shipped`] naming both
+    /// checksums when a shipped file was changed or damaged.
+    pub fn read(&self) -> Result<CheckpointFile, ModelError> {
+        let Some(entry) = self.shipped else {
+            return CheckpointFile::read(&self.path);
+        };
+        let damaged = |file: &Path, found: String, expected: &str| ModelError::Shipped {
+            name: entry.name.to_string(),
+            reason: format!(
+                "{} has MD5 {found}, expected {expected}: the file was changed or damaged (restore it with `git checkout models/`)",
+                file.display()
+            ),
+        };
+        CheckpointFile::read_checked(&self.path, |parameters, sidecar| {
+            let found = md5_hex(parameters);
+            if found != entry.md5 {
+                return Err(damaged(&self.path, found, entry.md5));
+            }
+            let found = md5_hex(sidecar);
+            if found != entry.md5_sidecar {
+                return Err(damaged(
+                    &checkpoint::meta_path(&self.path),
+                    found,
+                    entry.md5_sidecar,
+                ));
+            }
+            Ok(())
+        })
     }
-    let sidecar_path = checkpoint::meta_path(path);
-    let sidecar = md5_hex(&read(&sidecar_path)?);
-    if sidecar != entry.md5_sidecar {
-        return Err(format!(
-            "{} has MD5 {sidecar}, expected {}: the file was changed or damaged (restore it with `git checkout models/`)",
-            sidecar_path.display(),
-            entry.md5_sidecar
-        ));
+
+    /// [`read`](Self::read), then builds the model on `device` (a VAE with `iw_samples`
+    /// importance samples when given).
+    ///
+    /// # Errors
+    /// As [`read`](Self::read) and [`CheckpointFile::into_model`];
+    /// [`ModelError::InvalidConfig`] for `iw_samples = Some(0)`.
+    pub fn load(
+        &self,
+        device: &Device,
+        iw_samples: Option<usize>,
+    ) -> Result<LoadedModel, ModelError> {
+        let file = self.read()?;
+        let md5 = file.md5();
+        let meta = file.meta().clone();
+        let mut model = file.into_model(device)?;
+        if let Some(k) = iw_samples {
+            model = model.with_iw_samples(k)?;
+        }
+        Ok(LoadedModel {
+            path: self.path.clone(),
+            md5,
+            meta,
+            model,
+        })
     }
-    Ok(())
+}
+
+/// A model loaded by [`ModelsDir::load`], with what identifies its files.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The checkpoint it was read from.
+    pub path: PathBuf,
+    /// MD5 (hex) of its parameter file followed by its sidecar, as read
+    /// ([`CheckpointFile::md5`]).
+    pub md5: String,
+    /// Its sidecar as read (training progress, background mutation rate).
+    pub meta: checkpoint::CheckpointMeta,
+    /// The model.
+    pub model: AnyModel,
 }
 
 /// The names of every shipped checkpoint, in [`SHIPPED`] order.
@@ -580,12 +702,15 @@ mod tests {
         let dirs = ModelsDir::only(&repo);
         let device = burn::tensor::Device::flex();
         for s in SHIPPED {
-            let path = dirs.locate(s).expect("shipped checkpoint verifies");
-            let model = checkpoint::load(&path, &device).expect("loads");
+            let file = dirs
+                .shipped(s)
+                .and_then(|source| source.read())
+                .expect("shipped checkpoint verifies");
+            let meta = file.meta().clone();
+            let model = file.into_model(&device).expect("loads");
             let config = crate::Trainable::model_config(&model);
             assert_eq!(config.kind(), s.kind, "{}", s.name);
             assert_eq!(config.seed(), s.seed, "{}", s.name);
-            let meta = checkpoint::read_meta(&path).expect("sidecar");
             assert_eq!(meta.step, s.steps, "{}", s.name);
             assert_eq!(
                 meta.background_mutation, s.background_mutation,

@@ -238,6 +238,17 @@ fn resuming_from_a_checkpoint_continues_exactly_like_an_uninterrupted_run() {
     assert_eq!(last.steps, 20);
     assert!(last.history.is_empty(), "a finished budget takes no step");
     assert!(last.budget_spent);
+    // Issue 27: a budget below the checkpoint's step is refused, and the file is untouched.
+    let before = std::fs::read(&path).expect("checkpoint");
+    let err = train(
+        small().init(&device).expect("valid"),
+        &data,
+        &resume_cfg(1, Some(path.clone()), true),
+        &ad,
+    )
+    .expect_err("a budget below the checkpoint's step");
+    assert!(err.to_string().contains("already at step 20"), "{err}");
+    assert_eq!(std::fs::read(&path).expect("checkpoint"), before);
     let x = data.tensor(0..16, &device).expect("tensor").add_scalar(0.5);
     assert_eq!(
         output_bits(&straight.valid(), &x),
@@ -381,5 +392,52 @@ fn evaluation_without_an_evaluator_or_a_checkpoint_is_refused_before_training() 
         e.to_string()
             .contains("needs an evaluator and a checkpoint"),
         "{e}"
+    );
+}
+
+/// Issue 27: a run whose budget ends before its first step saves nothing (an untrained model
+/// would score every image alike), and a background model resumed without its mutation rate
+/// (or an ordinary one resumed with one) is refused instead of training on other data.
+#[test]
+fn a_zero_step_run_saves_nothing_and_a_resume_must_keep_the_mutation_rate() {
+    let data = fmnist_256();
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bg.bpk");
+    let no_time = TrainConfig {
+        budget: bnood_models::train::TrainBudget::minutes(1e-9),
+        ..resume_cfg(10, Some(path.clone()), false)
+    };
+    let err = train(small().init(&device).expect("valid"), &data, &no_time, &ad)
+        .expect_err("no step taken");
+    assert!(err.to_string().contains("before the first step"), "{err}");
+    assert!(!path.exists(), "nothing saved");
+    let background = TrainConfig {
+        background_mutation: Some(0.2),
+        ..resume_cfg(2, Some(path.clone()), false)
+    };
+    train(
+        small().init(&device).expect("valid"),
+        &data,
+        &background,
+        &ad,
+    )
+    .expect("trains");
+    let err = train(
+        small().init(&device).expect("valid"),
+        &data,
+        &resume_cfg(4, Some(path.clone()), true),
+        &ad,
+    )
+    .expect_err("clean resume of a background model");
+    assert!(
+        err.to_string().contains("background mutation rate 0.2"),
+        "{err}"
+    );
+    assert_eq!(
+        checkpoint::read_meta(&path).expect("sidecar").step,
+        2,
+        "the checkpoint is untouched"
     );
 }

@@ -104,12 +104,44 @@ enum ModelsAction {
     List,
 }
 
+/// Writes to stdout like `print!`, but a failed write (a closed pipe, a full disk) is an
+/// [`Error::Io`] returned with `?`, never a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*).map_err(stdout_error)?
+    }};
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(stdout_error)?
+    }};
+}
+
+fn stdout_error(source: std::io::Error) -> Error {
+    Error::Io {
+        path: PathBuf::from("standard output"),
+        source,
+    }
+}
+
+/// Whether `e` is a write to a pipe whose reader has gone (`bnood score … | head -1`): the
+/// reader asked for no more, so the run ends quietly and successfully, as `cat` would
+/// under `head`.
+fn is_closed_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 fn main() -> ExitCode {
     // Before any thread starts: glibc keeps freed tensor buffers for reuse (VAE scoring
     // +50 %, docs/performance.md); elsewhere this does nothing.
     bnood::models::allocator::keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -155,19 +187,18 @@ fn run(cli: Cli) -> Result<()> {
         } => models_list(&models_dir),
         Command::Train(a) => {
             let trained = a.run(&device()?, &locator, progress, n)?;
-            print_trained(a, &trained);
-            Ok(())
+            print_trained(a, &trained)
         }
         Command::Fit(a) => {
             let fitted = a.run(ctx(&device()?), n)?;
             let (name, out) = (fitted.detector.name(), a.out.display());
-            println!("fitted {name} on `{}`; saved {out}", a.fit.reference);
+            outln!("fitted {name} on `{}`; saved {out}", a.fit.reference);
             Ok(())
         }
         Command::Score(a) => {
             let scored = a.run(ctx(&device()?), n)?;
             match &scored.out {
-                None => print!("{}", scored.text),
+                None => out!("{}", scored.text),
                 Some(path) => eprintln!(
                     "{} of {} images flagged OoD at target FPR {}; wrote {}",
                     scored.flagged,
@@ -184,9 +215,9 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn print_trained(a: &TrainArgs, t: &Trained) {
+fn print_trained(a: &TrainArgs, t: &Trained) -> Result<()> {
     let r = &t.report;
-    println!(
+    outln!(
         "trained {} on {} ({} images): {} steps, {:.0} s, {:.1} samples/s, final loss {:.3} bits/dim\nsaved {}",
         a.model.model,
         t.data_name,
@@ -205,7 +236,7 @@ fn print_trained(a: &TrainArgs, t: &Trained) {
             .zip(&last.values)
             .map(|(n, v)| format!("{n} {v:.4}"))
             .collect();
-        println!(
+        outln!(
             "held-out at step {} (epoch {:.2}): {}",
             last.step,
             last.epoch,
@@ -213,10 +244,10 @@ fn print_trained(a: &TrainArgs, t: &Trained) {
         );
     }
     if let Some((csv, png)) = &t.curve_files {
-        println!("learning curve: {} and {}", csv.display(), png.display());
+        outln!("learning curve: {} and {}", csv.display(), png.display());
     }
     if r.budget_spent {
-        println!(
+        outln!(
             "budget spent: {} steps = {:.2} epochs ({})",
             r.steps,
             r.steps as f64 / t.steps_per_epoch as f64,
@@ -224,13 +255,14 @@ fn print_trained(a: &TrainArgs, t: &Trained) {
         );
     }
     if r.stopped_flat {
-        println!(
+        outln!(
             "stopped: the held-out curve is flat (less than {} bits/dim per epoch over {} epochs, after {} learning-rate halving(s))",
             a.stop_when_flat.unwrap_or(f64::NAN),
             a.flat_epochs,
             a.lr_halvings
         );
     }
+    Ok(())
 }
 
 fn eval(
@@ -251,7 +283,7 @@ fn eval(
     let job = a.job(backend, ctx, command, &mut notify)?;
     let w = bnood::eval::run(&job, &device, false)?;
     let plots: Vec<String> = w.plots.iter().map(|p| p.display().to_string()).collect();
-    println!(
+    outln!(
         "\nreport: {}\ntables: {}\nplots:  {}\ntotal {:.0} s",
         w.json.display(),
         w.markdown.display(),
@@ -263,16 +295,16 @@ fn eval(
 
 fn report(json: &Path, out: Option<&Path>) -> Result<()> {
     match rerender(json, out)? {
-        Rendered::Curve(png) => println!("plot:   {}", png.display()),
+        Rendered::Curve(png) => outln!("plot:   {}", png.display()),
         Rendered::Report {
             report,
             markdown,
             plots,
         } => {
-            print!("{}", bnood::eval::report::text_table(&report.table2));
-            println!("tables: {}", markdown.display());
+            out!("{}", bnood::eval::report::text_table(&report.table2));
+            outln!("tables: {}", markdown.display());
             for p in plots {
-                println!("plot:   {}", p.display());
+                outln!("plot:   {}", p.display());
             }
         }
     }
@@ -290,7 +322,7 @@ fn models_list(dirs: &ModelsDir) -> Result<()> {
                 format!("FAILED: {reason}")
             }
         };
-        println!(
+        outln!(
             "{:<22} {} `{}` preset, seed {}: {}\n{:<22} {} steps of 64 = {:.2} epochs in {:.0} min, final training loss {:.3} bits/dim; {}\n{:<22} made by: {}\n{:<22} {state}",
             s.name,
             s.kind.display_name(),
@@ -321,7 +353,7 @@ fn models_list(dirs: &ModelsDir) -> Result<()> {
             Some(why) => format!("finished ({})", why.lines().next().unwrap_or("").trim()),
             None => "still training".to_string(),
         };
-        println!(
+        outln!(
             "{:<22} in training, not shipped: {} steps{progress}; {state}\n{:<22} {}",
             t.name,
             t.step,
@@ -351,7 +383,7 @@ fn datasets(action: DatasetsAction, only: &[String], locator: Locator) -> Result
         DatasetsAction::Download => Survey::Download,
     };
     let (lines, failures) = survey(&chosen, &locator, action)?;
-    println!("{}", lines.join("\n"));
+    outln!("{}", lines.join("\n"));
     match failures {
         0 => Ok(()),
         n => Err(Error::Invalid(format!(

@@ -23,7 +23,8 @@ use crate::ModelError;
 use crate::catalogue::ModelConfig;
 
 pub(crate) use load::load_optimizer;
-pub use load::{check_weights_file, load, load_into, read_meta};
+pub(crate) use load::parameter_shapes;
+pub use load::{CheckpointFile, load, load_into, read_meta};
 pub use save::{CheckpointLock, finish_interrupted_save, lock_for_writing, prepare_folder, save};
 pub(crate) use save::{complete_or_discard, save_with_optimizer};
 
@@ -267,12 +268,50 @@ mod tests {
     }
 
     #[test]
-    fn a_sidecar_of_another_size_than_its_weights_file_is_refused_from_the_header() {
+    fn a_sidecar_of_another_width_than_its_weights_file_is_refused_naming_the_first_tensor_and_both_shapes()
+     {
         let (dir, e) = with_sidecar_edit("mismatch", |j| {
             j["config"]["mid_channels"] = 8.into();
         });
         assert!(e.contains("do not belong together"), "{e}");
+        assert!(e.contains("its tensor `"), "names the tensor: {e}");
+        assert!(
+            e.contains("has shape [4") && e.contains("the model's has [8"),
+            "both shapes, file's first: {e}"
+        );
         assert!(e.len() < 400, "one sentence, not a list: {e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_sidecar_of_a_deeper_model_than_its_weights_file_is_refused_naming_a_missing_tensor() {
+        let (dir, e) = with_sidecar_edit("deeper", |j| {
+            let blocks = j["config"]["num_blocks"].as_u64().expect("num_blocks");
+            j["config"]["num_blocks"] = (blocks + 1).into();
+        });
+        assert!(e.contains("it has no tensor `"), "{e}");
+        assert!(e.contains("do not belong together"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_checkpoint_is_read_once_and_its_checksum_is_of_the_bytes_loaded() {
+        let dir = scratch("read-once");
+        let path = dir.join("m.bpk");
+        save(tiny(4), 1, 64, &path).expect("saved");
+        let file = CheckpointFile::read(&path).expect("read");
+        let mut both = std::fs::read(&path).expect("params");
+        both.extend(std::fs::read(meta_path(&path)).expect("sidecar"));
+        assert_eq!(file.md5(), bnood_data::idx::md5_hex(&both));
+        // Files changed after the read do not change what is loaded.
+        std::fs::write(&path, b"damaged later").expect("overwrite");
+        let model = file
+            .into_model(&Device::flex())
+            .expect("loads what was read");
+        assert_eq!(
+            crate::Trainable::model_config(&model).kind(),
+            crate::ModelKind::RealNvp
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
