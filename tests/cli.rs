@@ -997,3 +997,74 @@ fn a_failed_write_to_stdout_is_an_error_and_a_closed_pipe_ends_the_run_quietly()
     assert!(status.success(), "{status:?}: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Issue 27 item 1: `score --detector bn` calibrates per-image flags in-pool by default and
+/// gives a verdict on the whole test set as one pool (stderr line, `pool` in the JSON), at
+/// `--alpha`.
+#[test]
+fn score_with_the_bn_test_gives_a_pool_verdict_and_in_pool_calibration_by_default() {
+    let dir = scratch("pool-verdict");
+    let (model, idx) = one_step_model_and_idx(&dir, 60);
+    let out = bnood(&[
+        "score",
+        "--model",
+        model.to_str().expect("utf8"),
+        "--detector",
+        "bn",
+        "--test",
+        idx.to_str().expect("utf8"),
+        "--reference-size",
+        "300",
+        "--format",
+        "json",
+        "--alpha",
+        "0.01",
+        "-q",
+    ]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("pool verdict: "), "{err}");
+    assert!(
+        !err.contains("exceed --fpr"),
+        "no miscalibration note: {err}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(
+        json["detector"]
+            .as_str()
+            .is_some_and(|d| d.contains("in-pool calibration")),
+        "{json}"
+    );
+    let pool = &json["pool"];
+    assert_eq!(pool["pool_size"], 60, "{pool}");
+    assert_eq!(pool["reference_size"], 150, "{pool}");
+    assert_eq!(pool["alpha"], 0.01, "{pool}");
+    let p = pool["p_value"].as_f64().expect("p-value");
+    assert_eq!(pool["ood"], p <= 0.01, "{pool}");
+    // The paper's calibration stays selectable: no pool verdict then.
+    let out = bnood(&[
+        "score",
+        "--model",
+        model.to_str().expect("utf8"),
+        "--detector",
+        "bn",
+        "--bn-calibration",
+        "held-out",
+        "--test",
+        idx.to_str().expect("utf8"),
+        "--reference-size",
+        "300",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(json.get("pool").is_none(), "{json}");
+    assert_refused(
+        &bnood(&[
+            "score", "--model", "x.bpk", "--test", "mnist", "--alpha", "0",
+        ]),
+        "--alpha 0 must lie strictly between 0 and 1",
+    );
+}

@@ -132,4 +132,16 @@ fn the_bn_pool_mode_with_in_pool_calibration_flags_the_requested_share_of_real_i
     let r = &rows[0];
     let interval = r.between_pool_interval.expect("10 pools");
     assert_share_within(r, interval, "between-pool", seeds * pool, target);
+    // The pool verdict at α = 5 % on the same 10 clean pools: a verdict of level α rejects
+    // Binomial(10, 0.05) of them, 4 or more with probability 0.001.
+    let verdicts = r
+        .pool_verdicts
+        .as_ref()
+        .expect("in-pool calibration gives verdicts");
+    println!(
+        "pool verdict: {}/{} clean pools declared OoD",
+        verdicts.rejected, verdicts.pools
+    );
+    assert_eq!(verdicts.pools, seeds);
+    assert!(verdicts.rejected <= 3, "{verdicts:?}");
 }

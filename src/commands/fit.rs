@@ -10,7 +10,10 @@ use clap::{Args, ValueEnum};
 use crate::commands::paths::{catalogue_name_notice, check_output, image_origins, write_text};
 use crate::commands::{Notice, Notify, RunContext, notify_some};
 use crate::data::{load_named_indexed, seeds};
-use crate::detect::{DetectorArgs, DetectorKind, FittedDetector, LoadedDetector, ModelFile};
+use crate::detect::{
+    BnCalibration, DetectorArgs, DetectorKind, FittedDetector, LoadedDetector, ModelFile,
+    PoolVerdict,
+};
 use crate::error::{Error, Result};
 use crate::eval::progress::BarProgress;
 use crate::models::zoo::ModelsDir;
@@ -99,6 +102,9 @@ pub struct ScoreArgs {
     /// Target false-positive rate of the decision column.
     #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub fpr: f64,
+    /// Level of the verdict on the whole test set as one pool (BN test, pool mode with in-pool calibration): the share of in-distribution pools declared OoD.
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
+    pub alpha: f64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     pub format: Format,
@@ -118,6 +124,30 @@ pub struct Scored {
     pub images: usize,
     /// Images flagged OoD at the target false-positive rate.
     pub flagged: usize,
+    /// The verdict on the test set as one pool, with the level `--alpha` it was decided at
+    /// (BN test, pool mode with in-pool calibration).
+    pub pool: Option<(PoolVerdict, f64)>,
+}
+
+impl Scored {
+    /// The verdict on the test set as one pool in a line, when there is one.
+    pub fn verdict_line(&self) -> Option<String> {
+        let (v, alpha) = self.pool?;
+        let ood = v.is_ood(alpha);
+        Some(format!(
+            "pool verdict: {} (p = {:.3e} {} α = {alpha}; two-sided Mann–Whitney U of the {} test images' Δ against {} held-out reference images scored in the same mixed batches; AUROC {:.3})",
+            if ood {
+                "out of distribution"
+            } else {
+                "not shown to be out of distribution"
+            },
+            v.p_value,
+            if ood { "≤" } else { ">" },
+            v.pool_size,
+            v.reference_size,
+            v.auroc
+        ))
+    }
 }
 
 impl FitArgs {
@@ -242,7 +272,9 @@ impl FitArgs {
             self.detector,
             models,
             ctx.device,
-            &self.detector_args.params()?,
+            &self
+                .detector_args
+                .params_calibrated_by_default(BnCalibration::InPool)?,
         )?;
         let seed = seeds::derive(self.detector_args.seed, seeds::REFERENCE_SUBSET);
         notify_some(notify, catalogue_name_notice(&self.reference));
@@ -286,6 +318,12 @@ impl ScoreArgs {
             return Err(Error::Invalid(format!(
                 "--fpr {} must lie strictly between 0 and 1 (e.g. 0.05)",
                 self.fpr
+            )));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(Error::Invalid(format!(
+                "--alpha {} must lie strictly between 0 and 1 (e.g. 0.05)",
+                self.alpha
             )));
         }
         notify_some(notify, catalogue_name_notice(&self.test));
@@ -349,10 +387,14 @@ impl ScoreArgs {
         let scores = detector.score(&test)?;
         let text = match a.format {
             Format::Csv => scores.to_csv_traced(threshold, Some(&origins)),
-            Format::Json => format!(
-                "{:#}\n",
-                scores.to_json_traced(detector.name(), test.name(), threshold, Some(&origins))
-            ),
+            Format::Json => {
+                let mut json =
+                    scores.to_json_traced(detector.name(), test.name(), threshold, Some(&origins));
+                if let Some(verdict) = &scores.pool {
+                    json["pool"] = verdict.to_json(a.alpha);
+                }
+                format!("{json:#}\n")
+            }
         };
         if let Some(path) = &a.out {
             write_text(path, &text)?;
@@ -362,6 +404,7 @@ impl ScoreArgs {
             out: a.out.clone(),
             images: scores.len(),
             flagged: scores.decisions(threshold).iter().filter(|f| **f).count(),
+            pool: scores.pool.map(|v| (v, a.alpha)),
         })
     }
 }

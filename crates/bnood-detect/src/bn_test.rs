@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::detector::Fit;
 use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
 use crate::reference::ReferenceScores;
+use crate::scores::PoolVerdict;
 use crate::scoring::{
     check_shape, host, images_tensor, reject_nan, running_log_likelihoods, stream,
 };
@@ -388,6 +389,11 @@ pub struct BnTestScores {
     pub rank: Vec<usize>,
     /// `(1 + #{i : Δ(xᵢ) ≥ Δ(x)}) / (1 + n_ref)`.
     pub p_values: Vec<f64>,
+    /// With [`BnCalibration::InPool`]: the verdict on the pool as a whole, the two-sided
+    /// Mann–Whitney U test of the pool's Δs against those of the held-out images scored in
+    /// the same batches ([`PoolVerdict`]). `None` with the paper's held-out calibration,
+    /// whose held-out Δs come from another pool (not exchangeable with the test pool's).
+    pub pool: Option<PoolVerdict>,
 }
 
 impl From<BnTestScores> for Scores {
@@ -395,6 +401,7 @@ impl From<BnTestScores> for Scores {
         Scores {
             scores: s.delta,
             p_values: Some(s.p_values),
+            pool: s.pool,
         }
     }
 }
@@ -754,6 +761,18 @@ impl<M: LikelihoodModel> FittedBnTest<M> {
         let mut delta: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
         let in_pool = (fitted.held_out.is_some()).then(|| ReferenceScores::new(&delta[n..]));
         let reference = in_pool.as_ref().unwrap_or(&fitted.reference);
+        let pool = match in_pool {
+            Some(_) => {
+                let test = bnood_metrics::mann_whitney(&delta[n..], &delta[..n])?;
+                Some(PoolVerdict {
+                    p_value: test.p_value_two_sided,
+                    auroc: test.auroc,
+                    pool_size: n,
+                    reference_size: delta.len() - n,
+                })
+            }
+            None => None,
+        };
         for v in [&mut s_r1, &mut s_r2, &mut delta] {
             v.truncate(n);
         }
@@ -771,6 +790,7 @@ impl<M: LikelihoodModel> FittedBnTest<M> {
             delta,
             rank,
             p_values,
+            pool,
         })
     }
 }

@@ -192,6 +192,7 @@ impl<S: Statistic> Detector for Thresholded<S> {
         Ok(Scores {
             scores: self.statistic.statistic(test)?,
             p_values: None,
+            pool: None,
         })
     }
 

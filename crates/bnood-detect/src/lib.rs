@@ -127,7 +127,7 @@ pub use registry::{
     BnMode, DetectorArgs, DetectorEntry, DetectorKind, DetectorParams, FittedDetector, Registry,
     Unfitted, build,
 };
-pub use scores::{ImageOrigin, Scores, evaluate};
+pub use scores::{ImageOrigin, PoolVerdict, Scores, evaluate};
 pub use t_perm::{FittedTPerm, TPerm};
 pub use two_sample::{GaussianKernel, ks_p_value, ks_statistic, mmd2_unbiased};
 pub use typicality::{FittedTypicality, Typicality};

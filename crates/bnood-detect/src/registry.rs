@@ -273,9 +273,9 @@ pub struct DetectorArgs {
     /// Batch compositions of the held-out images that calibrate the BN test's p-values [default: 1].
     #[cfg_attr(feature = "cli", arg(long))]
     pub calibration_draws: Option<usize>,
-    /// What the BN test's pool mode ranks an image's Δ against: `held-out` (the paper's: the held-out images scored as their own pool; decides per pool) or `in-pool` (the held-out images scored inside every test pool: per-image p-values calibrated in mostly in-distribution pools).
-    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = BnCalibration::HeldOut))]
-    pub bn_calibration: BnCalibration,
+    /// What the BN test's pool mode ranks an image's Δ against: `in-pool` (the held-out images scored inside every test pool: per-image p-values at --fpr on in-distribution pools, and a verdict on the whole pool; the default of `fit` and `score`) or `held-out` (the paper's, the default of `eval`: the held-out images scored as their own pool; its per-image flags exceed --fpr).
+    #[cfg_attr(feature = "cli", arg(long, value_enum))]
+    pub bn_calibration: Option<BnCalibration>,
     /// Share of the BN test's reference images held out to calibrate Δ (the rest is mixed into batches).
     #[cfg_attr(
         feature = "cli",
@@ -297,6 +297,26 @@ impl DetectorArgs {
     /// [`DetectError::InvalidParameter`] for `--r1`/`--r2` with `--mode per-input`, which
     /// sets both ratios itself.
     pub fn params(&self) -> Result<DetectorParams> {
+        self.params_calibrated_by_default(BnCalibration::HeldOut)
+    }
+
+    /// [`params`](Self::params), with the pool mode's calibration `calibration` unless
+    /// `--bn-calibration` names one (the per-input mode always takes the held-out images'
+    /// Δs: its images do not share batches). `bnood fit` and `score` pass
+    /// [`BnCalibration::InPool`], so that their per-image flags meet `--fpr` and a pool gets
+    /// its verdict; `bnood eval` keeps the paper's [`BnCalibration::HeldOut`].
+    ///
+    /// # Errors
+    /// As [`params`](Self::params).
+    pub fn params_calibrated_by_default(
+        &self,
+        calibration: BnCalibration,
+    ) -> Result<DetectorParams> {
+        let calibration = match (self.bn_calibration, self.mode) {
+            (Some(given), _) => given,
+            (None, BnMode::PerInput) => BnCalibration::HeldOut,
+            (None, BnMode::Pool) => calibration,
+        };
         let defaults = BnTestParams::new().check()?;
         let bn = match self.mode {
             BnMode::Pool => BnTestParams::new().batch_size(self.batch_size).ratios(
@@ -316,7 +336,7 @@ impl DetectorArgs {
             Some(k) => bn.calibration_draws(k),
             None => bn,
         }
-        .calibration(self.bn_calibration);
+        .calibration(calibration);
         Ok(DetectorParams {
             bn: bn
                 .held_out_fraction(self.held_out_fraction)

@@ -11,6 +11,55 @@ pub struct Scores {
     /// One p-value per image for rank-based detectors (small = unlikely under the
     /// in-distribution reference), `None` otherwise.
     pub p_values: Option<Vec<f64>>,
+    /// One verdict on the scored set as a whole, from detectors that test a pool (the BN
+    /// test's pool mode with in-pool calibration); `None` otherwise.
+    pub pool: Option<PoolVerdict>,
+}
+
+/// A detector's verdict on a whole test pool: "these images are not from the reference
+/// distribution", with a p-value whose false-alarm rate on in-distribution pools is the
+/// level asked for.
+///
+/// The BN test with in-pool calibration scores the pool's images and held-out reference
+/// images shuffled into the same mixed batches; when the pool is in-distribution the two
+/// groups' Δs are exchangeable, so the two-sided Mann–Whitney U test of the pool's Δs
+/// against the held-out Δs ([`bnood_metrics::mann_whitney`]) has its nominal level (in its
+/// large-sample form) however the images' Δs depend on each other through the batches.
+/// Two-sided, because a pool can differ either way: when most of a pool is OoD, its images
+/// set the batch statistics and the held-out in-distribution images become the odd ones
+/// (their Δs exceed the pool's: AUROC near 0).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PoolVerdict {
+    /// p-value of "the pool is in-distribution" (small = out of distribution).
+    pub p_value: f64,
+    /// AUROC of the pool's scores against the held-out reference images' (0.5: no shift;
+    /// 1: every pool image above every reference image; 0: every one below): the effect
+    /// size and its direction.
+    pub auroc: f64,
+    /// Images in the pool.
+    pub pool_size: usize,
+    /// Held-out reference images it was compared with.
+    pub reference_size: usize,
+}
+
+impl PoolVerdict {
+    /// Whether the pool is declared out of distribution at level `alpha` (`p ≤ α`).
+    pub fn is_ood(&self, alpha: f64) -> bool {
+        self.p_value <= alpha
+    }
+
+    /// The verdict as JSON: its fields, `alpha` and the decision `ood`.
+    pub fn to_json(&self, alpha: f64) -> serde_json::Value {
+        serde_json::json!({
+            "p_value": self.p_value,
+            "auroc": self.auroc,
+            "pool_size": self.pool_size,
+            "reference_size": self.reference_size,
+            "alpha": alpha,
+            "ood": self.is_ood(alpha),
+            "test": "two-sided Mann-Whitney U of the pool's scores against held-out reference images scored in the same mixed batches",
+        })
+    }
 }
 
 impl Scores {
@@ -24,7 +73,18 @@ impl Scores {
         self.scores.is_empty()
     }
 
-    /// The scores (and p-values) of the images in `range` of the scored set.
+    /// The scores of per-image detectors: `scores` with their p-values (if any) and no pool
+    /// verdict.
+    pub fn new(scores: Vec<f64>, p_values: Option<Vec<f64>>) -> Self {
+        Self {
+            scores,
+            p_values,
+            pool: None,
+        }
+    }
+
+    /// The scores (and p-values) of the images in `range` of the scored set (a part of a
+    /// pool has no pool verdict).
     ///
     /// # Panics
     /// If `range` reaches past [`len`](Self::len).
@@ -32,6 +92,7 @@ impl Scores {
         Scores {
             scores: self.scores[range.clone()].to_vec(),
             p_values: self.p_values.as_ref().map(|p| p[range].to_vec()),
+            pool: None,
         }
     }
 

@@ -125,6 +125,7 @@ impl<M: LikelihoodModel> Detector for FittedTPerm<M> {
         Ok(Scores {
             scores,
             p_values: Some(p_values),
+            pool: None,
         })
     }
 

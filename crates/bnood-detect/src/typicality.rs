@@ -176,6 +176,7 @@ impl<M: LikelihoodModel> Detector for FittedTypicality<M> {
                 .map(|v| (v - h).abs())
                 .collect(),
             p_values: None,
+            pool: None,
         })
     }
 

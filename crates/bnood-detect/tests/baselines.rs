@@ -159,11 +159,13 @@ fn decisions_compare_p_values_when_present_and_scores_otherwise() {
     let by_score = Scores {
         scores: vec![0.5, 2.0, 1.0],
         p_values: None,
+        pool: None,
     };
     assert_eq!(by_score.decisions(1.0), vec![false, true, false]);
     let by_p = Scores {
         scores: vec![0.5, 2.0, 1.0],
         p_values: Some(vec![0.5, 0.01, 0.05]),
+        pool: None,
     };
     assert_eq!(by_p.decisions(0.05), vec![false, true, true]);
 }

@@ -178,3 +178,46 @@ fn in_pool_p_values_are_close_to_uniform_for_in_distribution_pools() {
     println!("mean: P(p ≤ 0.1) = {mean:.3}");
     assert!((mean - 0.1).abs() < 0.04, "mean P(p ≤ 0.1) = {mean}");
 }
+
+/// Issue 27 item 1: with in-pool calibration a scored pool gets one verdict, the two-sided
+/// Mann–Whitney U test of its Δs against the held-out images' Δs from the same batches
+/// (exchangeable when the pool is in-distribution); a shifted pool is declared OoD with a
+/// tiny p-value, and the paper's held-out calibration (held-out Δs from another pool) gives
+/// no verdict.
+#[test]
+fn in_pool_calibration_gives_a_pool_verdict_that_rejects_a_shifted_pool() {
+    let detector = fitted_with(
+        BnTestParams::new()
+            .seed(5)
+            .calibration(BnCalibration::InPool),
+        5,
+    );
+    let same = detector
+        .score(&p_set("p pool", 200, PAIRS, SIGMA, 5007))
+        .expect("score");
+    let verdict = same.pool.expect("a verdict with in-pool calibration");
+    assert_eq!((verdict.pool_size, verdict.reference_size), (200, 400));
+    println!(
+        "in-distribution pool: p = {:.4}, AUROC = {:.3}",
+        verdict.p_value, verdict.auroc
+    );
+    // p is uniform here: it falls below 0.001 once in a thousand seeds.
+    assert!(verdict.p_value > 0.001, "{verdict:?}");
+    let shifted = detector
+        .score(&q_set("q pool", 200, PAIRS, 5008))
+        .expect("score")
+        .pool
+        .expect("verdict");
+    println!(
+        "shifted pool: p = {:.3e}, AUROC = {:.3}",
+        shifted.p_value, shifted.auroc
+    );
+    assert!(shifted.is_ood(1e-6), "{shifted:?}");
+    // Most of the batches' rows are from q, so the held-out p images are the odd ones:
+    // their Δs exceed the pool's (AUROC near 0), which the two-sided test catches.
+    assert!((shifted.auroc - 0.5).abs() > 0.4, "{shifted:?}");
+    let paper = fitted_detector(5)
+        .score(&p_set("p pool", 200, PAIRS, SIGMA, 5007))
+        .expect("score");
+    assert_eq!(paper.pool, None);
+}

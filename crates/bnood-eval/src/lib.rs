@@ -51,9 +51,9 @@ pub use job::{
     run,
 };
 pub use protocol::{
-    CalibrationRow, ContaminationRow, DecisionUnit, DetectorSpec, Protocol, Row, Setting,
-    SweepSeries, between_pool_interval, build_spec, calibration, contamination, mean_bits_per_dim,
-    ood_table, r2_table, ratio_sweep, sampling_interval,
+    CalibrationRow, ContaminationRow, DecisionUnit, DetectorSpec, PoolVerdictCount, Protocol, Row,
+    Setting, SweepSeries, between_pool_interval, build_spec, calibration, contamination,
+    mean_bits_per_dim, ood_table, r2_table, ratio_sweep, sampling_interval,
 };
 pub use report::{Report, RunSettings};
 pub use window_power::{WindowPowerReport, WindowPowerRow, WindowPowerSpec, window_power};

@@ -252,6 +252,13 @@ pub fn markdown_contamination(model: &str, rows: &[ContaminationRow]) -> String 
             .zip(r.flagged_ood_at_5)
             .map(|(i, o)| format!("{:.1} / {:.1}", i * 100.0, o * 100.0))
     }));
+    if rows.iter().any(|r| r.pool_p_value.is_some()) {
+        out.push_str("
+The pool verdict's p-value (two-sided Mann–Whitney of the pool's Δs against held-out reference images in the same batches; one pool per cell):
+
+");
+        out.push_str(&table(&|r| r.pool_p_value.map(|p| format!("{p:.2e}"))));
+    }
     out
 }
 
@@ -311,7 +318,7 @@ pub fn write_contamination_plots(
 /// range; a closing line says which interval judges which detector, and why.
 pub fn markdown_calibration(model: &str, rows: &[CalibrationRow]) -> String {
     let mut out = format!(
-        "| {model}: detector | decides per | pool | seeds | target | flagged | 95 % interval, independent images | 95 % interval, between pools | within | per-seed range |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        "| {model}: detector | decides per | pool | seeds | target | flagged | 95 % interval, independent images | 95 % interval, between pools | within | per-seed range | pools declared OoD (α = target) |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
         let unit = match r.decisions {
@@ -319,11 +326,24 @@ pub fn markdown_calibration(model: &str, rows: &[CalibrationRow]) -> String {
             Some(DecisionUnit::Pool) => "pool",
             None => "–",
         };
+        let verdicts = r.pool_verdicts.as_ref().map_or_else(
+            || "–".to_string(),
+            |v| {
+                format!(
+                    "{}/{} = {:.3} (95 % [{:.3}, {:.3}])",
+                    v.rejected,
+                    v.pools,
+                    v.rate(),
+                    v.interval.0,
+                    v.interval.1
+                )
+            },
+        );
         let between = r
             .between_pool_interval
             .map_or_else(|| "–".to_string(), |(a, b)| format!("[{a:.4}, {b:.4}]"));
         out.push_str(&format!(
-            "| {} | {unit} | {} | {} | {:.2} | **{:.4}** ({}/{}) | [{:.4}, {:.4}] | {between} | {} | {:.3}–{:.3} |\n",
+            "| {} | {unit} | {} | {} | {:.2} | **{:.4}** ({}/{}) | [{:.4}, {:.4}] | {between} | {} | {:.3}–{:.3} | {verdicts} |\n",
             detector_label(r.detector, &r.setting),
             r.pool_size,
             r.seeds,
@@ -339,7 +359,7 @@ pub fn markdown_calibration(model: &str, rows: &[CalibrationRow]) -> String {
         ));
     }
     out.push_str(
-        "\n*within*: judged by the binomial interval when the detector decides per image (its flags are independent); by the between-pool interval (target ± t·sd/√seeds of the per-pool shares) when it decides per pool, because a pool's images share its mixed batches and their flags are correlated, so the pool, not the image, is the independent unit.\n",
+        "\n*within*: judged by the binomial interval when the detector decides per image (its flags are independent); by the between-pool interval (target ± t·sd/√seeds of the per-pool shares) when it decides per pool, because a pool's images share its mixed batches and their flags are correlated, so the pool, not the image, is the independent unit. *pools declared OoD*: the pool verdict (BN test with in-pool calibration, two-sided Mann–Whitney of the pool's Δs against the held-out images' in the same batches) at level α = the target, over the in-distribution pools; a verdict of level α falls in the binomial interval 95 % of the time.\n",
     );
     out
 }
@@ -458,6 +478,7 @@ pub fn write_sweep_plot(model: &str, series: &[SweepSeries], path: &Path) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PoolVerdictCount;
 
     fn row(decisions: Option<DecisionUnit>) -> CalibrationRow {
         CalibrationRow {
@@ -475,7 +496,24 @@ mod tests {
             between_pool_interval: Some((0.03, 0.07)),
             per_seed_shares: vec![0.064; 30],
             per_seed_range: (0.0, 0.2),
+            pool_verdicts: None,
         }
+    }
+
+    #[test]
+    fn calibration_table_counts_the_pools_a_pool_verdict_declared_ood() {
+        let md = markdown_calibration("m", &[row(Some(DecisionUnit::Pool))]);
+        assert!(md.contains("| 0.000–0.200 | – |"), "no verdict: {md}");
+        let with = CalibrationRow {
+            pool_verdicts: Some(PoolVerdictCount::new(2, 30, 0.05)),
+            ..row(Some(DecisionUnit::Pool))
+        };
+        let md = markdown_calibration("m", &[with]);
+        // 0.05 ± 1.96·√(0.05·0.95/30) = 0.05 ± 0.078, clipped at 0.
+        assert!(
+            md.contains("| 2/30 = 0.067 (95 % [0.000, 0.128]) |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use bnood_metrics::{
     MetricsError, ScoreSet, aupr_in, aupr_out, auroc, average_precision, evaluate, fpr_at_95_tpr,
-    fpr_at_tpr, precision_recall_curve, roc_curve,
+    fpr_at_tpr, mann_whitney, precision_recall_curve, roc_curve,
 };
 
 mod common;
@@ -282,4 +282,55 @@ fn evaluate_handles_a_million_scores() {
     assert!((0.0..=1.0).contains(&m.aupr_in));
     // Generous bound for unoptimised builds; a quadratic algorithm would take hours.
     assert!(elapsed.as_secs() < 30, "evaluate took {elapsed:?}");
+}
+
+/// Golden values from scipy 1.17.1:
+/// `mannwhitneyu(ood, in, alternative="greater" | "two-sided", method="asymptotic",
+/// use_continuity=True)`.
+#[test]
+fn mann_whitney_matches_scipy_with_ties_and_without() {
+    /// in-distribution scores, OoD scores, U, one-sided p, two-sided p
+    type Case<'a> = (&'a [f64], &'a [f64], f64, f64, f64);
+    let cases: [Case<'_>; 4] = [
+        (
+            &[0.1, 0.4, 0.2, 0.9, 0.3],
+            &[0.35, 0.8, 0.95, 0.5],
+            16.0,
+            0.088_954_797_493_491_22,
+            0.177_909_594_986_982_44,
+        ),
+        (
+            &[1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 4.0],
+            &[2.0, 3.0, 3.0, 4.0, 4.0, 5.0],
+            31.0,
+            0.078_892_705_258_982_51,
+            0.157_785_410_517_965_02,
+        ),
+        (&[0.5; 4], &[0.5; 3], 6.0, 1.0, 1.0),
+        (
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+            &[9.0, 10.0, 11.0],
+            24.0,
+            0.009_451_771_505_560_67,
+            0.018_903_543_011_121_34,
+        ),
+    ];
+    for (x_in, x_ood, u, p, p2) in cases {
+        let t = mann_whitney(x_in, x_ood).expect("valid");
+        assert!((t.u - u).abs() < 1e-12, "U {} vs {u}", t.u);
+        assert!((t.p_value - p).abs() < 1e-12, "p {} vs {p}", t.p_value);
+        assert!(
+            (t.p_value_two_sided - p2).abs() < 1e-12,
+            "two-sided p {} vs {p2}",
+            t.p_value_two_sided
+        );
+        // Swapping the sets mirrors U; the two-sided p-value is the same.
+        let swapped = mann_whitney(x_ood, x_in).expect("valid");
+        assert!((swapped.p_value_two_sided - p2).abs() < 1e-12);
+        assert_eq!(t.auroc, auroc(x_in, x_ood).expect("valid"));
+    }
+    assert_eq!(
+        mann_whitney(&[], &[1.0]),
+        Err(MetricsError::EmptyInDistribution)
+    );
 }

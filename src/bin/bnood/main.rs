@@ -192,7 +192,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Fit(a) => {
             let fitted = a.run(ctx(&device()?), n)?;
             let (name, out) = (fitted.detector.name(), a.out.display());
-            outln!("fitted {name} on `{}`; saved {out}", a.fit.reference);
+            if progress {
+                outln!("fitted {name} on `{}`; saved {out}", a.fit.reference);
+            }
             Ok(())
         }
         Command::Score(a) => {
@@ -206,6 +208,9 @@ fn run(cli: Cli) -> Result<()> {
                     a.fpr,
                     path.display()
                 ),
+            }
+            if let Some(line) = scored.verdict_line() {
+                eprintln!("{line}");
             }
             Ok(())
         }

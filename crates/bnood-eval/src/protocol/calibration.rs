@@ -70,6 +70,42 @@ pub struct CalibrationRow {
     pub per_seed_shares: Vec<f64>,
     /// Lowest and highest share of one seed's pool.
     pub per_seed_range: (f64, f64),
+    /// For a detector that gives a verdict on the whole pool (the BN test with in-pool
+    /// calibration): how many of the in-distribution pools it declared OoD at level
+    /// `α = target_fpr`; `None` for the others and in older reports.
+    #[serde(default)]
+    pub pool_verdicts: Option<PoolVerdictCount>,
+}
+
+/// How often a pool verdict falsely declared an in-distribution pool OoD, over the seeds
+/// of the calibration study (one pool per seed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolVerdictCount {
+    /// Pools declared OoD (`p ≤ α`).
+    pub rejected: usize,
+    /// Pools judged.
+    pub pools: usize,
+    /// Where `rejected / pools` falls 95 % of the time for a verdict with level exactly
+    /// `α`: `α ± 1.96 √(α(1 − α)/pools)`, clipped to `[0, 1]` (binomial: the pools are
+    /// independent).
+    pub interval: (f64, f64),
+}
+
+impl PoolVerdictCount {
+    /// The count of `rejected` pools of `pools` at level `alpha`, with its interval.
+    pub fn new(rejected: usize, pools: usize, alpha: f64) -> Self {
+        let half = 1.96 * (alpha * (1.0 - alpha) / pools.max(1) as f64).sqrt();
+        Self {
+            rejected,
+            pools,
+            interval: ((alpha - half).max(0.0), (alpha + half).min(1.0)),
+        }
+    }
+
+    /// `rejected / pools`.
+    pub fn rate(&self) -> f64 {
+        self.rejected as f64 / self.pools.max(1) as f64
+    }
 }
 
 impl CalibrationRow {
@@ -226,6 +262,10 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
                     c.flagged += flagged;
                     c.total += size;
                     c.shares.push(flagged as f64 / size as f64);
+                    if let Some(verdict) = &scores.pool {
+                        c.verdicts += 1;
+                        c.rejected += usize::from(verdict.is_ood(fprs[fi]));
+                    }
                 }
             }
         }
@@ -245,6 +285,8 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
                     flagged,
                     total,
                     shares,
+                    rejected,
+                    verdicts,
                 } = &counts[si][pi][fi];
                 let lo = shares.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = shares.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -263,6 +305,8 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
                     between_pool_interval: between_pool_interval(target, shares),
                     per_seed_shares: shares.clone(),
                     per_seed_range: (lo, hi),
+                    pool_verdicts: (*verdicts > 0)
+                        .then(|| PoolVerdictCount::new(*rejected, *verdicts, target)),
                 });
             }
         }
@@ -280,6 +324,10 @@ struct FlagCount {
     total: usize,
     /// The flagged share of each seed's pool.
     shares: Vec<f64>,
+    /// Pools declared OoD by the detector's pool verdict at the target as its level.
+    rejected: usize,
+    /// Pools that got a verdict.
+    verdicts: usize,
 }
 
 #[cfg(test)]
@@ -355,6 +403,7 @@ mod tests {
             between_pool_interval: Some((0.0, 0.12)),
             per_seed_shares: vec![0.0, 0.2, 0.0, 0.2],
             per_seed_range: (0.0, 0.2),
+            pool_verdicts: None,
         }
     }
 

@@ -36,6 +36,11 @@ pub struct ContaminationRow {
     /// Share of the pool's OoD images flagged at the same threshold (the detection rate).
     #[serde(default)]
     pub flagged_ood_at_5: Option<f64>,
+    /// The p-value of the detector's verdict on the whole pool ("it is in-distribution";
+    /// the BN test with in-pool calibration), `None` for detectors without one and in
+    /// older reports. For `f = 1`, the verdict on the pure OoD pool.
+    #[serde(default)]
+    pub pool_p_value: Option<f64>,
     /// Wall-clock seconds of scoring this pool.
     pub seconds: f64,
 }
@@ -101,6 +106,7 @@ pub fn contamination(
     let mut rows = Vec::with_capacity(counts.len());
     for PoolMix { f, n_in, n_ood } in counts {
         let t = Instant::now();
+        let mut pool_p_value = None;
         let (in_scores, ood_scores) = match &cached {
             Some((i, o)) => (
                 i.slice(0..if n_in == 0 { pool_size } else { n_in }),
@@ -115,7 +121,9 @@ pub fn contamination(
                         s
                     }
                 };
-                (pure, detector.score(&ood_all.head(n_ood)?)?)
+                let ood = detector.score(&ood_all.head(n_ood)?)?;
+                pool_p_value = ood.pool.map(|v| v.p_value);
+                (pure, ood)
             }
             None => {
                 let pool = ImageSet::concat(
@@ -128,6 +136,7 @@ pub fn contamination(
                     &[&in_all.head(n_in)?, &ood_all.head(n_ood)?],
                 )?;
                 let s = detector.score(&pool)?;
+                pool_p_value = s.pool.map(|v| v.p_value);
                 (s.slice(0..n_in), s.slice(n_in..s.len()))
             }
         };
@@ -144,6 +153,7 @@ pub fn contamination(
             fpr_at_95_tpr: m.fpr_at_95_tpr,
             flagged_in_at_5: threshold.map(|t| flagged_share(&in_scores, t)),
             flagged_ood_at_5: threshold.map(|t| flagged_share(&ood_scores, t)),
+            pool_p_value,
             seconds: t.elapsed().as_secs_f64(),
         });
     }

@@ -388,7 +388,8 @@ mod sweep;
 mod tables;
 
 pub use calibration::{
-    CalibrationRow, DecisionUnit, between_pool_interval, calibration, sampling_interval,
+    CalibrationRow, DecisionUnit, PoolVerdictCount, between_pool_interval, calibration,
+    sampling_interval,
 };
 pub use contamination::{ContaminationRow, contamination};
 pub use sweep::{SweepSeries, ratio_sweep};
