@@ -137,6 +137,14 @@ fn train_refuses_to_overwrite_and_needs_a_budget() {
         "{}",
         text(&out.stderr)
     );
+    // Issue 27: a folder (or a name ending in `/`) as --out is refused before any work.
+    let folder = format!("{}/", dir.display());
+    let out = bnood(&["train", "--steps", "1", "--out", &folder]);
+    assert_refused(&out, "names a folder");
+    if Path::new("/dev/null").exists() {
+        let out = bnood(&["train", "--steps", "1", "--resume", "--out", "/dev/null"]);
+        assert_refused(&out, "not a regular file");
+    }
 }
 
 #[test]
@@ -222,6 +230,42 @@ fn train_then_score_a_users_idx_file_and_png_folder() {
     let out = bnood(&["score", "--detector-file", d, "--test", idx_arg, "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), csv, "scores from the saved detector");
+    // Issue 27: flags that would fit a detector are refused next to a saved one, not
+    // ignored; the stored model path is relative to the detector file, so it loads from
+    // any working directory.
+    for (flag, value) in [
+        ("--detector", "logp"),
+        ("--r1", "0.2"),
+        ("--reference", "mnist"),
+        ("--seed", "3"),
+    ] {
+        let out = bnood(&[
+            "score",
+            "--detector-file",
+            d,
+            "--test",
+            idx_arg,
+            flag,
+            value,
+        ]);
+        assert_refused(&out, &format!("{flag} has no effect with --detector-file"));
+    }
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&detector).expect("detector file"))
+            .expect("JSON");
+    assert_eq!(stored["models"][0]["path"], "realnvp.bpk", "{stored}");
+    let elsewhere = Command::new(env!("CARGO_BIN_EXE_bnood"))
+        .args(["score", "--detector-file", d, "--test", idx_arg, "-q"])
+        .env("BNOOD_DATA_DIR", data_dir())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("bnood runs");
+    assert!(elsewhere.status.success(), "{}", text(&elsewhere.stderr));
+    assert_eq!(
+        text(&elsewhere.stdout),
+        csv,
+        "from another working directory"
+    );
     // Another model in place of the one it was fitted with is refused.
     let other = dir.join("other.bpk");
     let o = other.to_str().expect("utf8");
@@ -1066,5 +1110,154 @@ fn score_with_the_bn_test_gives_a_pool_verdict_and_in_pool_calibration_by_defaul
             "score", "--model", "x.bpk", "--test", "mnist", "--alpha", "0",
         ]),
         "--alpha 0 must lie strictly between 0 and 1",
+    );
+}
+
+/// Issue 27 item 3: clap's own errors exit 1 like every refusal; a data or models folder
+/// named in the environment must exist; eval's study settings are checked before Table 2.
+#[test]
+fn parse_errors_exit_1_and_folders_in_the_environment_must_exist() {
+    let out = bnood(&["score", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let out = bnood(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    // A negative count is read as a value and refused as one, not as an unknown flag `-5`.
+    let out = bnood(&[
+        "score",
+        "--model",
+        "m.bpk",
+        "--test",
+        "mnist",
+        "--test-size",
+        "-5",
+    ]);
+    assert_refused(&out, "invalid value '-5' for '--test-size");
+    for var in ["BNOOD_DATA_DIR", "BNOOD_MODELS_DIR"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bnood"))
+            .args(["models", "list"])
+            .env(var, "/no/such/folder")
+            .output()
+            .expect("bnood runs");
+        assert_refused(&out, &format!("{var}=/no/such/folder is not a folder"));
+    }
+    for (flag, value, needle) in [
+        ("--table5", "2", "--table5 2 must lie in (0, 1]"),
+        ("--sweep", "1.5", "--sweep 1.5 must lie in [0, 1]"),
+    ] {
+        let out = bnood(&["eval", "--model", "no-such.bpk", flag, value]);
+        assert_refused(&out, needle);
+    }
+    let out = bnood(&[
+        "eval",
+        "--model",
+        "no-such.bpk",
+        "--contamination",
+        "mnist",
+        "--fractions",
+        "0.1,1.5",
+    ]);
+    assert_refused(&out, "--fractions 1.5 must lie in (0, 1]");
+    // An earlier report in --out is not overwritten silently; with --overwrite its plots
+    // go too, so none is left beside the new report.
+    let dir = scratch("eval-out");
+    std::fs::write(dir.join("eval.json"), "{}").expect("earlier report");
+    std::fs::write(dir.join("eval-roc-mnist.png"), "png").expect("earlier plot");
+    std::fs::write(dir.join("notes.txt"), "mine").expect("a user's file");
+    let d = dir.to_str().expect("utf8");
+    let out = bnood(&["eval", "--model", "no-such.bpk", "--out", d]);
+    assert_refused(&out, "holds the report of an earlier run");
+    assert!(dir.join("eval-roc-mnist.png").exists());
+    let out = bnood(&["eval", "--model", "no-such.bpk", "--out", d, "--overwrite"]);
+    assert_refused(&out, "no-such.bpk");
+    assert!(!dir.join("eval.json").exists() && !dir.join("eval-roc-mnist.png").exists());
+    assert!(
+        dir.join("notes.txt").exists(),
+        "only the report's own files are removed"
+    );
+}
+
+/// Issue 27 item 3: `monitor --follow` skips a garbage or wrong-shape PNG with a warning and
+/// goes on; with `--out`, a restart resumes after the last window tested and appends its
+/// rows, instead of testing the folder from window 0 again.
+#[test]
+fn monitor_follow_skips_bad_files_and_resumes_where_it_stopped() {
+    let dir = scratch("monitor-resume");
+    let (model, _) = one_step_model_and_idx(&dir, 1);
+    let incoming = dir.join("incoming");
+    std::fs::create_dir_all(&incoming).expect("dir");
+    let pixels = images(16, 784, 7);
+    for (i, im) in pixels[..9].iter().enumerate() {
+        write_png(&incoming.join(format!("img{i:02}.png")), im, 28, 28);
+    }
+    std::fs::write(incoming.join("img04x.png"), b"not a png").expect("garbage");
+    write_png(&incoming.join("img06x.png"), &vec![0; 64 * 64], 64, 64);
+    // Written a minute ago: not a file still being written, so skipped at the first look.
+    for bad in ["img04x.png", "img06x.png"] {
+        std::fs::File::options()
+            .write(true)
+            .open(incoming.join(bad))
+            .and_then(|f| {
+                f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            })
+            .expect("mtime");
+    }
+    let rows = dir.join("rows.csv");
+    let run = |max_windows: &str| {
+        Command::new(env!("CARGO_BIN_EXE_bnood"))
+            .args([
+                "monitor",
+                "--model",
+                model.to_str().expect("utf8"),
+                "--input",
+                incoming.to_str().expect("utf8"),
+                "--follow",
+                "--poll-ms",
+                "50",
+                "--max-windows",
+                max_windows,
+                "--window",
+                "8",
+                "--null-windows",
+                "19",
+                "--reference-size",
+                "300",
+                "--out",
+                rows.to_str().expect("utf8"),
+                "-q",
+            ])
+            .env("BNOOD_DATA_DIR", data_dir())
+            .env_remove("BNOOD_DEVICE")
+            .output()
+            .expect("bnood runs")
+    };
+    let out = run("1");
+    let first = text(&out.stderr);
+    assert!(out.status.success(), "{first}");
+    for (i, im) in pixels[9..].iter().enumerate() {
+        write_png(&incoming.join(format!("img{:02}.png", i + 9)), im, 28, 28);
+    }
+    let out = run("2");
+    let second = text(&out.stderr);
+    assert!(out.status.success(), "{second}");
+    // Each bad file is reported once, in the first run, and the stream goes on.
+    for bad in ["skipped img04x.png", "skipped img06x.png"] {
+        assert!(first.contains(bad), "{first}");
+        assert!(!second.contains(bad), "not taken again: {second}");
+    }
+    let csv = std::fs::read_to_string(&rows).expect("rows");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "one header, a row per window over both runs: {csv}"
+    );
+    assert!(lines[0].starts_with("window,"), "{csv}");
+    assert!(
+        lines[1].starts_with("0,0,7,img00.png,img07.png,8,bn,"),
+        "{csv}"
+    );
+    assert!(
+        lines[2].starts_with("1,8,15,img08.png,img15.png,8,bn,"),
+        "{csv}"
     );
 }

@@ -46,7 +46,7 @@ pub struct EvalArgs {
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub sweep: Vec<f64>,
     /// Images per pool in the sweep.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
     pub sweep_size: usize,
     /// Also run the contamination grid: every detector against each of these OoD sets mixed into in-distribution pools (e.g. mnist,omniglot,kmnist,rotation).
     #[arg(long, value_delimiter = ',')]
@@ -63,16 +63,21 @@ pub struct EvalArgs {
     #[arg(long)]
     pub bn_per_input: bool,
     /// Batch size b of the per-input BN test.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     pub per_input_batch_size: usize,
     /// Background model of the likelihood ratio: `FILE` (for the first --model) or `NAME=FILE` (for the model named NAME); a shipped name works as FILE.
     #[arg(long)]
     pub background: Vec<String>,
     /// Also run the calibration study over this many seeds: share of in-distribution images flagged at each --calibration-fprs target (0 = off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub calibration_seeds: usize,
     /// Pool sizes of the calibration study.
-    #[arg(long, value_delimiter = ',', default_value = "100,500")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,500",
+        allow_negative_numbers = true
+    )]
     pub calibration_pools: Vec<usize>,
     /// Target false-positive rates of the calibration study.
     #[arg(
@@ -83,7 +88,7 @@ pub struct EvalArgs {
     )]
     pub calibration_fprs: Vec<f64>,
     /// Images per contamination pool.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
     pub pool_size: usize,
     /// Output folder of the report (JSON, Markdown, PNGs).
     #[arg(long, default_value = "runs/eval")]
@@ -91,8 +96,11 @@ pub struct EvalArgs {
     /// Report file stem.
     #[arg(long, default_value = "eval")]
     pub stem: String,
-    /// Importance samples K of VAE scoring (default: the checkpoint's, 16).
+    /// Replace the report of an earlier run in --out with the same --stem (its `<stem>*.png` plots are removed first, so none of them is left beside the new report).
     #[arg(long)]
+    pub overwrite: bool,
+    /// Importance samples K of VAE scoring (default: the checkpoint's, 16).
+    #[arg(long, allow_negative_numbers = true)]
     pub vae_samples: Option<usize>,
     #[command(flatten)]
     /// The detectors' parameters.
@@ -100,6 +108,99 @@ pub struct EvalArgs {
 }
 
 impl EvalArgs {
+    /// Refuses study settings that could only fail later, after Table 2 has run: OoD shares
+    /// outside `(0, 1]`, Table 5 ratios outside `(0, 1]`, sweep ratios outside `[0, 1]`,
+    /// calibration targets outside `(0, 1)`, empty pools.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the flag and the value.
+    pub fn check_studies(&self) -> Result<()> {
+        self.check_out()?;
+        let bad = |flag: &str, v: f64, range: &str| {
+            Err(Error::Invalid(format!(
+                "{flag} {v} must lie in {range}; nothing was run"
+            )))
+        };
+        if !self.contamination.is_empty()
+            && let Some(&f) = self.fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0))
+        {
+            return bad(
+                "--fractions",
+                f,
+                "(0, 1] (a share of OoD images in the pool)",
+            );
+        }
+        if let Some(&r) = self.table5.iter().find(|r| !(**r > 0.0 && **r <= 1.0)) {
+            return bad("--table5", r, "(0, 1] (a ratio r2 of the BN test)");
+        }
+        if let Some(&r) = self.sweep.iter().find(|r| !(0.0..=1.0).contains(*r)) {
+            return bad("--sweep", r, "[0, 1] (a share of test images in a batch)");
+        }
+        if self.calibration_seeds > 0 {
+            if let Some(&f) = self
+                .calibration_fprs
+                .iter()
+                .find(|f| !(**f > 0.0 && **f < 1.0))
+            {
+                return bad("--calibration-fprs", f, "(0, 1) (a false-positive rate)");
+            }
+            if self.calibration_pools.contains(&0) {
+                return Err(Error::Invalid(
+                    "--calibration-pools holds 0: every pool needs at least one image".into(),
+                ));
+            }
+        }
+        if !self.contamination.is_empty() && self.pool_size == 0 {
+            return Err(Error::Invalid(
+                "--pool-size 0: every contamination pool needs at least one image".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses an `--out` folder that already holds a report of this `--stem`, unless
+    /// `--overwrite`: then that report's files (`<stem>.json`, `<stem>.md`, `<stem>*.png`)
+    /// are removed, so that no plot of the earlier run is left beside the new report.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an earlier report without `--overwrite` or an `--out` that is
+    /// not a folder; [`Error::Io`] when a file cannot be removed.
+    pub fn check_out(&self) -> Result<()> {
+        if self.out.exists() && !self.out.is_dir() {
+            return Err(Error::Invalid(format!(
+                "--out {} is not a folder: give the folder the report goes into",
+                self.out.display()
+            )));
+        }
+        let report = self.out.join(format!("{}.json", self.stem));
+        if !report.exists() {
+            return Ok(());
+        }
+        if !self.overwrite {
+            return Err(Error::Invalid(format!(
+                "{} holds the report of an earlier run: pass another --out or --stem, or --overwrite to replace it",
+                report.display()
+            )));
+        }
+        let entries = std::fs::read_dir(&self.out).map_err(|source| Error::Io {
+            path: self.out.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let earlier = name == format!("{}.json", self.stem)
+                || name == format!("{}.md", self.stem)
+                || (name.starts_with(&self.stem) && name.ends_with(".png"));
+            if earlier && entry.path().is_file() {
+                std::fs::remove_file(entry.path()).map_err(|source| Error::Io {
+                    path: entry.path(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Loads every `--model` (files or shipped names) and gives each its `--background`
     /// model; warns when the likelihood ratio is asked for and a model has none.
     fn models(&self, ctx: RunContext<'_>, notify: Notify<'_>) -> Result<Vec<ModelEntry<AnyModel>>> {
@@ -184,6 +285,7 @@ impl EvalArgs {
         command: Option<String>,
         notify: Notify<'_>,
     ) -> Result<EvalJob<AnyModel>> {
+        self.check_studies()?;
         let locator = ctx.locator;
         let d = &self.detector_args;
         let models = self.models(ctx, notify)?;

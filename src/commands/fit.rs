@@ -39,10 +39,10 @@ pub struct FitArgs {
     #[arg(long, default_value = "fmnist-train")]
     pub reference: String,
     /// Reference images drawn at random (default 1000; all if fewer).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
     pub reference_size: usize,
     /// Importance samples K of VAE scoring (default: the checkpoint's, 16).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub vae_samples: Option<usize>,
     #[command(flatten)]
     /// The detector's parameters.
@@ -97,7 +97,7 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub test: String,
     /// Score only a random subset of this many test images.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub test_size: Option<usize>,
     /// Target false-positive rate of the decision column.
     #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
@@ -111,7 +111,29 @@ pub struct ScoreArgs {
     /// Output file (default: stdout).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The flags given on the command line (clap ids such as `r1`, `reference_size`), as
+    /// the front end saw them: with `--detector-file`, a flag that would fit a detector is
+    /// refused instead of silently ignored. Empty: nothing is checked.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
+
+/// Flags of `score` that choose or fit a detector, which a saved one (`--detector-file`)
+/// has fixed: `(clap id, flag)`.
+const FITTING_FLAGS: [(&str, &str); 12] = [
+    ("detector", "--detector"),
+    ("reference", "--reference"),
+    ("reference_size", "--reference-size"),
+    ("mode", "--mode"),
+    ("batch_size", "--batch-size"),
+    ("r1", "--r1"),
+    ("r2", "--r2"),
+    ("calibration_draws", "--calibration-draws"),
+    ("bn_calibration", "--bn-calibration"),
+    ("held_out_fraction", "--held-out-fraction"),
+    ("draws", "--draws"),
+    ("seed", "--seed"),
+];
 
 /// What `bnood score` produced.
 #[derive(Debug, Clone)]
@@ -247,7 +269,23 @@ impl FitArgs {
         let paths: Vec<PathBuf> = loaded.iter().map(|l| l.path.clone()).collect();
         let models: Vec<AnyModel> = loaded.into_iter().map(|l| l.model).collect();
         let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-        AnyModel::check_ensemble(&paths, &models)?;
+        // The scored model and its ensemble members form one ensemble; a background model
+        // is another kind of partner: only "not the scored model itself" applies to it.
+        let members = models.len() - usize::from(self.background.is_some());
+        AnyModel::check_ensemble(&paths[..members], &models[..members])?;
+        if self.background.is_some() {
+            let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => a == b,
+            };
+            if let Some(twin) = paths[..members].iter().find(|p| same(p, paths[members])) {
+                return Err(Error::Invalid(format!(
+                    "the background model {} is also the scored model ({}): train a background model with `bnood train --background-mutation 0.2` and pass it with --background",
+                    paths[members].display(),
+                    twin.display()
+                )));
+            }
+        }
         if self.vae_samples.is_some() && models.iter().all(|m| m.config().iw_samples().is_none()) {
             notify(Notice::Warning(format!(
                 "--vae-samples has no effect: the model is a {}, not a VAE",
@@ -332,6 +370,17 @@ impl ScoreArgs {
         if let Some(out) = &a.out {
             let inputs = a.fit.inputs(a.detector_file.as_deref(), Some(&a.test));
             check_output(out, &inputs)?;
+        }
+        if a.detector_file.is_some() {
+            for (id, flag) in FITTING_FLAGS {
+                // --seed also draws the --test-size subset: only then does it act.
+                let acts = id == "seed" && a.test_size.is_some();
+                if !acts && a.given.iter().any(|g| g == id) {
+                    return Err(Error::Invalid(format!(
+                        "{flag} has no effect with --detector-file: the saved detector's settings were fixed by `bnood fit`; drop {flag}, or fit a new detector with it"
+                    )));
+                }
+            }
         }
         if a.detector_file.is_some() && a.fit.vae_samples.is_some() {
             return Err(Error::Invalid(

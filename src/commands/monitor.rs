@@ -41,7 +41,12 @@ pub struct MonitorArgs {
     #[arg(long)]
     pub input: String,
     /// Inputs per window M (with --study: several, e.g. 16,64,256).
-    #[arg(long, value_delimiter = ',', default_value = "64")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "64",
+        allow_negative_numbers = true
+    )]
     pub window: Vec<usize>,
     /// Window statistics, each with its own p-value: bn (BatchNorm), ks (Kolmogorov–Smirnov on log p), mmd (kernel MMD on pixels).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "bn")]
@@ -50,22 +55,22 @@ pub struct MonitorArgs {
     #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub alpha: f64,
     /// Monte Carlo null windows K drawn from the reference set (p-values are multiples of 1/(K+1)).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
     pub null_windows: usize,
     /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / PNG folder.
     #[arg(long, default_value = "fmnist-train")]
     pub reference: String,
     /// Reference images drawn at random (all if fewer); keep the calibration part (this minus --comparison-size) at 10·M or more.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, allow_negative_numbers = true)]
     pub reference_size: usize,
     /// Reference images set aside as the comparison sample of ks and mmd.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, allow_negative_numbers = true)]
     pub comparison_size: usize,
     /// Most rows per batch-statistics forward pass; longer windows are cut into chunks.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
     pub batch_size: usize,
     /// Seed of the reference subset, the null windows and (--study) the windows.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = MonitorFormat::Csv)]
@@ -77,13 +82,13 @@ pub struct MonitorArgs {
     #[arg(long)]
     pub follow: bool,
     /// Milliseconds between two looks at the --follow folder.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
     pub poll_ms: u64,
     /// Stop after this many windows (default: at the end of the input; never with --follow).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_windows: Option<usize>,
     /// Importance samples K of VAE scoring (default: the checkpoint's, 16).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub vae_samples: Option<usize>,
     /// Power study instead of a stream: mix these OoD sets (e.g. mnist,kmnist) into windows of --input and report the share of windows flagged by every statistic.
     #[arg(long, value_delimiter = ',')]
@@ -92,16 +97,16 @@ pub struct MonitorArgs {
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub shares: Option<Vec<f64>>,
     /// --study: windows per (M, OoD set, positive share) cell [default: 100].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub windows_per_cell: Option<usize>,
     /// --study: windows at 0 % OoD per M, for the false-alarm rate [default: 200].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub false_alarm_windows: Option<usize>,
     /// --study: in-distribution images drawn from --input [default: all].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub input_size: Option<usize>,
     /// --study: images drawn from each OoD set [default: 2000].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub ood_size: Option<usize>,
 }
 
@@ -274,11 +279,23 @@ struct Sink<'w> {
 
 impl<'w> Sink<'w> {
     fn open(a: &MonitorArgs, stdout: &'w mut dyn Write) -> Result<Self> {
+        // `--follow` resuming an earlier run appends its rows to that run's.
+        let resume = a.follow
+            && a.out
+                .as_ref()
+                .is_some_and(|o| o.is_file() && follow_state_path(o).is_file());
         let out: Box<dyn Write + 'w> = match &a.out {
-            Some(path) => Box::new(std::fs::File::create(path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?),
+            Some(path) => {
+                let file = if resume {
+                    std::fs::OpenOptions::new().append(true).open(path)
+                } else {
+                    std::fs::File::create(path)
+                };
+                Box::new(file.map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?)
+            }
             None => Box::new(stdout),
         };
         Ok(Self {
@@ -286,7 +303,7 @@ impl<'w> Sink<'w> {
             format: a.format,
             path: a.out.clone(),
             with_files: is_png_folder(&a.input),
-            header_written: false,
+            header_written: resume,
             flagged: 0,
             windows: 0,
         })
@@ -469,6 +486,13 @@ fn stream_file(
 
 /// Watches a folder and tests each window of new PNG files as it fills (in file-name order
 /// within each look; files already there when it starts are the first inputs).
+///
+/// A file that cannot be read as an image of the model's shape (garbage, deleted, another
+/// shape) is skipped with a warning and the stream goes on; one modified in the last two
+/// seconds is retried first, as it may still be being written. With `--out`, every file
+/// taken (tested or skipped) is appended to `<out>.follow`, so that a restart with the same
+/// `--out` resumes after the last file taken and appends to `--out` instead of testing the
+/// folder from window 0 again.
 fn follow(
     a: &MonitorArgs,
     test: &WindowTest<AnyModel>,
@@ -479,48 +503,166 @@ fn follow(
 ) -> Result<()> {
     let dir = Path::new(&a.input);
     let m = test.params().window();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let state = FollowState::open(a)?;
+    let mut seen: BTreeSet<String> = state.taken.iter().cloned().collect();
     let mut pending: Vec<String> = Vec::new();
-    let mut next_index = 0usize;
-    let mut window_index = 0usize;
+    // Decoded images waiting for their window: (file name, pixels).
+    let mut ready: Vec<(String, ImageSet)> = Vec::new();
+    let mut next_index = state.inputs;
+    let mut window_index = state.windows;
     if progress {
         notify(Notice::Status(format!(
-            "watching {} for PNG files; a window of {m} is tested as soon as it fills (Ctrl-C to stop)",
-            dir.display()
+            "watching {} for PNG files; a window of {m} is tested as soon as it fills (Ctrl-C to stop){}",
+            dir.display(),
+            if window_index > 0 {
+                format!(
+                    "; resuming after window {} ({} files taken)",
+                    window_index - 1,
+                    seen.len()
+                )
+            } else {
+                String::new()
+            }
         )));
     }
     loop {
         let names = crate::data::user_files::png_file_names(dir)?;
         pending.extend(names.into_iter().filter(|n| seen.insert(n.clone())));
-        while pending.len() >= m {
-            let batch: Vec<String> = pending.drain(..m).collect();
-            let files: Vec<PathBuf> = batch.iter().map(|n| dir.join(n)).collect();
-            let window =
-                ImageSet::from_png_files(&files, format!("window {window_index}"), Some(shape))?;
+        let mut retry = Vec::new();
+        for name in pending.drain(..) {
+            let file = dir.join(&name);
+            match ImageSet::from_png_files(std::slice::from_ref(&file), name.clone(), Some(shape)) {
+                Ok(image) => ready.push((name, image)),
+                Err(_) if recently_modified(&file) => retry.push(name),
+                Err(e) => {
+                    notify(Notice::Warning(format!("skipped {name}: {e}")));
+                    state.skipped(&name)?;
+                }
+            }
+        }
+        pending = retry;
+        while ready.len() >= m {
+            let batch: Vec<(String, ImageSet)> = ready.drain(..m).collect();
+            let sets: Vec<&ImageSet> = batch.iter().map(|(_, s)| s).collect();
+            let window = ImageSet::concat(format!("window {window_index}"), &sets)?;
             let outcomes = test.test(&window)?;
+            let (first, last) = (&batch[0].0, &batch[m - 1].0);
             sink.window(
                 window_index,
-                (next_index, batch.first().map(String::as_str)),
-                (next_index + m - 1, batch.last().map(String::as_str)),
+                (next_index, Some(first.as_str())),
+                (next_index + m - 1, Some(last.as_str())),
                 m,
                 &outcomes,
             )?;
             if progress {
                 notify(Notice::Status(format!(
-                    "window {window_index} ({} … {}): p = {:.4}{}",
-                    batch[0],
-                    batch[m - 1],
+                    "window {window_index} ({first} … {last}): p = {:.4}{}",
                     outcomes[0].p_value,
                     if outcomes[0].flagged { ", flagged" } else { "" }
                 )));
             }
             next_index += m;
             window_index += 1;
+            let names: Vec<&str> = batch.iter().map(|(n, _)| n.as_str()).collect();
+            state.tested(&names, window_index, next_index)?;
             if a.max_windows.is_some_and(|max| window_index >= max) {
                 return Ok(());
             }
         }
         std::thread::sleep(Duration::from_millis(a.poll_ms));
+    }
+}
+
+/// Whether `file` was modified in the last two seconds (or has vanished mid-look): it may
+/// still be being written, so a failed read is retried rather than skipped.
+fn recently_modified(file: &Path) -> bool {
+    std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < Duration::from_secs(2))
+}
+
+/// `<out>.follow`: where `monitor --follow --out <out>` records the files it has taken.
+fn follow_state_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".follow");
+    out.with_file_name(name)
+}
+
+/// What `monitor --follow --out FILE` has taken so far, kept in `FILE.follow`: one line
+/// per file taken (tested in a window, or skipped), `name`, or `name\t<windows>\t<inputs>`
+/// for the last file of a tested window. Files of a window not completed when the monitor
+/// stopped are not recorded, so a restart takes them again.
+struct FollowState {
+    path: Option<PathBuf>,
+    taken: Vec<String>,
+    /// Windows tested, and inputs in them, by the runs so far.
+    windows: usize,
+    inputs: usize,
+}
+
+impl FollowState {
+    fn open(a: &MonitorArgs) -> Result<Self> {
+        let mut state = Self {
+            path: None,
+            taken: Vec::new(),
+            windows: 0,
+            inputs: 0,
+        };
+        let Some(out) = &a.out else {
+            return Ok(state);
+        };
+        let path = follow_state_path(out);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                let mut fields = line.split('\t');
+                state
+                    .taken
+                    .push(fields.next().unwrap_or_default().to_string());
+                if let (Some(w), Some(i)) = (fields.next(), fields.next()) {
+                    state.windows = w.parse().unwrap_or(state.windows);
+                    state.inputs = i.parse().unwrap_or(state.inputs);
+                }
+            }
+        }
+        state.path = Some(path);
+        Ok(state)
+    }
+
+    /// Records a skipped file.
+    fn skipped(&self, name: &str) -> Result<()> {
+        self.append(&format!("{name}\n"))
+    }
+
+    /// Records the files of a tested window, the totals `windows` and `inputs` after it on
+    /// the last one.
+    fn tested(&self, names: &[&str], windows: usize, inputs: usize) -> Result<()> {
+        let mut text = String::new();
+        for (k, n) in names.iter().enumerate() {
+            if k + 1 == names.len() {
+                text.push_str(&format!("{n}\t{windows}\t{inputs}\n"));
+            } else {
+                text.push_str(&format!("{n}\n"));
+            }
+        }
+        self.append(&text)
+    }
+
+    fn append(&self, text: &str) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })
     }
 }
 

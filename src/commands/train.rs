@@ -31,7 +31,7 @@ pub struct TrainArgs {
     /// The training budget (minutes, epochs or steps).
     pub budget: TrainBudget,
     /// Initialisation seed (also of batch order and dequantisation noise).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Output checkpoint (`.bpk`; a `.json` sidecar and `.optim` state are written beside it).
     #[arg(long)]
@@ -43,28 +43,28 @@ pub struct TrainArgs {
     #[arg(long, value_name = "RATE", allow_negative_numbers = true)]
     pub background_mutation: Option<f64>,
     /// Adam's learning rate (the paper: Adam's default, 1e-3).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub lr: f64,
     /// Linear learning-rate warm-up over the first this many steps (0: none).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub warmup_steps: usize,
     /// L2 regularisation coefficient λ (λ·θ added to each gradient), e.g. for a background model as Ren et al. train it.
     #[arg(long, value_name = "LAMBDA", allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
     /// Held-out evaluation for the learning curve (`<out>.curve.csv`, `<out>.curve.png`): this many Fashion-MNIST-test images in Running and Batch mode and MNIST-test images in Batch mode (Fashion-MNIST training only; 0: none).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub eval_images: usize,
     /// Steps between held-out evaluations (default: one epoch); a checkpoint is written at each.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub eval_every: Option<usize>,
     /// Stop when held-out FMNIST-test bits/dim (Running) gains less than this per epoch over the last --flat-epochs epochs (e.g. 0.005); needs --eval-images.
-    #[arg(long, value_name = "BITS_PER_DIM")]
+    #[arg(long, value_name = "BITS_PER_DIM", allow_negative_numbers = true)]
     pub stop_when_flat: Option<f64>,
     /// Epochs over which --stop-when-flat measures the gain.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub flat_epochs: usize,
     /// Halve the learning rate this many times at a flat stretch before --stop-when-flat stops.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub lr_halvings: u32,
     /// Keep the parameters at every held-out evaluation in this folder (`<out stem>-step<N>.bpk`).
     #[arg(long)]
@@ -127,6 +127,20 @@ impl TrainArgs {
     /// # Errors
     /// The folder cannot be created, or `--out` exists and `--resume` is not given.
     fn prepare_out(&self, notify: Notify<'_>) -> Result<()> {
+        let text = self.out.to_string_lossy();
+        if text.ends_with('/') || text.ends_with(std::path::MAIN_SEPARATOR) || self.out.is_dir() {
+            return Err(Error::Invalid(format!(
+                "--out {} names a folder: give the checkpoint's file name, e.g. {}",
+                self.out.display(),
+                self.out.join("model.bpk").display()
+            )));
+        }
+        if self.out.exists() && !self.out.is_file() {
+            return Err(Error::Invalid(format!(
+                "--out {} exists and is not a regular file (a device, FIFO or socket): give the checkpoint's file name",
+                self.out.display()
+            )));
+        }
         checkpoint::prepare_folder(&self.out)?;
         checkpoint::finish_interrupted_save(&self.out)?;
         if self.out.exists() && !self.resume {

@@ -745,17 +745,24 @@ impl<M: LikelihoodModel> FittedBnTest<M> {
         let fitted = &self.fitted;
         let detector = &self.test;
         check_shape(test, detector.model.image_shape())?;
-        for ratio in detector.params.ratios() {
-            detector.check_pool(test, &ratio)?;
+        if test.is_empty() {
+            return Err(DetectError::EmptySet(format!(
+                "the test pool `{}` holds no image: give at least one",
+                test.name()
+            )));
         }
         let n = test.len();
-        // In-pool calibration scores the held-out images in the same batches (shuffled in).
+        // In-pool calibration scores the held-out images in the same batches (shuffled in),
+        // so the scored pool is the test images and the held-out ones together.
         let pool = match &fitted.held_out {
             Some(held_out) => {
                 std::borrow::Cow::Owned(ImageSet::concat(test.name(), &[test, held_out])?)
             }
             None => std::borrow::Cow::Borrowed(test),
         };
+        for ratio in detector.params.ratios() {
+            detector.check_pool(&pool, &ratio)?;
+        }
         let (mut s_r1, mut s_r2) =
             detector.statistics(&pool, fitted.mixing.as_ref(), TAG_TEST, 0)?;
         let mut delta: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();

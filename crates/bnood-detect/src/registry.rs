@@ -261,7 +261,10 @@ pub struct DetectorArgs {
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = BnMode::Pool))]
     pub mode: BnMode,
     /// Images per mixed batch b of the BN test.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 64))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 64, allow_negative_numbers = true)
+    )]
     pub batch_size: usize,
     /// BN test ratio r1 (share of test images in a batch; 0 = running statistics) [default: 0.1]. Not with --mode per-input.
     // Negative-looking values are taken as values (and refused as out of range), not flags.
@@ -271,7 +274,7 @@ pub struct DetectorArgs {
     #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub r2: Option<f64>,
     /// Batch compositions of the held-out images that calibrate the BN test's p-values [default: 1].
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub calibration_draws: Option<usize>,
     /// What the BN test's pool mode ranks an image's Δ against: `in-pool` (the held-out images scored inside every test pool: per-image p-values at --fpr on in-distribution pools, and a verdict on the whole pool; the default of `fit` and `score`) or `held-out` (the paper's, the default of `eval`: the held-out images scored as their own pool; its per-image flags exceed --fpr).
     #[cfg_attr(feature = "cli", arg(long, value_enum))]
@@ -283,10 +286,16 @@ pub struct DetectorArgs {
     )]
     pub held_out_fraction: f64,
     /// Monte Carlo draws of the batch composition.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 1, allow_negative_numbers = true)
+    )]
     pub draws: usize,
     /// Seed of the BN test's batch composition and of subsets.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 0))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 0, allow_negative_numbers = true)
+    )]
     pub seed: u64,
 }
 
@@ -537,7 +546,23 @@ impl Registry {
 trait DynFit {
     fn fit(&self, reference: &ImageSet) -> Result<Box<dyn Detector>>;
     fn restore(&self, state: serde_json::Value) -> Result<Box<dyn Detector>>;
+    /// Restores from the `"state"` field of a detector file's JSON text, deserialised
+    /// straight into the detector's state type (no intermediate `serde_json::Value`, whose
+    /// numbers take 16 times the file's bytes).
+    fn restore_from_file(&self, file: &[u8]) -> Result<Box<dyn Detector>>;
     fn set_progress(&mut self, progress: ProgressHook);
+}
+
+/// The `"state"` field of a detector file; every other field is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct StateField<S> {
+    state: S,
+}
+
+fn state_error(e: serde_json::Error) -> DetectError {
+    DetectError::InvalidParameter(format!(
+        "the saved state does not fit this detector ({e}): fit the detector again"
+    ))
 }
 
 impl<F: Fit> DynFit for F
@@ -549,11 +574,12 @@ where
     }
 
     fn restore(&self, state: serde_json::Value) -> Result<Box<dyn Detector>> {
-        let state = serde_json::from_value(state).map_err(|e| {
-            DetectError::InvalidParameter(format!(
-                "the saved state does not fit this detector ({e}): fit the detector again"
-            ))
-        })?;
+        let state = serde_json::from_value(state).map_err(state_error)?;
+        Ok(Box::new(Fit::restore(self, state)?))
+    }
+
+    fn restore_from_file(&self, file: &[u8]) -> Result<Box<dyn Detector>> {
+        let StateField { state } = serde_json::from_slice(file).map_err(state_error)?;
         Ok(Box::new(Fit::restore(self, state)?))
     }
 
@@ -610,6 +636,15 @@ impl Unfitted {
     /// [`DetectError::InvalidParameter`] when the state does not fit this detector.
     pub fn restore(&self, state: serde_json::Value) -> Result<FittedDetector> {
         Ok(self.fitted(self.detector.restore(state)?))
+    }
+
+    /// [`restore`](Self::restore) from the JSON text of a whole detector file (its
+    /// `"state"` field, read straight into the detector's state type).
+    ///
+    /// # Errors
+    /// As [`restore`](Self::restore).
+    pub(crate) fn restore_from_file(&self, file: &[u8]) -> Result<FittedDetector> {
+        Ok(self.fitted(self.detector.restore_from_file(file)?))
     }
 
     /// Reports the progress of fitting and of the fitted detector's scoring.

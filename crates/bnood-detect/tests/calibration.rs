@@ -220,4 +220,12 @@ fn in_pool_calibration_gives_a_pool_verdict_that_rejects_a_shifted_pool() {
         .score(&p_set("p pool", 200, PAIRS, SIGMA, 5007))
         .expect("score");
     assert_eq!(paper.pool, None);
+    // A pool smaller than r·b = 58 test rows is scored: the held-out images fill the
+    // batches' test rows with it. Alone (the paper's calibration) it is refused.
+    let small = p_set("small pool", 20, PAIRS, SIGMA, 5009);
+    let scores = detector.score(&small).expect("20 images with 400 held out");
+    assert_eq!(scores.len(), 20);
+    assert_eq!(scores.pool.map(|v| v.pool_size), Some(20));
+    let refused = fitted_detector(5).score(&small).expect_err("20 < 58");
+    assert!(refused.to_string().contains("58"), "{refused}");
 }

@@ -140,13 +140,19 @@ pub struct SetNames {
     #[cfg_attr(feature = "cli", arg(long, default_value = "fmnist-train"))]
     pub reference: String,
     /// Reference images drawn at random.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1000))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 1000, allow_negative_numbers = true)
+    )]
     pub reference_size: usize,
     /// In-distribution test set.
     #[cfg_attr(feature = "cli", arg(long = "in", default_value = "fmnist"))]
     pub in_set: String,
     /// Images per test pool (in-distribution and each OoD set).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = 500))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = 500, allow_negative_numbers = true)
+    )]
     pub subset: usize,
     /// OoD sets (catalogue names or paths).
     #[cfg_attr(

@@ -118,10 +118,10 @@ pub struct TrainBudget {
     pub minutes: Option<f64>,
     /// Passes over the training set (counted from step 0, so a resumed run finishes the
     /// same epochs).
-    #[cfg_attr(feature = "cli", arg(long))]
+    #[cfg_attr(feature = "cli", arg(long, allow_negative_numbers = true))]
     pub epochs: Option<usize>,
     /// Optimiser steps in total (including steps before a resume).
-    #[cfg_attr(feature = "cli", arg(long = "steps"))]
+    #[cfg_attr(feature = "cli", arg(long = "steps", allow_negative_numbers = true))]
     pub max_steps: Option<usize>,
 }
 

@@ -393,11 +393,11 @@ impl ModelsDir {
         match find(spec) {
             Some(entry) => self.shipped(entry),
             None if looks_like_a_path => Err(ModelError::Shipped {
-                name: spec.to_string(),
+                name: shown(spec),
                 reason: "no such file".into(),
             }),
             None => Err(ModelError::Shipped {
-                name: spec.to_string(),
+                name: shown(spec),
                 reason: format!(
                     "no such file, and no shipped model has that name (shipped: {}; `bnood models list` describes them)",
                     names().join(", ")
@@ -439,6 +439,15 @@ impl ModelsDir {
             .iter()
             .any(|d| d.join(entry.file).canonicalize().ok().as_ref() == Some(&here))
             .then_some(entry)
+    }
+}
+
+/// `spec` as an error shows it: at most 120 characters (a pasted file is not echoed back).
+fn shown(spec: &str) -> String {
+    const MAX: usize = 120;
+    match spec.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}… ({} characters)", &spec[..cut], spec.chars().count()),
+        None => spec.to_string(),
     }
 }
 
@@ -642,6 +651,17 @@ mod tests {
             assert!(s.command.contains(s.file), "{}: {}", s.name, s.command);
             assert!(s.final_bits_per_dim.is_finite(), "{}", s.name);
         }
+    }
+
+    #[test]
+    fn a_very_long_model_name_is_shortened_in_its_error() {
+        let long = "x".repeat(100_000);
+        let err = ModelsDir::only("/nonexistent")
+            .source(&long)
+            .expect_err("unknown");
+        let text = err.to_string();
+        assert!(text.len() < 2_000, "{} bytes", text.len());
+        assert!(text.contains("(100000 characters)"), "{text}");
     }
 
     #[test]

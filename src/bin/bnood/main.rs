@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use bnood::backend::{Backend, resolve};
 use bnood::commands::eval::EvalArgs;
@@ -139,7 +139,39 @@ fn main() -> ExitCode {
     // Before any thread starts: glibc keeps freed tensor buffers for reuse (VAE scoring
     // +50 %, docs/performance.md); elsewhere this does nothing.
     bnood::models::allocator::keep_freed_memory();
-    match run(Cli::parse()) {
+    // clap's own errors exit 1 like every other refusal (clap would exit 2); `--help` and
+    // `--version` print to stdout and exit 0.
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let cli = match parsed {
+        Ok((mut cli, matches)) => {
+            // `score` refuses fitting flags next to a saved detector: it needs to know
+            // which flags were typed, not merely their values.
+            if let (Command::Score(a), Some(("score", sub))) =
+                (&mut cli.command, matches.subcommand())
+            {
+                a.given = sub
+                    .ids()
+                    .filter(|id| {
+                        sub.value_source(id.as_str())
+                            == Some(clap::parser::ValueSource::CommandLine)
+                    })
+                    .map(|id| id.as_str().to_string())
+                    .collect();
+            }
+            cli
+        }
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
@@ -149,12 +181,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// `x` as a user typed it when it is of ordinary size (`0.05`), in scientific notation
+/// otherwise (`1e-300`, not 300 digits).
+fn short_number(x: f64) -> String {
+    if x == 0.0 || (1e-4..1e6).contains(&x.abs()) {
+        x.to_string()
+    } else {
+        format!("{x:e}")
+    }
+}
+
 /// Writes a run's notice to stderr as it arises.
 fn notify(notice: Notice) {
     eprintln!("{notice}");
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // A folder named in the environment must exist, as one named by a flag must.
+    for var in ["BNOOD_DATA_DIR", "BNOOD_MODELS_DIR"] {
+        if let Some(dir) = std::env::var_os(var).filter(|v| !v.is_empty())
+            && !Path::new(&dir).is_dir()
+        {
+            return Err(Error::Invalid(format!(
+                "{var}={} is not a folder: point it at an existing folder, or unset it",
+                Path::new(&dir).display()
+            )));
+        }
+    }
     let mut locator = Locator::from_env();
     if let Some(d) = &cli.data_dir {
         // A folder the user names must exist: no silent fall-back to the other places.
@@ -205,7 +258,7 @@ fn run(cli: Cli) -> Result<()> {
                     "{} of {} images flagged OoD at target FPR {}; wrote {}",
                     scored.flagged,
                     scored.images,
-                    a.fpr,
+                    short_number(a.fpr),
                     path.display()
                 ),
             }

@@ -305,23 +305,43 @@ impl Drop for CheckpointLock {
     }
 }
 
-/// Creates the folder of the checkpoint `path` if needed, so that a training run can learn
-/// before any work that it could not save there.
+/// Creates the folder of the checkpoint `path` if needed and checks that a file can be
+/// written into it, so that a training run learns before any work that it could not save
+/// there.
 ///
 /// # Errors
 /// [`ModelError::Checkpoint`] naming the folder.
 pub fn prepare_folder(path: &Path) -> Result<(), ModelError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| {
+        err(
+            path,
+            format!(
+                "cannot create its folder {} ({e}): choose an output path in a folder you can write",
+                dir.display()
+            ),
+        )
+    })?;
+    // Writable now, not after the work: create and remove a probe file.
+    let probe = dir.join(format!(".bnood-write-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&probe)
+        .map_err(|e| {
             err(
                 path,
                 format!(
-                    "cannot create its folder {} ({e}): choose an output path in a folder you can write",
+                    "cannot write into its folder {} ({e}): choose an output path in a folder you can write",
                     dir.display()
                 ),
             )
         })?;
-    }
+    let _ = std::fs::remove_file(&probe);
     Ok(())
 }
 
