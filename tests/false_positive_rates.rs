@@ -73,7 +73,11 @@ fn flagged_shares(
 #[test]
 fn per_input_detectors_flag_the_requested_share_of_real_in_distribution_images() {
     let protocol = Protocol {
-        detectors: vec![DetectorKind::LogLikelihood, DetectorKind::Typicality],
+        detectors: vec![
+            DetectorKind::LogLikelihood,
+            DetectorKind::Typicality,
+            DetectorKind::Dose,
+        ],
         ..Protocol::default()
     };
     let (seeds, pool, target) = (10, 500, 0.05);

@@ -93,6 +93,7 @@
 
 mod bn_test;
 mod detector;
+mod dose;
 mod error;
 mod input_complexity;
 mod likelihood_ratio;
@@ -115,6 +116,7 @@ pub use bn_test::{
     DEFAULT_CALIBRATION_DRAWS, FittedBnTest, StoredImages,
 };
 pub use detector::{Detector, Fit, ReferenceState, Statistic, Thresholded};
+pub use dose::{Dose, DoseState, FittedDose, Kde, STATISTICS as DOSE_STATISTICS};
 pub use error::{DetectError, Result};
 pub use input_complexity::{InputComplexity, compressed_bits, input_complexity_score};
 pub use likelihood_ratio::LikelihoodRatio;

@@ -24,13 +24,14 @@ use bnood_models::{AnyModel, LikelihoodModel};
 use crate::detector::Fit;
 use crate::params::{ParamGuard, ScoringParams};
 use crate::{
-    BnCalibration, BnTest, BnTestParams, DetectError, Detector, InputComplexity, LikelihoodRatio,
-    LogLikelihood, ProgressHook, Result, TPerm, Typicality, Waic,
+    BnCalibration, BnTest, BnTestParams, DetectError, Detector, Dose, InputComplexity,
+    LikelihoodRatio, LogLikelihood, ProgressHook, Result, TPerm, Typicality, Waic,
 };
 
-/// Every detector of bnood: the four of the paper's Table 2 and three per-input detectors
+/// Every detector of bnood: the four of the paper's Table 2 and four per-input detectors
 /// from the literature. Serialised and parsed by [`id`](Self::id) (`logp`, `tperm`, `waic`,
-/// `bn`, `input-complexity`, `likelihood-ratio`, `typicality`); the titles are accepted too.
+/// `bn`, `input-complexity`, `likelihood-ratio`, `typicality`, `dose`); the titles are
+/// accepted too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum DetectorKind {
@@ -62,11 +63,16 @@ pub enum DetectorKind {
     #[serde(rename = "typicality")]
     #[cfg_attr(feature = "cli", value(name = "typicality"))]
     Typicality,
+    /// Morningstar et al.'s density of states estimation over several statistics, per
+    /// input (`Dose`).
+    #[serde(rename = "dose", alias = "DoSE")]
+    #[cfg_attr(feature = "cli", value(name = "dose"))]
+    Dose,
 }
 
 impl DetectorKind {
     /// All of them: the paper's Table 2 in its column order, then the per-input detectors.
-    pub const ALL: [DetectorKind; 7] = [
+    pub const ALL: [DetectorKind; 8] = [
         DetectorKind::LogLikelihood,
         DetectorKind::TPerm,
         DetectorKind::Waic,
@@ -74,6 +80,7 @@ impl DetectorKind {
         DetectorKind::InputComplexity,
         DetectorKind::LikelihoodRatio,
         DetectorKind::Typicality,
+        DetectorKind::Dose,
     ];
 
     /// The paper's Table 2 detectors, in its column order.
@@ -85,7 +92,7 @@ impl DetectorKind {
     ];
 
     /// The short name used on the command line and in files: `logp`, `tperm`, `waic`, `bn`,
-    /// `input-complexity`, `likelihood-ratio`, `typicality`.
+    /// `input-complexity`, `likelihood-ratio`, `typicality`, `dose`.
     pub fn id(self) -> &'static str {
         match self {
             DetectorKind::LogLikelihood => "logp",
@@ -95,6 +102,7 @@ impl DetectorKind {
             DetectorKind::InputComplexity => "input-complexity",
             DetectorKind::LikelihoodRatio => "likelihood-ratio",
             DetectorKind::Typicality => "typicality",
+            DetectorKind::Dose => "dose",
         }
     }
 
@@ -108,6 +116,7 @@ impl DetectorKind {
             DetectorKind::InputComplexity => "input complexity",
             DetectorKind::LikelihoodRatio => "likelihood ratio",
             DetectorKind::Typicality => "typicality",
+            DetectorKind::Dose => "DoSE",
         }
     }
 
@@ -279,7 +288,7 @@ pub struct DetectorArgs {
     /// What the BN test's pool mode ranks an image's Δ against: `in-pool` (the held-out images scored inside every test pool: per-image p-values at --fpr on in-distribution pools, and a verdict on the whole pool; the default of `fit` and `score`) or `held-out` (the paper's, the default of `eval`: the held-out images scored as their own pool; its per-image flags exceed --fpr).
     #[cfg_attr(feature = "cli", arg(long, value_enum))]
     pub bn_calibration: Option<BnCalibration>,
-    /// Share of the BN test's reference images held out to calibrate Δ (the rest is mixed into batches).
+    /// Share of the reference images held out to calibrate: the BN test's Δ (the rest is mixed into batches), DoSE's score (the rest fits its densities).
     #[cfg_attr(
         feature = "cli",
         arg(long, default_value_t = 0.5, allow_negative_numbers = true)
@@ -291,7 +300,7 @@ pub struct DetectorArgs {
         arg(long, default_value_t = 1, allow_negative_numbers = true)
     )]
     pub draws: usize,
-    /// Seed of the BN test's batch composition and of subsets.
+    /// Seed of the BN test's batch composition, DoSE's reference split and of subsets.
     #[cfg_attr(
         feature = "cli",
         arg(long, default_value_t = 0, allow_negative_numbers = true)
@@ -411,6 +420,19 @@ pub fn build<M: LikelihoodModel + Clone + 'static>(
             id,
             p,
             Typicality::with_params(first(models), device, scoring)?,
+        ),
+        // DoSE shares the BN test's split fraction and seed (`--held-out-fraction`, `--seed`):
+        // the held-out part calibrates, the rest fits the densities.
+        DetectorKind::Dose => Unfitted::new(
+            id,
+            p,
+            Dose::new(
+                first(models),
+                device,
+                scoring,
+                params.bn.check_ref()?.held_out_fraction(),
+                params.bn.check_ref()?.seed(),
+            )?,
         ),
     })
 }

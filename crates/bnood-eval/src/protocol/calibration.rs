@@ -272,8 +272,9 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
     }
     let mut rows = Vec::new();
     for (si, spec) in specs.iter().enumerate() {
+        // The BN test and DoSE calibrate on the held-out part of the reference set.
         let calibration_images = match spec.kind {
-            DetectorKind::BnTest => {
+            DetectorKind::BnTest | DetectorKind::Dose => {
                 let bn = spec.params.bn.check_ref()?;
                 (bn.held_out_fraction() * reference_size as f64).round() as usize
             }
