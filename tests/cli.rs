@@ -1261,3 +1261,77 @@ fn monitor_follow_skips_bad_files_and_resumes_where_it_stopped() {
         "{csv}"
     );
 }
+
+/// Issue 25: `bnood sample` writes seeded samples as an IDX file that `score --test` reads,
+/// and a PNG grid; it never writes over a model's files.
+#[test]
+fn sample_writes_images_that_score_reads_and_a_png_grid() {
+    let dir = scratch("sample");
+    let (model, _) = one_step_model_and_idx(&dir, 1);
+    let m = model.to_str().expect("utf8");
+    let idx = dir.join("samples-idx3-ubyte");
+    let grid = dir.join("samples.png");
+    let run = |out: &Path| {
+        bnood(&[
+            "sample",
+            "--model",
+            m,
+            "--n",
+            "6",
+            "--temperature",
+            "0.8",
+            "--seed",
+            "5",
+            "--out",
+            out.to_str().expect("utf8"),
+            "--grid",
+            grid.to_str().expect("utf8"),
+            "--columns",
+            "3",
+            "-q",
+        ])
+    };
+    let out = run(&idx);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("drew 6 images"),
+        "{}",
+        text(&out.stdout)
+    );
+    let bytes = std::fs::read(&idx).expect("IDX");
+    assert_eq!(bytes[..4], [0, 0, 0x08, 3]);
+    assert_eq!(bytes.len(), 4 + 3 * 4 + 6 * 784);
+    let png = std::fs::read(&grid).expect("grid");
+    assert_eq!(png[..8], *b"\x89PNG\r\n\x1a\n");
+    // The same seed draws the same images.
+    let again = dir.join("again-idx3-ubyte");
+    assert!(run(&again).status.success());
+    assert_eq!(std::fs::read(&again).expect("IDX"), bytes);
+    let out = bnood(&[
+        "score",
+        "--model",
+        m,
+        "--test",
+        idx.to_str().expect("utf8"),
+        "--detector",
+        "logp",
+        "--reference-size",
+        "100",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 7, "a header and 6 rows");
+    assert_refused(&run(&dir.join("m.bpk.json")), "would overwrite");
+    assert_refused(
+        &bnood(&[
+            "sample",
+            "--model",
+            m,
+            "--temperature",
+            "0",
+            "--out",
+            "x.idx",
+        ]),
+        "temperature 0 must lie in (0, 100]",
+    );
+}

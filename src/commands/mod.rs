@@ -20,6 +20,7 @@
 //! | [`monitor`] | `bnood monitor` | [`MonitorArgs::run`](monitor::MonitorArgs::run) |
 //! | [`eval`] | `bnood eval` | [`EvalArgs::job`](eval::EvalArgs::job) |
 //! | [`report`] | `bnood report` | [`rerender`](report::rerender) |
+//! | [`sample`] | `bnood sample` | [`SampleArgs::run`](sample::SampleArgs::run) |
 //! | [`paths`] | (all) | [`check_output`](paths::check_output), [`catalogue_name_notice`](paths::catalogue_name_notice) |
 //!
 //! Warnings and notes that a run gives while it works reach the caller through a
@@ -31,6 +32,7 @@ pub mod fit;
 pub mod monitor;
 pub mod paths;
 pub mod report;
+pub mod sample;
 pub mod train;
 
 use std::fmt;

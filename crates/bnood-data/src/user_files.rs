@@ -577,3 +577,78 @@ pub fn png_size(image: &[u8], [c, h, w]: [usize; 3]) -> Result<usize> {
     writer.finish().map_err(|e| too_big(&e.to_string()))?;
     Ok(out.len())
 }
+
+impl ImageSet {
+    /// Writes the set as an uncompressed IDX file (what [`from_idx_file`](Self::from_idx_file)
+    /// and `bnood score --test FILE` read): type `ubyte`, dims `[N, H, W]` for one channel,
+    /// `[N, C, H, W]` otherwise. Written under a temporary name and renamed into place.
+    ///
+    /// # Errors
+    /// [`DataError::Io`] when the file cannot be written.
+    pub fn write_idx(&self, path: &Path) -> Result<()> {
+        let [n, c, h, w] = self.shape();
+        let dims: Vec<usize> = if c == 1 {
+            vec![n, h, w]
+        } else {
+            vec![n, c, h, w]
+        };
+        let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
+        for d in &dims {
+            let d = u32::try_from(*d).map_err(|_| {
+                DataError::InvalidArgument(format!("dimension {d} does not fit an IDX header"))
+            })?;
+            bytes.extend(d.to_be_bytes());
+        }
+        bytes.extend_from_slice(self.pixels());
+        crate::atomic::write_atomically(path, |f| std::io::Write::write_all(f, &bytes))
+            .map_err(|e| DataError::io(path, e))
+    }
+
+    /// Writes the images as one PNG grid of `columns` columns (row-major, one pixel of
+    /// background between images), gray or RGB like the images.
+    ///
+    /// # Errors
+    /// [`DataError::InvalidArgument`] for images PNG cannot hold (not 1 or 3 channels) or
+    /// `columns = 0`; [`DataError::Io`] when the file cannot be written.
+    pub fn write_png_grid(&self, path: &Path, columns: usize) -> Result<()> {
+        let [n, c, h, w] = self.shape();
+        if columns == 0 || !(c == 1 || c == 3) {
+            return Err(DataError::InvalidArgument(format!(
+                "a PNG grid needs 1 or 3 channels and at least one column (got {c} channels, {columns} columns)"
+            )));
+        }
+        let cols = columns.min(n);
+        let rows = n.div_ceil(cols);
+        let (gh, gw) = (rows * (h + 1) + 1, cols * (w + 1) + 1);
+        let mut grid = vec![128u8; gh * gw * c];
+        for i in 0..n {
+            let image = self.image(i).unwrap_or_default();
+            let (top, left) = (1 + (i / cols) * (h + 1), 1 + (i % cols) * (w + 1));
+            for y in 0..h {
+                for x in 0..w {
+                    for ch in 0..c {
+                        grid[((top + y) * gw + left + x) * c + ch] = image[ch * h * w + y * w + x];
+                    }
+                }
+            }
+        }
+        let too_big = |e: String| DataError::InvalidArgument(format!("cannot write the grid: {e}"));
+        let width = u32::try_from(gw).map_err(|_| too_big("too wide".into()))?;
+        let height = u32::try_from(gh).map_err(|_| too_big("too high".into()))?;
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, width, height);
+        encoder.set_color(if c == 1 {
+            ColorType::Grayscale
+        } else {
+            ColorType::Rgb
+        });
+        encoder.set_depth(BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| too_big(e.to_string()))?;
+        writer
+            .write_image_data(&grid)
+            .map_err(|e| too_big(e.to_string()))?;
+        writer.finish().map_err(|e| too_big(e.to_string()))?;
+        crate::atomic::write_atomically(path, |f| std::io::Write::write_all(f, &out))
+            .map_err(|e| DataError::io(path, e))
+    }
+}

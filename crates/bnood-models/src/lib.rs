@@ -40,6 +40,7 @@ pub mod held_out;
 mod init;
 pub mod pixelcnn;
 pub mod realnvp;
+pub mod sample;
 pub mod train;
 pub mod vae;
 pub mod zoo;

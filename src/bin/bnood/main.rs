@@ -24,6 +24,7 @@ use bnood::commands::eval::EvalArgs;
 use bnood::commands::fit::{FitCmd, ScoreArgs};
 use bnood::commands::monitor::MonitorArgs;
 use bnood::commands::report::{Rendered, rerender};
+use bnood::commands::sample::SampleArgs;
 use bnood::commands::train::{TrainArgs, Trained};
 use bnood::commands::{Notice, RunContext};
 use bnood::data::{Dataset, Locator, Survey, survey};
@@ -76,6 +77,8 @@ enum Command {
     Score(ScoreArgs),
     /// Cut a stream of inputs into windows of M and give each window a p-value for "contains OoD inputs" (BN window test; KS and MMD baselines); --study measures its power.
     Monitor(MonitorArgs),
+    /// Draw images from a trained model (PixelCNN++ ancestrally, RealNVP from its latent, the VAE from its prior) with a temperature, as an IDX file and a PNG grid.
+    Sample(SampleArgs),
     /// The paper's protocol (Table 2, optionally Table 5, Figure 3, contamination) for several OoD sets.
     Eval(EvalArgs),
     /// Re-render a JSON report of `bnood eval` (Markdown tables and PNG plots), or draw a learning curve (`<checkpoint>.curve.csv` of `bnood train`), without recomputing.
@@ -268,6 +271,15 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Monitor(a) => a.run(ctx(&device()?), &mut std::io::stdout(), n),
+        Command::Sample(a) => {
+            let s = a.run(ctx(&device()?))?;
+            let grid = s
+                .grid
+                .map(|g| format!(" and {}", g.display()))
+                .unwrap_or_default();
+            outln!("drew {} images; wrote {}{grid}", s.n, s.out.display());
+            Ok(())
+        }
         Command::Eval(a) => eval(a, backend?, &locator, &models_dir, progress),
         Command::Report { json, out } => report(json, out.as_deref()),
     }
