@@ -7,17 +7,19 @@ use std::path::Path;
 use crate::{DataError, Dataset, ImageSet, Locator, Result, Split, seeds, transform};
 
 /// The sets known by name, with the names used in tables.
-pub const NAMED_SETS: [(&str, &str); 6] = [
+pub const NAMED_SETS: [(&str, &str); 7] = [
     ("fmnist", "FMNIST"),
     ("rotation", "Rotation"),
     ("mnist", "MNIST"),
     ("omniglot", "Omniglot"),
     ("kmnist", "KMNIST"),
     ("fmnist-train", "FMNIST-train"),
+    ("mnist-train", "MNIST-train"),
 ];
 
 /// A set by name — `fmnist`, `mnist`, `kmnist`, `omniglot` (their test splits; for
-/// Omniglot the evaluation set), `fmnist-train`, `rotation` (Fashion-MNIST test images each
+/// Omniglot the evaluation set), `fmnist-train`, `mnist-train` (the training splits; MNIST's
+/// trains the PixelCNN++ of the paper's Appendix B), `rotation` (Fashion-MNIST test images each
 /// rotated by a uniform angle in (90°, 270°), the paper's "Rotation") — or a path to an IDX
 /// file or a folder of PNG images. `n` draws a seeded random subset (`None`: all images).
 /// The set is named as in the paper's tables (`"KMNIST"`, `"Rotation"`, or the file name).
@@ -38,6 +40,7 @@ pub fn is_catalogue_name(name: &str) -> bool {
             | "fashion-mnist"
             | "fashion_mnist"
             | "fmnist-train"
+            | "mnist-train"
             | "mnist"
             | "kmnist"
             | "omniglot"
@@ -95,6 +98,7 @@ pub fn load_named_indexed(
         }
         "fmnist-train" => (Dataset::FashionMnist, Split::Train, "FMNIST-train"),
         "mnist" => (Dataset::Mnist, Split::Test, "MNIST"),
+        "mnist-train" => (Dataset::Mnist, Split::Train, "MNIST-train"),
         "kmnist" => (Dataset::Kmnist, Split::Test, "KMNIST"),
         "omniglot" => (Dataset::Omniglot, Split::Test, "Omniglot"),
         "rotation" => {

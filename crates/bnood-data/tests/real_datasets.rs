@@ -187,3 +187,16 @@ fn uncompressed_copies_load_like_the_gzip_originals() {
     assert_eq!(plain.pixels(), gz.pixels());
     assert_eq!(plain.labels(), gz.labels());
 }
+
+/// `mnist-train` names MNIST's training split (the paper's Appendix B trains a PixelCNN++
+/// on it): 60,000 images, named `MNIST-train` in tables, a catalogue name even when a file
+/// of that name exists.
+#[test]
+fn mnist_train_is_a_named_set_of_60000_images() {
+    let set = bnood_data::load_named("mnist-train", &locator(), None, 0).expect("MNIST train");
+    assert_eq!(set.shape(), [60_000, 1, 28, 28]);
+    assert_eq!(set.name(), "MNIST-train");
+    assert!(bnood_data::is_catalogue_name("mnist-train"));
+    let subset = bnood_data::load_named("mnist-train", &locator(), Some(10), 3).expect("subset");
+    assert_eq!(subset.len(), 10);
+}
