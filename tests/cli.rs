@@ -1111,6 +1111,40 @@ fn score_with_the_bn_test_gives_a_pool_verdict_and_in_pool_calibration_by_defaul
         ]),
         "--alpha 0 must lie strictly between 0 and 1",
     );
+    // Issue 27: a tiny target is printed as typed, not as 300 digits.
+    let m = model.to_str().expect("utf8");
+    let i = idx.to_str().expect("utf8");
+    let out = bnood(&[
+        "score",
+        "--model",
+        m,
+        "--test",
+        i,
+        "--detector",
+        "logp",
+        "--reference-size",
+        "100",
+        "--fpr",
+        "1e-300",
+    ]);
+    let err = assert_refused(&out, "false-positive rate 1e-300 cannot be estimated");
+    assert!(err.len() < 600, "{err}");
+    // A background model that is the scored model itself gets its own error.
+    let out = bnood(&[
+        "score",
+        "--model",
+        m,
+        "--background",
+        m,
+        "--detector",
+        "likelihood-ratio",
+        "--test",
+        i,
+        "--reference-size",
+        "100",
+    ]);
+    let err = assert_refused(&out, "the background model");
+    assert!(!err.contains("ensemble"), "{err}");
 }
 
 /// Issue 27 item 3: clap's own errors exit 1 like every refusal; a data or models folder

@@ -58,8 +58,9 @@ impl ReferenceScores {
         let n = sorted.len();
         if ((n + 1) as f64) * target_fpr < 1.0 - 1e-9 {
             return Err(DetectError::ReferenceTooSmall(format!(
-                "with {n} reference value(s) a threshold at false-positive rate {target_fpr} cannot be estimated (it needs at least {}, as a rank test would): fit on more reference images or raise the target",
-                (1.0 / target_fpr - 1.0 - 1e-9).ceil() as usize
+                "with {n} reference value(s) a threshold at false-positive rate {} cannot be estimated (it needs at least {}, as a rank test would): fit on more reference images or raise the target",
+                shown(target_fpr),
+                needed_for(target_fpr)
             )));
         }
         let pos = (1.0 - target_fpr) * (n - 1) as f64;
@@ -77,8 +78,9 @@ impl ReferenceScores {
         if k < 1.0 {
             let n = self.len();
             return Err(DetectError::ReferenceTooSmall(format!(
-                "with {n} reference values the smallest p-value is {step:.4}, above the target false-positive rate {target_fpr}: fit on more reference images (about {} or more) or raise the target",
-                (step * (n + 1) as f64 / target_fpr - 1.0).ceil() as usize
+                "with {n} reference values the smallest p-value is {step:.4}, above the target false-positive rate {}: fit on more reference images (about {} or more) or raise the target",
+                shown(target_fpr),
+                count(step * (n + 1) as f64 / target_fpr - 1.0)
             )));
         }
         Ok((k * step).min(1.0))
@@ -106,11 +108,36 @@ impl From<ReferenceScores> for Vec<f64> {
     }
 }
 
+/// `x` as typed when of ordinary size (`0.05`), in scientific notation otherwise (`1e-300`,
+/// not 300 digits).
+pub(crate) fn shown(x: f64) -> String {
+    if x == 0.0 || (1e-4..1e6).contains(&x.abs()) {
+        x.to_string()
+    } else {
+        format!("{x:e}")
+    }
+}
+
+/// `x` rounded up as a count, saturating (`1/1e-300` images is "more than usize::MAX").
+fn count(x: f64) -> String {
+    if x < usize::MAX as f64 {
+        (x.ceil() as usize).to_string()
+    } else {
+        format!("{x:e}")
+    }
+}
+
+/// Reference values a threshold at `target_fpr` needs, as text.
+fn needed_for(target_fpr: f64) -> String {
+    count(1.0 / target_fpr - 1.0 - 1e-9)
+}
+
 /// Checks a target false-positive rate: finite and in `(0, 1)`.
 pub(crate) fn check_fpr(target_fpr: f64) -> Result<()> {
     if !(target_fpr > 0.0 && target_fpr < 1.0) {
         return Err(DetectError::InvalidParameter(format!(
-            "target false-positive rate {target_fpr} must lie strictly between 0 and 1 (e.g. 0.05)"
+            "target false-positive rate {} must lie strictly between 0 and 1 (e.g. 0.05)",
+            shown(target_fpr)
         )));
     }
     Ok(())

@@ -153,6 +153,18 @@ fn loading_a_foreign_file_is_a_clear_error() {
     std::fs::write(&file, b"\x00garbage").expect("garbage");
     let err = load_detector(&file, None, &device).expect_err("garbage");
     assert!(err.to_string().contains("not JSON"), "{err}");
+    // Another layout version, or none, is named plainly (not `Some(2)`).
+    for (text, shown) in [
+        (
+            r#"{"format": "bnood-detector", "version": 2}"#,
+            "layout version 2,",
+        ),
+        (r#"{"format": "bnood-detector"}"#, "layout version (none),"),
+    ] {
+        std::fs::write(&file, text).expect("written");
+        let err = load_detector(&file, None, &device).expect_err("version");
+        assert!(err.to_string().contains(shown), "{err}");
+    }
 }
 
 #[test]

@@ -294,6 +294,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Issue 27: a FIFO (or a device) in place of a parameter file is refused without
+    /// being read: a FIFO would block, `/dev/zero` would fill memory.
+    #[test]
+    fn a_fifo_as_a_parameter_file_is_refused_without_waiting_for_a_writer() {
+        let dir = scratch("fifo");
+        let path = dir.join("m.bpk");
+        save(tiny(4), 1, 64, &path).expect("saved");
+        std::fs::remove_file(&path).expect("removed");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let e = load(&path, &Device::flex())
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_checkpoint_is_read_once_and_its_checksum_is_of_the_bytes_loaded() {
         let dir = scratch("read-once");
