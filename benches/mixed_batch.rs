@@ -33,6 +33,11 @@
 //! - `vae_train_step/<backend>/b=64`: one Adam step on 64 images (negative ELBO with one
 //!   latent sample per image), as `train_step`.
 //!
+//! PixelCNN++ groups, the same model as `models/pixelcnn-fmnist-cpu-seed0.bpk`
+//! (`PixelCnnConfig::cpu_fmnist()`, seed 0, untrained): `pixelcnn_score_mixed/<backend>/r=…`
+//! (as `score_mixed`), `pixelcnn_score_running/<backend>/b=64` and
+//! `pixelcnn_train_step/<backend>/b=64` (as `score_running` and `train_step`).
+//!
 //! Images: Fashion-MNIST (test images as the pool, train images as reference) when
 //! `BNOOD_DATA_DIR` points at the datasets, otherwise seeded random pixels (the cost does
 //! not depend on the pixel values). The model is the paper preset with seed 0 and its last
@@ -49,7 +54,9 @@ use std::time::Duration;
 
 use bnood::data::{Dataset, ImageSet, Locator, Split};
 use bnood::detect::{BnTest, BnTestParams, Fit};
-use bnood::models::{LikelihoodModel, RealNvp, RealNvpConfig, StatsMode, Vae, VaeConfig};
+use bnood::models::{
+    LikelihoodModel, PixelCnn, PixelCnnConfig, RealNvp, RealNvpConfig, StatsMode, Vae, VaeConfig,
+};
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, GradientsParams};
@@ -95,6 +102,14 @@ fn paper_model(device: &Device) -> RealNvp {
 /// The Fashion-MNIST VAE of the shipped checkpoint (`cpu` preset, K = 16), seed 0.
 fn vae_model(device: &Device) -> Vae {
     VaeConfig::cpu_fmnist()
+        .init(device)
+        .expect("the cpu preset is a valid configuration")
+}
+
+/// The PixelCNN++ of the shipped `pixelcnn-fmnist` (`cpu` preset: 16 filters, ≈149k
+/// parameters), seed 0, untrained (the cost does not depend on the weights).
+fn pixelcnn_model(device: &Device) -> PixelCnn {
+    PixelCnnConfig::cpu_fmnist()
         .init(device)
         .expect("the cpu preset is a valid configuration")
 }
@@ -161,12 +176,27 @@ fn configure(
 
 /// `score_mixed/<backend>/r=…`: one mixed batch per iteration through `BnTest::statistic`.
 fn score_mixed(c: &mut Criterion) {
+    bench_score_mixed(c, "score_mixed", paper_model);
+}
+
+/// `pixelcnn_score_mixed/<backend>/r=…`: the same for the PixelCNN++ `cpu` preset.
+fn pixelcnn_score_mixed(c: &mut Criterion) {
+    bench_score_mixed(c, "pixelcnn_score_mixed", pixelcnn_model);
+}
+
+/// `<group>/<backend>/r=…`: two mixed batches per iteration through `BnTest::statistic`,
+/// for the model `init` builds.
+fn bench_score_mixed<M: LikelihoodModel + Clone>(
+    c: &mut Criterion,
+    group_name: &str,
+    init: fn(&Device) -> M,
+) {
     let (test, reference) = image_sets();
     for (name, device) in backends() {
         // Built on first use, so that a filtered-out backend costs nothing.
         let detector = OnceCell::new();
         let fitted = || {
-            let model = paper_model(&device);
+            let model = init(&device);
             let detector = BnTest::new(model, &device, BnTestParams::new().batch_size(BATCH))
                 .expect("paper parameters are valid");
             // Fitting scores the held-out half of the reference set at both ratios; the
@@ -176,7 +206,7 @@ fn score_mixed(c: &mut Criterion) {
             let fit_set = reference.head(128).expect("128 reference images");
             detector.fit(&fit_set).expect("fit runs")
         };
-        let mut group = configure(c, format!("score_mixed/{name}"));
+        let mut group = configure(c, format!("{group_name}/{name}"));
         for r in RATIOS {
             let m = (r * BATCH as f64).round() as usize;
             let pool = test.head(POOL_BATCHES * m).expect("enough test images");
@@ -192,22 +222,22 @@ fn score_mixed(c: &mut Criterion) {
 
 /// `score_running/<backend>/b=64`: running-statistics `log_prob` of one batch.
 fn score_running(c: &mut Criterion) {
-    let (test, _) = image_sets();
-    for (name, device) in backends() {
-        let mut group = configure(c, format!("score_running/{name}"));
-        group.throughput(Throughput::Elements(BATCH as u64));
-        group.bench_function(format!("b={BATCH}"), |b| {
-            let model = paper_model(&device);
-            let x = batch(&test, BATCH, &device);
-            b.iter(|| {
-                let lp = model
-                    .log_prob(x.clone(), &StatsMode::Running)
-                    .expect("scoring runs");
-                black_box(lp.into_data())
-            })
-        });
-        group.finish();
-    }
+    bench_score(c, "score_running", paper_model, StatsMode::Running);
+}
+
+/// `pixelcnn_score_running/<backend>/b=64`: the same for the PixelCNN++ `cpu` preset.
+fn pixelcnn_score_running(c: &mut Criterion) {
+    bench_score(
+        c,
+        "pixelcnn_score_running",
+        pixelcnn_model,
+        StatsMode::Running,
+    );
+}
+
+/// `pixelcnn_train_step/<backend>/b=64`: one Adam step of the PixelCNN++ `cpu` preset.
+fn pixelcnn_train_step(c: &mut Criterion) {
+    bench_train_step(c, "pixelcnn_train_step", pixelcnn_model);
 }
 
 /// `train_step/<backend>/b=64`: one Adam step, as in `bnood_models::train::train`.
@@ -263,23 +293,28 @@ fn bench_train_step<M: Module + LikelihoodModel>(
 
 /// `vae_score_batch/<backend>/b=64`: VAE `log_prob` (K = 16) of one batch in `Batch` mode.
 fn vae_score_batch(c: &mut Criterion) {
-    bench_vae_score(c, "vae_score_batch", StatsMode::Batch);
+    bench_score(c, "vae_score_batch", vae_model, StatsMode::Batch);
 }
 
 /// `vae_score_running/<backend>/b=64`: VAE `log_prob` (K = 16) with running statistics.
 fn vae_score_running(c: &mut Criterion) {
-    bench_vae_score(c, "vae_score_running", StatsMode::Running);
+    bench_score(c, "vae_score_running", vae_model, StatsMode::Running);
 }
 
-/// `<group>/<backend>/b=64`: VAE `log_prob` of 64 test images in `mode` (no autodiff),
-/// read back to the host.
-fn bench_vae_score(c: &mut Criterion, group_name: &str, mode: StatsMode) {
+/// `<group>/<backend>/b=64`: `log_prob` of 64 test images in `mode` (no autodiff) by the
+/// model `init` builds, read back to the host.
+fn bench_score<M: LikelihoodModel>(
+    c: &mut Criterion,
+    group_name: &str,
+    init: fn(&Device) -> M,
+    mode: StatsMode,
+) {
     let (test, _) = image_sets();
     for (name, device) in backends() {
         let mut group = configure(c, format!("{group_name}/{name}"));
         group.throughput(Throughput::Elements(BATCH as u64));
         group.bench_function(format!("b={BATCH}"), |b| {
-            let model = vae_model(&device);
+            let model = init(&device);
             let x = batch(&test, BATCH, &device);
             b.iter(|| {
                 let lp = model.log_prob(x.clone(), &mode).expect("scoring runs");
@@ -295,7 +330,7 @@ criterion_group! {
     // No plots: criterion's plotters backend needs system fonts that servers often lack.
     config = Criterion::default().without_plots();
     targets = score_mixed, score_running, train_step, vae_score_batch, vae_score_running,
-        vae_train_step
+        vae_train_step, pixelcnn_score_mixed, pixelcnn_score_running, pixelcnn_train_step
 }
 fn main() {
     // As the `bnood` binary does: glibc keeps freed tensor buffers for reuse
