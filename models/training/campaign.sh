@@ -23,6 +23,7 @@ mkdir -p runs/snapshots
 JOBS=(
   "realnvp-fmnist-paper-seed0|2.97|--model realnvp --preset paper --seed 0 --epochs 100 --eval-images 2000 --stop-when-flat 0.005 --flat-epochs 3 --lr-halvings 1"
   "pixelcnn-fmnist-cpu-seed0|-|--model pixelcnn --preset cpu --seed 0 --epochs 2 --eval-images 1000"
+  "pixelcnn-mnist-cpu-seed0|-|--model pixelcnn --preset cpu --seed 0 --epochs 2 --dataset mnist-train"
   "vae-fmnist-paper-seed0|3.24|--model vae --preset paper --seed 0 --epochs 100 --eval-images 500 --eval-every 1874 --stop-when-flat 0.005 --flat-epochs 3 --lr-halvings 1"
   "realnvp-fmnist-paper-seed1|-|--model realnvp --preset paper --seed 1 --epochs 10 --eval-images 2000"
   "realnvp-fmnist-paper-seed2|-|--model realnvp --preset paper --seed 2 --epochs 10 --eval-images 2000"
