@@ -157,13 +157,17 @@ impl Scored {
         let (v, alpha) = self.pool?;
         let ood = v.is_ood(alpha);
         Some(format!(
-            "pool verdict: {} (p = {:.3e} {} α = {alpha}; two-sided Mann–Whitney U of the {} test images' Δ against {} held-out reference images scored in the same mixed batches; AUROC {:.3})",
+            "pool verdict: {} (p = {} {} α = {alpha}; two-sided Mann–Whitney U of the {} test images' Δ against {} held-out reference images scored in the same mixed batches; AUROC {:.3})",
             if ood {
                 "out of distribution"
             } else {
                 "not shown to be out of distribution"
             },
-            v.p_value,
+            if v.p_value >= 1e-3 {
+                format!("{:.3}", v.p_value)
+            } else {
+                format!("{:.2e}", v.p_value)
+            },
             if ood { "≤" } else { ">" },
             v.pool_size,
             v.reference_size,
