@@ -35,7 +35,7 @@ pub struct FitArgs {
     /// Background model for --detector likelihood-ratio: trained with `bnood train --background-mutation` (file or shipped name).
     #[arg(long)]
     pub background: Option<PathBuf>,
-    /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / PNG folder.
+    /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / folder of PNG or JPEG images.
     #[arg(long, default_value = "fmnist-train")]
     pub reference: String,
     /// Reference images drawn at random (default 1000; all if fewer).
@@ -93,7 +93,7 @@ pub struct ScoreArgs {
     /// A detector saved by `bnood fit`, used instead of fitting one (its models are checked).
     #[arg(long)]
     pub detector_file: Option<PathBuf>,
-    /// Test set: a catalogue name (fmnist, mnist, kmnist, omniglot, rotation) or an IDX file / PNG folder.
+    /// Test set: a catalogue name (fmnist, mnist, kmnist, omniglot, rotation) or an IDX file / folder of PNG or JPEG images.
     #[arg(long)]
     pub test: String,
     /// Score only a random subset of this many test images.

@@ -37,7 +37,7 @@ pub struct MonitorArgs {
     /// Trained model: a checkpoint file (`.bpk` with its `.json` sidecar) or a shipped model's name (`bnood models list`).
     #[arg(long)]
     pub model: PathBuf,
-    /// The stream: a catalogue name (fmnist, mnist, kmnist, omniglot, rotation), an IDX file or a PNG folder; with --follow a folder that receives PNG files. With --study: the in-distribution pool.
+    /// The stream: a catalogue name (fmnist, mnist, kmnist, omniglot, rotation), an IDX file or a folder of PNG or JPEG images; with --follow a folder that receives image files. With --study: the in-distribution pool.
     #[arg(long)]
     pub input: String,
     /// Inputs per window M (with --study: several, e.g. 16,64,256).
@@ -57,7 +57,7 @@ pub struct MonitorArgs {
     /// Monte Carlo null windows K drawn from the reference set (p-values are multiples of 1/(K+1)).
     #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
     pub null_windows: usize,
-    /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / PNG folder.
+    /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / folder of PNG or JPEG images.
     #[arg(long, default_value = "fmnist-train")]
     pub reference: String,
     /// Reference images drawn at random (all if fewer); keep the calibration part (this minus --comparison-size) at 10·M or more.

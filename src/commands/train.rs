@@ -24,7 +24,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     /// The model kind and its preset.
     pub model: ModelPreset,
-    /// Training set: fmnist-train, or a path to an IDX file / PNG folder.
+    /// Training set: fmnist-train, mnist-train, or a path to an IDX file / folder of PNG or JPEG images.
     #[arg(long, default_value = "fmnist-train")]
     pub dataset: String,
     #[command(flatten)]

@@ -95,10 +95,11 @@ impl ImageSet {
         Self::new(name, array.data, shape, None)
     }
 
-    /// Reads every `*.png` file directly inside `dir` (not recursive; the extension is
-    /// compared case-insensitively; other files are ignored) into an unlabelled set
-    /// `[N, C, H, W]`, ordered by file name (byte order), so the order is the same on every
-    /// machine.
+    /// Reads every `*.png`, `*.jpg` and `*.jpeg` file directly inside `dir` (not recursive;
+    /// the extension is compared case-insensitively; other files are ignored) into an
+    /// unlabelled set `[N, C, H, W]`, ordered by file name (byte order), so the order is the
+    /// same on every machine. JPEG files: grayscale → `C = 1`, colour → RGB `C = 3`
+    /// (decoded by `zune-jpeg`, at most 4096×4096, files of at most 64 MB).
     ///
     /// Channels: 8-bit grayscale → `C = 1`, 8-bit RGB → `C = 3`. Lower bit depths are
     /// scaled up to 8 bits. Palette images are expanded: to `C = 1` if every palette entry
@@ -123,7 +124,7 @@ impl ImageSet {
         if files.is_empty() {
             return Err(DataError::user_images(
                 dir,
-                "the folder holds no .png files; put the images there as PNG files, or pass an IDX file instead",
+                "the folder holds no .png, .jpg or .jpeg files; put the images there as PNG or JPEG files, or pass an IDX file instead",
             ));
         }
         Self::from_png_files(&files, name, expected)
@@ -371,7 +372,15 @@ pub fn png_file_names(dir: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The `*.png` files directly inside `dir`, sorted by file name (byte order).
+/// Whether `path` has an extension bnood reads images from: `png`, `jpg`, `jpeg` (any case).
+pub fn is_image_file_name(path: &Path) -> bool {
+    ["png", "jpg", "jpeg"]
+        .iter()
+        .any(|ext| has_extension(path, ext))
+}
+
+/// The image files (`*.png`, `*.jpg`, `*.jpeg`) directly inside `dir`, sorted by file name
+/// (byte order).
 fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
     let mut files: Vec<(OsString, PathBuf)> = Vec::new();
@@ -384,7 +393,7 @@ fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .file_type()
             .is_ok_and(|t| t.is_file() || t.is_symlink())
             && !path.is_dir();
-        if has_extension(&path, "png") && is_file {
+        if is_image_file_name(&path) && is_file {
             let file_name = path.file_name().unwrap_or_default().to_owned();
             files.push((file_name, path));
         }
@@ -407,8 +416,82 @@ pub(crate) struct PngImage {
 /// Decodes one PNG file into 8-bit `[C, H, W]` pixels, after `check` accepted the shape
 /// `[C, H, W]` its header promises (and the image is at most [`MAX_IMAGE_PIXELS`]).
 fn read_png(path: &Path, check: impl Fn([usize; 3]) -> Result<()>) -> Result<PngImage> {
+    if has_extension(path, "jpg") || has_extension(path, "jpeg") {
+        return read_jpeg(path, check);
+    }
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     decode_png(BufReader::new(file), path, check)
+}
+
+/// The largest JPEG file read, in bytes: far above any image of [`MAX_IMAGE_PIXELS`] at a
+/// sane quality, far below what would exhaust memory.
+const MAX_JPEG_BYTES: u64 = 64 << 20;
+
+/// Reads an 8-bit JPEG (baseline or progressive) as `[C, H, W]`: a grayscale JPEG as
+/// `C = 1`, a colour one (YCbCr, RGB, CMYK) as RGB, `C = 3`. The header is checked (size,
+/// then `check` with the shape) before the pixels are decoded; the decoder refuses images
+/// wider or higher than 4096 pixels itself.
+fn read_jpeg(path: &Path, check: impl Fn([usize; 3]) -> Result<()>) -> Result<PngImage> {
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if !meta.is_file() || meta.len() > MAX_JPEG_BYTES {
+        return Err(DataError::user_images(
+            path,
+            format!(
+                "it is not a regular file of at most {MAX_JPEG_BYTES} bytes; re-export it or remove it from the folder"
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let corrupt = |e: String| {
+        DataError::user_images(
+            path,
+            format!("not a readable JPEG file ({e}); re-export it or remove it from the folder"),
+        )
+    };
+    let options = DecoderOptions::default()
+        .set_max_width(4096)
+        .set_max_height(4096);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(&bytes[..]),
+        options,
+    );
+    decoder
+        .decode_headers()
+        .map_err(|e| corrupt(format!("{e:?}")))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| corrupt("no image header".into()))?;
+    let (width, height) = (usize::from(info.width), usize::from(info.height));
+    if width.saturating_mul(height) > MAX_IMAGE_PIXELS {
+        return Err(DataError::user_images(
+            path,
+            format!(
+                "its header says {width}×{height} pixels, more than bnood reads ({MAX_IMAGE_PIXELS} pixels, 4096×4096): resize it"
+            ),
+        ));
+    }
+    let gray = decoder.input_colorspace() == Some(ColorSpace::Luma);
+    let channels = if gray { 1 } else { 3 };
+    check([channels, height, width])?;
+    decoder.set_options(options.jpeg_set_out_colorspace(if gray {
+        ColorSpace::Luma
+    } else {
+        ColorSpace::RGB
+    }));
+    let interleaved = decoder.decode().map_err(|e| corrupt(format!("{e:?}")))?;
+    if interleaved.len() != channels * width * height {
+        return Err(corrupt(format!(
+            "it decoded to {} samples, not {channels}×{height}×{width}",
+            interleaved.len()
+        )));
+    }
+    Ok(PngImage {
+        shape: [channels, height, width],
+        pixels: planar(&interleaved, channels, channels),
+    })
 }
 
 /// [`read_png`] on any reader (`path` names it in errors).

@@ -172,6 +172,37 @@ fn png_folders_of_arbitrary_bytes_never_panic() {
     }
 }
 
+/// Issue 31: JPEG folders of random bytes, a JPEG marker then random bytes, or a mutated
+/// valid JPEG (the fixtures) give a set or an error, never a panic.
+#[test]
+fn jpeg_folders_of_arbitrary_bytes_never_panic() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg");
+    let valid: Vec<Vec<u8>> = ["gray-a.jpg", "rgb.jpg"]
+        .iter()
+        .map(|f| std::fs::read(fixtures.join(f)).expect("fixture"))
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for case in 0..CASES {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bytes = match case % 4 {
+            0 => random_bytes(&mut rng, 300),
+            1 => {
+                let mut b = vec![0xFF, 0xD8, 0xFF];
+                b.extend(random_bytes(&mut rng, 200));
+                b
+            }
+            n => mutate(&mut rng, &valid[n - 2]),
+        };
+        std::fs::write(dir.path().join("a.jpg"), &bytes).expect("written");
+        let result = no_panic("ImageSet::from_png_dir (JPEG)", case, &bytes, || {
+            ImageSet::from_png_dir(dir.path(), "case")
+        });
+        if let Ok(set) = result {
+            assert!(set.len() == 1, "case {case}");
+        }
+    }
+}
+
 #[test]
 fn the_mat_decoder_never_panics_on_damaged_files() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");

@@ -261,16 +261,16 @@ fn gray_and_rgb_pngs_cannot_be_mixed() {
 fn an_empty_folder_is_rejected_naming_it() {
     let dir = tmp();
     let msg = user_error(ImageSet::from_png_dir(dir.path(), "x"), dir.path());
-    assert!(msg.contains("no .png files"), "{msg}");
+    assert!(msg.contains("no .png, .jpg or .jpeg files"), "{msg}");
 }
 
 #[test]
-fn a_folder_without_pngs_is_rejected_like_an_empty_one() {
+fn a_folder_without_png_or_jpeg_files_is_rejected_like_an_empty_one() {
     let dir = tmp();
     write(&dir.path().join("readme.txt"), b"not an image");
-    write(&dir.path().join("photo.jpg"), &[0xFF, 0xD8, 0xFF]);
+    write(&dir.path().join("photo.bmp"), b"BM");
     let msg = user_error(ImageSet::from_png_dir(dir.path(), "x"), dir.path());
-    assert!(msg.contains("no .png files"), "{msg}");
+    assert!(msg.contains("no .png, .jpg or .jpeg files"), "{msg}");
 }
 
 #[test]
@@ -421,4 +421,81 @@ fn from_path_on_a_missing_path_is_an_io_error_naming_it() {
     let err = ImageSet::from_path(&missing, "x").expect_err("missing");
     assert!(matches!(err, DataError::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("nope"), "{err}");
+}
+
+/// The JPEG fixtures (`tests/fixtures/jpeg`, written by Pillow at quality 95) and the pixels
+/// Pillow (libjpeg) decodes from them, interleaved `[H, W, C]`.
+fn jpeg_fixture(name: &str) -> (Vec<u8>, Vec<u8>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg");
+    let decoded = std::fs::read_to_string(dir.join("pillow-decoded.json")).expect("fixture");
+    // {"<file>": {"mode", "size", "pixels": [..]}, ...}: pick the file's pixel list.
+    let start = decoded.find(&format!("\"{name}\"")).expect("fixture entry");
+    let list = &decoded[start..];
+    let open = list.find("\"pixels\": [").expect("pixels") + "\"pixels\": [".len();
+    let close = list[open..].find(']').expect("end of pixels") + open;
+    let pixels = list[open..close]
+        .split(',')
+        .map(|v| v.trim().parse::<u8>().expect("a pixel"))
+        .collect();
+    (std::fs::read(dir.join(name)).expect("fixture"), pixels)
+}
+
+/// Issue 31: a folder of JPEG files (`.jpg`, `.jpeg`, any case) loads like a PNG folder:
+/// grayscale JPEGs as one channel, colour ones as RGB `[3, H, W]`, pixels within JPEG
+/// decoders' rounding of libjpeg's (±3: the IDCT and the chroma upsampling round
+/// differently; measured 3 at most on the RGB fixture), files in name order; a broken JPEG
+/// names itself.
+#[test]
+fn a_folder_of_jpeg_files_loads_gray_as_one_channel_and_colour_as_rgb() {
+    let dir = tmp();
+    let (a, a_pixels) = jpeg_fixture("gray-a.jpg");
+    let (b, b_pixels) = jpeg_fixture("gray-b.JPEG");
+    write(&dir.path().join("1.jpg"), &a);
+    write(&dir.path().join("2.JPEG"), &b);
+    let set = ImageSet::from_png_dir(dir.path(), "mine").expect("a JPEG folder");
+    assert_eq!(set.shape(), [2, 1, 10, 12]);
+    let close = |got: &[u8], want: &[u8]| {
+        got.len() == want.len()
+            && got
+                .iter()
+                .zip(want)
+                .all(|(&g, &w)| (i16::from(g) - i16::from(w)).abs() <= 3)
+    };
+    assert!(close(set.image(0).expect("image"), &a_pixels));
+    assert!(close(set.image(1).expect("image"), &b_pixels));
+
+    let colour = tmp();
+    let (rgb, rgb_pixels) = jpeg_fixture("rgb.jpg");
+    write(&colour.path().join("c.jpeg"), &rgb);
+    let set = ImageSet::from_png_dir(colour.path(), "colour").expect("an RGB JPEG");
+    assert_eq!(set.shape(), [1, 3, 10, 12]);
+    let planar: Vec<u8> = (0..3)
+        .flat_map(|c| {
+            rgb_pixels
+                .iter()
+                .skip(c)
+                .step_by(3)
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let max_diff = set
+        .image(0)
+        .expect("image")
+        .iter()
+        .zip(&planar)
+        .map(|(&g, &w)| (i16::from(g) - i16::from(w)).abs())
+        .max();
+    println!("RGB: largest difference to libjpeg {max_diff:?}");
+    assert!(close(set.image(0).expect("image"), &planar));
+
+    // A colour JPEG among gray ones is refused naming both files.
+    write(&dir.path().join("3.jpg"), &rgb);
+    let e = ImageSet::from_png_dir(dir.path(), "mixed").expect_err("mixed shapes");
+    assert!(matches!(e, DataError::ImageShapeMismatch { .. }), "{e}");
+    // A broken JPEG is an error naming it, not a panic.
+    std::fs::remove_file(dir.path().join("3.jpg")).expect("removed");
+    write(&dir.path().join("0.jpg"), &a[..a.len() / 2]);
+    let e = ImageSet::from_png_dir(dir.path(), "broken").expect_err("truncated");
+    assert!(e.to_string().contains("0.jpg"), "{e}");
 }
