@@ -297,8 +297,7 @@ impl<'e, 'a, M: Trainable> Observer<'e, 'a, M> {
     fn record_start(
         &mut self,
         model: &M,
-        start_step: usize,
-        eval_every: usize,
+        (start_step, eval_every): (usize, usize),
         steps_per_epoch: usize,
         lr: f64,
         seconds: f64,
@@ -481,28 +480,11 @@ pub fn train_observed<M: Trainable>(
 
     let mut optim = optimizer(cfg)?;
     // Before any work: the output folder must be writable, and no other run may write here.
-    let _lock = cfg
-        .checkpoint
-        .as_deref()
-        .map(|path| {
-            let lock = checkpoint::lock_for_writing(path)?;
-            checkpoint::complete_or_discard(path)?;
-            Ok::<_, ModelError>(lock)
-        })
-        .transpose()?;
+    let _lock = lock_checkpoint(cfg)?;
     let mut model = model.fork(device).train();
     let mut start_step = 0;
     if let Some(path) = cfg.checkpoint.as_ref().filter(|p| cfg.resume && p.exists()) {
-        (model, optim, start_step) = resume(model, optim, path, cfg, device)?;
-        // At its last step the run is finished (budget spent, nothing written); past it,
-        // the budget cannot be what was meant (budgets count from step 0, not from the
-        // checkpoint).
-        if start_step > end {
-            return Err(ModelError::Training(format!(
-                "{} is already at step {start_step}, past this run's last step {end} (budgets count from step 0, not from the checkpoint): nothing to train; raise the step or epoch budget above {start_step} to continue it",
-                path.display()
-            )));
-        }
+        (model, optim, start_step) = resume(model, optim, path, cfg, end, device)?;
     }
     let mut observer = Observer::open(evaluator, cfg, start_step)?;
     let train_seconds = observer
@@ -522,8 +504,7 @@ pub fn train_observed<M: Trainable>(
         );
         o.record_start(
             &model,
-            start_step,
-            cfg.eval_every,
+            (start_step, cfg.eval_every),
             steps_per_epoch,
             lr,
             train_seconds,
@@ -591,17 +572,44 @@ pub fn train_observed<M: Trainable>(
     Ok((model, report))
 }
 
+/// Before any work: the output folder must be writable, and no other run may write into
+/// the checkpoint (its lock is held until the returned value is dropped); a save
+/// interrupted earlier is completed or discarded.
+fn lock_checkpoint(cfg: &TrainConfig) -> Result<Option<checkpoint::CheckpointLock>, ModelError> {
+    cfg.checkpoint
+        .as_deref()
+        .map(|path| {
+            let lock = checkpoint::lock_for_writing(path)?;
+            checkpoint::complete_or_discard(path)?;
+            Ok(lock)
+        })
+        .transpose()
+}
+
 /// Restores the training state saved at `path` (parameters, Adam's state, step) into
 /// `model` and `optim`; returns them with the step to continue from.
+///
+/// # Errors
+/// As [`checkpoint::CheckpointFile::read`]; [`ModelError::Training`] when the checkpoint is
+/// past this run's last step `end` (at exactly `end` the run is finished: budget spent,
+/// nothing written; past it the budget cannot be what was meant, as budgets count from
+/// step 0, not from the checkpoint) or was trained with another background mutation rate.
 fn resume<M: Trainable>(
     model: M,
     optim: burn::optim::ModuleOptimizer,
     path: &std::path::Path,
     cfg: &TrainConfig,
+    end: usize,
     device: &Device,
 ) -> Result<(M, burn::optim::ModuleOptimizer, usize), ModelError> {
     let file = checkpoint::CheckpointFile::read(path)?;
     let step = file.meta().step;
+    if step > end {
+        return Err(ModelError::Training(format!(
+            "{} is already at step {step}, past this run's last step {end} (budgets count from step 0, not from the checkpoint): nothing to train; raise the step or epoch budget above {step} to continue it",
+            path.display()
+        )));
+    }
     let saved = file.meta().background_mutation;
     if saved != cfg.background_mutation {
         let rate = |r: Option<f64>| r.map_or("none (clean images)".to_string(), |r| r.to_string());

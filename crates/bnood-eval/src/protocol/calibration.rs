@@ -270,6 +270,26 @@ pub fn calibration<M: LikelihoodModel + Clone + 'static>(
             }
         }
     }
+    rows_of(
+        specs,
+        &counts,
+        &units,
+        (pool_sizes, fprs),
+        seeds_n,
+        reference_size,
+    )
+}
+
+/// The study's rows from its counts `counts[spec][pool][fpr]`: one per detector, pool size
+/// and target, with both intervals and the pool verdicts' count.
+fn rows_of(
+    specs: &[DetectorSpec],
+    counts: &[Vec<Vec<FlagCount>>],
+    units: &[DecisionUnit],
+    (pool_sizes, fprs): (&[usize], &[f64]),
+    seeds_n: usize,
+    reference_size: usize,
+) -> Result<Vec<CalibrationRow>> {
     let mut rows = Vec::new();
     for (si, spec) in specs.iter().enumerate() {
         // The BN test and DoSE calibrate on the held-out part of the reference set.
