@@ -278,17 +278,7 @@ impl FitArgs {
         let members = models.len() - usize::from(self.background.is_some());
         AnyModel::check_ensemble(&paths[..members], &models[..members])?;
         if self.background.is_some() {
-            let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-                (Ok(x), Ok(y)) => x == y,
-                _ => a == b,
-            };
-            if let Some(twin) = paths[..members].iter().find(|p| same(p, paths[members])) {
-                return Err(Error::Invalid(format!(
-                    "the background model {} is also the scored model ({}): train a background model with `bnood train --background-mutation 0.2` and pass it with --background",
-                    paths[members].display(),
-                    twin.display()
-                )));
-            }
+            AnyModel::check_background(&paths[..members], paths[members])?;
         }
         if self.vae_samples.is_some() && models.iter().all(|m| m.config().iw_samples().is_none()) {
             notify(Notice::Warning(format!(

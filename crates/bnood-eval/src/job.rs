@@ -81,7 +81,8 @@ impl ModelEntry<bnood_models::AnyModel> {
     /// `bnood train --background-mutation`) for the likelihood ratio.
     ///
     /// # Errors
-    /// Model loading errors; [`EvalError::InvalidSetting`] when it is one of the members.
+    /// Model loading errors, and a model error when it is one of the members
+    /// ([`AnyModel::check_background`](bnood_models::AnyModel::check_background)).
     pub fn with_background(
         mut self,
         spec: &str,
@@ -89,15 +90,10 @@ impl ModelEntry<bnood_models::AnyModel> {
         device: &Device,
     ) -> Result<Self> {
         let source = models_dir.source(spec)?;
-        let file = source.path.display().to_string();
-        if self.files.contains(&file) {
-            return Err(EvalError::InvalidSetting(format!(
-                "the background model {file} is also a member of `{}`: train a background model with `bnood train --background-mutation 0.2`",
-                self.name
-            )));
-        }
+        let members: Vec<&Path> = self.files.iter().map(Path::new).collect();
+        bnood_models::AnyModel::check_background(&members, &source.path)?;
         self.background = Some(source.load(device, None)?.model);
-        self.files.push(file);
+        self.files.push(source.path.display().to_string());
         Ok(self)
     }
 }

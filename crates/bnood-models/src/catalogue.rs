@@ -247,6 +247,14 @@ impl ModelPreset {
     }
 }
 
+/// Whether `a` and `b` name the same file (compared resolved when both exist).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 /// A model of any kind of the zoo. It is a burn [`Module`] and implements
 /// [`LikelihoodModel`] and [`Trainable`](crate::Trainable) itself, so callers
 /// train, save, load and score it without matching on the kind.
@@ -319,10 +327,6 @@ impl AnyModel {
     /// # Errors
     /// [`ModelError::Ensemble`] naming the repeated file or the odd member.
     pub fn check_ensemble(files: &[&Path], members: &[AnyModel]) -> Result<(), ModelError> {
-        let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-            (Ok(x), Ok(y)) => x == y,
-            _ => a == b,
-        };
         for (i, (file, member)) in files.iter().zip(members).enumerate() {
             if let Some(other) = files[..i].iter().find(|o| same_file(file, o)) {
                 return Err(ModelError::Ensemble(format!(
@@ -343,6 +347,23 @@ impl AnyModel {
             }
         }
         Ok(())
+    }
+
+    /// Checks that the background model `background` of a likelihood ratio is none of the
+    /// model files `members` (the scored model and its ensemble), compared as files (`m.bpk`
+    /// and `./m.bpk` are the same).
+    ///
+    /// # Errors
+    /// [`ModelError::Ensemble`] naming both paths and how to train a background model.
+    pub fn check_background(members: &[&Path], background: &Path) -> Result<(), ModelError> {
+        match members.iter().find(|m| same_file(m, background)) {
+            Some(twin) => Err(ModelError::Ensemble(format!(
+                "the background model {} is also one of the scored models ({}): train a background model with `bnood train --background-mutation 0.2` and pass that",
+                background.display(),
+                twin.display()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The same trained model with `k` importance samples when scoring, for kinds scored
