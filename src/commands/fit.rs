@@ -119,21 +119,17 @@ pub struct ScoreArgs {
 }
 
 /// Flags of `score` that choose or fit a detector, which a saved one (`--detector-file`)
-/// has fixed: `(clap id, flag)`.
-const FITTING_FLAGS: [(&str, &str); 12] = [
-    ("detector", "--detector"),
-    ("reference", "--reference"),
-    ("reference_size", "--reference-size"),
-    ("mode", "--mode"),
-    ("batch_size", "--batch-size"),
-    ("r1", "--r1"),
-    ("r2", "--r2"),
-    ("calibration_draws", "--calibration-draws"),
-    ("bn_calibration", "--bn-calibration"),
-    ("held_out_fraction", "--held-out-fraction"),
-    ("draws", "--draws"),
-    ("seed", "--seed"),
-];
+/// has fixed, as `(clap id, --flag)`: every flag of [`FitArgs`] (detector parameters
+/// included, so a new one is covered without being listed) but the model files, which are
+/// checked against the saved detector's, and `--vae-samples`, refused with its own reason.
+fn fitting_flags() -> Vec<(String, String)> {
+    const CHECKED_ELSEWHERE: [&str; 4] = ["model", "ensemble", "background", "vae_samples"];
+    <FitArgs as Args>::augment_args(clap::Command::new("score"))
+        .get_arguments()
+        .filter(|a| !CHECKED_ELSEWHERE.contains(&a.get_id().as_str()))
+        .filter_map(|a| Some((a.get_id().to_string(), format!("--{}", a.get_long()?))))
+        .collect()
+}
 
 /// What `bnood score` produced.
 #[derive(Debug, Clone)]
@@ -366,10 +362,10 @@ impl ScoreArgs {
             check_output(out, &inputs)?;
         }
         if a.detector_file.is_some() {
-            for (id, flag) in FITTING_FLAGS {
+            for (id, flag) in fitting_flags() {
                 // --seed also draws the --test-size subset: only then does it act.
                 let acts = id == "seed" && a.test_size.is_some();
-                if !acts && a.given.iter().any(|g| g == id) {
+                if !acts && a.given.contains(&id) {
                     return Err(Error::Invalid(format!(
                         "{flag} has no effect with --detector-file: the saved detector's settings were fixed by `bnood fit`; drop {flag}, or fit a new detector with it"
                     )));
@@ -461,4 +457,28 @@ pub fn pool_decisions_notice(detector: &FittedDetector) -> Option<Notice> {
             "the BN test's pool mode with the paper's (held-out) calibration decides per pool: its per-image flags are correlated and exceed --fpr on average (8.3 % at 5 % on clean pools of 250); for per-image flags at --fpr pass --bn-calibration in-pool, --mode per-input or a per-input detector (docs/results.md, \"Calibration\")".into(),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_a_saved_detector_fixed_are_every_detector_flag_but_the_models() {
+        let flags: Vec<String> = fitting_flags().into_iter().map(|(_, f)| f).collect();
+        for fixed in [
+            "--detector",
+            "--reference",
+            "--reference-size",
+            "--r1",
+            "--bn-calibration",
+            "--held-out-fraction",
+            "--seed",
+        ] {
+            assert!(flags.iter().any(|f| f == fixed), "{fixed}: {flags:?}");
+        }
+        for checked in ["--model", "--ensemble", "--background", "--vae-samples"] {
+            assert!(!flags.iter().any(|f| f == checked), "{checked}: {flags:?}");
+        }
+    }
 }
