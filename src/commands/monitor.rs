@@ -242,10 +242,18 @@ impl MonitorArgs {
             Some(load_stream(a, test.params().window(), ctx, shape, notify)?)
         };
         test.fit(&reference)?;
-        let mut sink = Sink::open(a, stdout)?;
         match stream {
-            None => follow(a, &test, shape, &mut sink, ctx.progress, notify),
-            Some(input) => stream_file(a, &test, input, ctx.progress, &mut sink, notify),
+            None => {
+                let state = FollowState::open(a)?;
+                // Rows of a resumed run go after the earlier runs' rows in --out.
+                let resume = state.windows > 0 && a.out.as_ref().is_some_and(|o| o.is_file());
+                let mut sink = Sink::open(a, stdout, resume)?;
+                follow(a, &test, shape, state, &mut sink, ctx.progress, notify)
+            }
+            Some(input) => {
+                let mut sink = Sink::open(a, stdout, false)?;
+                stream_file(a, &test, input, ctx.progress, &mut sink, notify)
+            }
         }
     }
 }
@@ -278,12 +286,9 @@ struct Sink<'w> {
 }
 
 impl<'w> Sink<'w> {
-    fn open(a: &MonitorArgs, stdout: &'w mut dyn Write) -> Result<Self> {
-        // `--follow` resuming an earlier run appends its rows to that run's.
-        let resume = a.follow
-            && a.out
-                .as_ref()
-                .is_some_and(|o| o.is_file() && follow_state_path(o).is_file());
+    /// Opens `--out` (appending after an earlier run's rows when `resume`; the header is
+    /// then already there), or else takes `stdout`.
+    fn open(a: &MonitorArgs, stdout: &'w mut dyn Write, resume: bool) -> Result<Self> {
         let out: Box<dyn Write + 'w> = match &a.out {
             Some(path) => {
                 let file = if resume {
@@ -497,13 +502,13 @@ fn follow(
     a: &MonitorArgs,
     test: &WindowTest<AnyModel>,
     shape: [usize; 3],
+    state: FollowState,
     sink: &mut Sink<'_>,
     progress: bool,
     notify: Notify<'_>,
 ) -> Result<()> {
     let dir = Path::new(&a.input);
     let m = test.params().window();
-    let state = FollowState::open(a)?;
     let mut seen: BTreeSet<String> = state.taken.iter().cloned().collect();
     let mut pending: Vec<String> = Vec::new();
     // Decoded images waiting for their window: (file name, pixels).
