@@ -62,14 +62,8 @@ impl Kde {
         }
         let mean = points.iter().sum::<f64>() / n as f64;
         let sd = (points.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
-        let mut sorted = points.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let quantile = |q: f64| {
-            let pos = q * (n - 1) as f64;
-            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-            sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-        };
-        let iqr = quantile(0.75) - quantile(0.25);
+        let sorted = ReferenceScores::new(points);
+        let iqr = sorted.quantile(0.75) - sorted.quantile(0.25);
         let spread = match (sd > 0.0, iqr > 0.0) {
             (true, true) => sd.min(iqr / 1.34),
             (true, false) => sd,
@@ -157,6 +151,19 @@ impl<M: LikelihoodModel> Dose<M> {
     }
 }
 
+/// `−Σ_k ln f̂_k(t_k)` of each image under `densities`, from its statistics (`stats[k][i]`).
+fn dose_scores(densities: &[Kde], stats: &[Vec<f64>; 3]) -> Vec<f64> {
+    (0..stats[0].len())
+        .map(|i| {
+            -densities
+                .iter()
+                .zip(stats)
+                .map(|(kde, t)| kde.log_density(t[i]))
+                .sum::<f64>()
+        })
+        .collect()
+}
+
 /// DoSE fitted: the densities and the calibration part's scores.
 #[derive(Debug, Clone)]
 pub struct FittedDose<M> {
@@ -189,20 +196,6 @@ impl<M> FittedDose<M> {
     pub fn calibration_scores(&self) -> &[f64] {
         self.calibration.values()
     }
-
-    /// `−Σ_k ln f̂_k(t_k)` of each image, from its statistics (`stats[k][i]`).
-    fn scores_of(&self, stats: &[Vec<f64>; 3]) -> Vec<f64> {
-        (0..stats[0].len())
-            .map(|i| {
-                -self
-                    .densities
-                    .iter()
-                    .zip(stats)
-                    .map(|(kde, t)| kde.log_density(t[i]))
-                    .sum::<f64>()
-            })
-            .collect()
-    }
 }
 
 impl<M: LikelihoodModel + Clone> Fit for Dose<M> {
@@ -226,22 +219,20 @@ impl<M: LikelihoodModel + Clone> Fit for Dose<M> {
             .iter()
             .map(|t| Kde::fit(&fit.iter().map(|&i| t[i]).collect::<Vec<_>>()))
             .collect::<Result<Vec<_>>>()?;
-        let mut fitted = FittedDose {
-            dose: self.clone(),
-            densities,
-            calibration: ReferenceScores::new(&[]),
-        };
         let cal_stats: [Vec<f64>; 3] =
             std::array::from_fn(|k| cal.iter().map(|&i| stats[k][i]).collect());
-        let scores = fitted.scores_of(&cal_stats);
+        let scores = dose_scores(&densities, &cal_stats);
         if scores.iter().any(|s| s.is_nan()) {
             return Err(DetectError::InvalidParameter(
                 "a DoSE score of a reference image is NaN: the model gives a non-finite likelihood"
                     .into(),
             ));
         }
-        fitted.calibration = ReferenceScores::new(&scores);
-        Ok(fitted)
+        Ok(FittedDose {
+            dose: self.clone(),
+            densities,
+            calibration: ReferenceScores::new(&scores),
+        })
     }
 
     fn restore(&self, state: DoseState) -> Result<FittedDose<M>> {
@@ -278,7 +269,7 @@ impl<M: LikelihoodModel + Clone> Detector for FittedDose<M> {
     }
 
     fn score(&self, test: &ImageSet) -> Result<Scores> {
-        let scores = self.scores_of(&self.dose.statistics(test)?);
+        let scores = dose_scores(&self.densities, &self.dose.statistics(test)?);
         let n = self.calibration.len() as f64;
         let p_values = scores
             .iter()

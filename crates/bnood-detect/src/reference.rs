@@ -63,11 +63,17 @@ impl ReferenceScores {
                 needed_for(target_fpr)
             )));
         }
-        let pos = (1.0 - target_fpr) * (n - 1) as f64;
+        Ok(self.quantile(1.0 - target_fpr))
+    }
+
+    /// The `q` quantile (`0 ≤ q ≤ 1`) with linear interpolation between order statistics
+    /// (NumPy's default `method="linear"`: position `q·(n − 1)`). At least one value.
+    pub(crate) fn quantile(&self, q: f64) -> f64 {
+        let sorted = &self.0;
+        let pos = q * (sorted.len() - 1) as f64;
         let lo = pos.floor() as usize;
         let hi = pos.ceil() as usize;
-        let frac = pos - lo as f64;
-        Ok(sorted[lo] + (sorted[hi] - sorted[lo]) * frac)
+        sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
     }
 
     /// The largest p-value `step·k ≤ target_fpr` (k ≥ 1), capped at 1: the threshold of a
