@@ -54,7 +54,17 @@ pub(crate) fn gzip_failure(e: &std::io::Error) -> String {
 
 /// MD5 of `bytes` as 32 lowercase hex digits.
 pub fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
+    md5_hex_of_parts(&[bytes])
+}
+
+/// [`md5_hex`] of `parts` one after the other, without joining them in memory.
+pub fn md5_hex_of_parts(parts: &[&[u8]]) -> String {
+    let mut hasher = Md5::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

@@ -111,10 +111,7 @@ impl CheckpointFile {
     /// MD5 (hex) of the parameter file followed by the sidecar: one checksum of the pair
     /// (what a detector file records for each of its models).
     pub fn md5(&self) -> String {
-        let mut both = Vec::with_capacity(self.parameters.len() + self.sidecar.len());
-        both.extend_from_slice(&self.parameters);
-        both.extend_from_slice(&self.sidecar);
-        bnood_data::idx::md5_hex(&both)
+        bnood_data::idx::md5_hex_of_parts(&[&self.parameters, &self.sidecar])
     }
 
     /// Builds the model its sidecar describes on `device` and loads the parameters into it.
