@@ -1081,11 +1081,19 @@ fn score_with_the_bn_test_gives_a_pool_verdict_and_in_pool_calibration_by_defaul
     );
     let pool = &json["pool"];
     assert_eq!(pool["pool_size"], 60, "{pool}");
-    assert_eq!(pool["reference_size"], 150, "{pool}");
+    // One batch of the 60 images against null batches of 60 of the 300 reference images
+    // the fitted test keeps (150 mixing, 150 held out).
+    assert_eq!(
+        (pool["batches"].as_u64(), pool["batch_size"].as_u64()),
+        (Some(1), Some(60)),
+        "{pool}"
+    );
+    assert_eq!(pool["reference_size"], 300, "{pool}");
+    assert_eq!(pool["null_batches"], 200, "{pool}");
     assert_eq!(pool["alpha"], 0.01, "{pool}");
     let p = pool["p_value"].as_f64().expect("p-value");
     assert_eq!(pool["ood"], p <= 0.01, "{pool}");
-    // The paper's calibration stays selectable: no pool verdict then.
+    // The paper's calibration stays selectable, with a verdict from the mixing images.
     let out = bnood(&[
         "score",
         "--model",
@@ -1094,6 +1102,8 @@ fn score_with_the_bn_test_gives_a_pool_verdict_and_in_pool_calibration_by_defaul
         "bn",
         "--bn-calibration",
         "held-out",
+        "--pool-null-batches",
+        "20",
         "--test",
         idx.to_str().expect("utf8"),
         "--reference-size",
@@ -1104,7 +1114,7 @@ fn score_with_the_bn_test_gives_a_pool_verdict_and_in_pool_calibration_by_defaul
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert!(json.get("pool").is_none(), "{json}");
+    assert_eq!(json["pool"]["reference_size"], 150, "{json}");
     assert_refused(
         &bnood(&[
             "score", "--model", "x.bpk", "--test", "mnist", "--alpha", "0",
@@ -1368,4 +1378,151 @@ fn sample_writes_images_that_score_reads_and_a_png_grid() {
         ]),
         "temperature 0 must lie in (0, 100]",
     );
+}
+
+fn write_rgb_png(path: &Path, pixels: &[u8], h: u32, w: u32) {
+    let file = std::fs::File::create(path).expect("png file");
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()
+        .expect("header")
+        .write_image_data(pixels)
+        .expect("pixels");
+}
+
+fn sidecar(model: &Path) -> serde_json::Value {
+    let mut path = model.as_os_str().to_owned();
+    path.push(".json");
+    serde_json::from_slice(&std::fs::read(path).expect("sidecar")).expect("JSON sidecar")
+}
+
+/// Issue 31: a model takes its shape from the training images (32×32 RGB here), a folder of
+/// mixed sizes is refused naming the odd file unless `--resize` is given, the preprocessing
+/// is recorded in the checkpoint and applied to every set the model scores, a shape the
+/// model cannot take is refused with the flag that fixes it, and a resume must repeat it.
+#[test]
+fn models_take_the_shape_of_the_training_images_and_keep_their_preprocessing() {
+    let dir = scratch("own-shapes");
+    let rgb = dir.join("rgb");
+    let mixed = dir.join("mixed");
+    std::fs::create_dir_all(&rgb).expect("dir");
+    std::fs::create_dir_all(&mixed).expect("dir");
+    for (i, im) in images(70, 32 * 32 * 3, 5).iter().enumerate() {
+        write_rgb_png(&rgb.join(format!("{i:03}.png")), im, 32, 32);
+    }
+    for i in 0..64usize {
+        let side = [20u32, 24, 20, 28][i % 4];
+        let n = (side * side) as usize;
+        write_png(
+            &mixed.join(format!("{i:03}.png")),
+            &images(1, n, i as u8)[0],
+            side,
+            side,
+        );
+    }
+    let s = |p: &Path| p.to_str().expect("utf8").to_string();
+    let model = dir.join("rgb.bpk");
+    let out = bnood(&[
+        "train",
+        "--dataset",
+        &s(&rgb),
+        "--steps",
+        "1",
+        "--out",
+        &s(&model),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        sidecar(&model)["config"]["image_shape"],
+        serde_json::json!([3, 32, 32])
+    );
+    let out = bnood(&[
+        "score",
+        "--model",
+        &s(&model),
+        "--detector",
+        "logp",
+        "--reference",
+        &s(&rgb),
+        "--reference-size",
+        "60",
+        "--test",
+        &s(&rgb),
+        "--test-size",
+        "10",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        11,
+        "a header and 10 rows"
+    );
+
+    // Mixed sizes: refused with the first odd file, then trained with --resize.
+    let m2 = dir.join("gray.bpk");
+    let train_mixed = |extra: &[&str]| {
+        let mut args = vec!["train", "--model", "vae"];
+        let (d, m) = (s(&mixed), s(&m2));
+        let mut tail = vec!["--dataset", &d, "--steps", "1", "--out", &m, "-q"];
+        args.append(&mut tail);
+        args.extend_from_slice(extra);
+        bnood(&args)
+    };
+    let err = assert_refused(&train_mixed(&[]), "001.png has shape");
+    assert!(err.contains("--resize"), "{err}");
+    // 18×18 is not a multiple of 4, which the VAE needs: the error names the fix.
+    let err = assert_refused(&train_mixed(&["--resize", "18,18"]), "cannot take them");
+    assert!(err.contains("--resize 20,20"), "{err}");
+    let out = train_mixed(&["--resize", "16,16"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let meta = sidecar(&m2);
+    assert_eq!(
+        meta["config"]["image_shape"],
+        serde_json::json!([1, 16, 16])
+    );
+    assert_eq!(meta["preprocess"]["resize"], serde_json::json!([16, 16]));
+    // Scoring the 32×32 RGB folder goes through the model's resize; its colour is refused,
+    // as the model records no --grayscale.
+    let out = bnood(&[
+        "score",
+        "--model",
+        &s(&m2),
+        "--detector",
+        "logp",
+        "--reference",
+        &s(&mixed),
+        "--reference-size",
+        "10",
+        "--test",
+        &s(&rgb),
+        "-q",
+    ]);
+    assert_refused(&out, "[3, 16, 16]");
+    let out = bnood(&[
+        "score",
+        "--model",
+        &s(&m2),
+        "--detector",
+        "logp",
+        "--reference",
+        &s(&mixed),
+        "--reference-size",
+        "40",
+        "--test",
+        &s(&mixed),
+        "--test-size",
+        "4",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 5, "a header and 4 rows");
+    // A resume must repeat the preprocessing.
+    let err = assert_refused(
+        &train_mixed(&["--resize", "20,20", "--resume"]),
+        "preprocessed with `--resize 16,16`",
+    );
+    assert!(err.contains("--resize 20,20"), "{err}");
 }

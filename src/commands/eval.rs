@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::backend::Backend;
 use crate::commands::{Notice, Notify, RunContext};
-use crate::data::{Locator, load_named};
+use crate::data::{Locator, Preprocess, load_named_prepared};
 use crate::detect::{BnTestParams, DetectorArgs, DetectorKind};
 use crate::error::{Error, Result};
 use crate::eval::{
@@ -240,16 +240,21 @@ impl EvalArgs {
     }
 
     /// The contamination grid of `--contamination` (whole sets), if asked for.
-    fn contamination(&self, locator: &Locator) -> Result<Option<ContaminationSpec>> {
+    fn contamination(
+        &self,
+        locator: &Locator,
+        preprocess: &Preprocess,
+    ) -> Result<Option<ContaminationSpec>> {
         if self.contamination.is_empty() {
             return Ok(None);
         }
+        let load = |name: &str| load_named_prepared(name, locator, None, 0, preprocess, None);
         Ok(Some(ContaminationSpec {
-            inliers: load_named(&self.sets.in_set, locator, None, 0)?,
+            inliers: load(&self.sets.in_set)?.0,
             outliers: self
                 .contamination
                 .iter()
-                .map(|name| load_named(name, locator, None, 0))
+                .map(|name| load(name).map(|(set, _)| set))
                 .collect::<std::result::Result<_, _>>()?,
             fractions: self.fractions.clone(),
             pool_size: self.pool_size,
@@ -257,13 +262,18 @@ impl EvalArgs {
     }
 
     /// The calibration study of `--calibration-seeds` (whole sets), if asked for.
-    fn calibration(&self, locator: &Locator) -> Result<Option<CalibrationSpec>> {
+    fn calibration(
+        &self,
+        locator: &Locator,
+        preprocess: &Preprocess,
+    ) -> Result<Option<CalibrationSpec>> {
         if self.calibration_seeds == 0 {
             return Ok(None);
         }
+        let load = |name: &str| load_named_prepared(name, locator, None, 0, preprocess, None);
         Ok(Some(CalibrationSpec {
-            reference_source: load_named(&self.sets.reference, locator, None, 0)?,
-            inliers: load_named(&self.sets.in_set, locator, None, 0)?,
+            reference_source: load(&self.sets.reference)?.0,
+            inliers: load(&self.sets.in_set)?.0,
             pool_sizes: self.calibration_pools.clone(),
             seeds: self.calibration_seeds,
             fprs: self.calibration_fprs.clone(),
@@ -289,13 +299,15 @@ impl EvalArgs {
         let locator = ctx.locator;
         let d = &self.detector_args;
         let models = self.models(ctx, notify)?;
-        let files = models.iter().flat_map(|m| m.files.clone()).collect();
+        let files: Vec<String> = models.iter().flat_map(|m| m.files.clone()).collect();
+        let preprocess = shared_preprocess(&files)?;
         let names = SetNames {
             seed: d.seed,
+            preprocess,
             ..self.sets.clone()
         };
-        let contamination = self.contamination(locator)?;
-        let calibration = self.calibration(locator)?;
+        let contamination = self.contamination(locator, &preprocess)?;
+        let calibration = self.calibration(locator, &preprocess)?;
         let params = d.params()?;
         Ok(EvalJob {
             models,
@@ -334,4 +346,27 @@ impl EvalArgs {
             started: None,
         })
     }
+}
+
+/// The preprocessing the checkpoints `files` record, which every set of the evaluation goes
+/// through: one for all (the models compared must take the same images).
+///
+/// # Errors
+/// A sidecar cannot be read, or two models record different preprocessing.
+fn shared_preprocess(files: &[String]) -> Result<Preprocess> {
+    let mut shared: Option<(Preprocess, &str)> = None;
+    for file in files {
+        let preprocess =
+            crate::models::checkpoint::read_meta(std::path::Path::new(file))?.preprocess;
+        match shared {
+            None => shared = Some((preprocess, file)),
+            Some((first, first_file)) if first != preprocess => {
+                return Err(Error::Invalid(format!(
+                    "{first_file} was trained on images preprocessed with `{first}` but {file} with `{preprocess}`: an evaluation scores one set of images for every model, so compare models trained on the same preprocessing"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(shared.map(|(p, _)| p).unwrap_or_default())
 }

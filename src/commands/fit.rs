@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use crate::commands::paths::{catalogue_name_notice, check_output, image_origins, write_text};
 use crate::commands::{Notice, Notify, RunContext, notify_some};
-use crate::data::{load_named_indexed, seeds};
+use crate::data::{Preprocess, load_named_prepared, seeds};
 use crate::detect::{
     BnCalibration, DetectorArgs, DetectorKind, FittedDetector, LoadedDetector, ModelFile,
     PoolVerdict,
@@ -143,7 +143,7 @@ pub struct Scored {
     /// Images flagged OoD at the target false-positive rate.
     pub flagged: usize,
     /// The verdict on the test set as one pool, with the level `--alpha` it was decided at
-    /// (BN test, pool mode with in-pool calibration).
+    /// (BN test, pool mode).
     pub pool: Option<(PoolVerdict, f64)>,
 }
 
@@ -153,7 +153,7 @@ impl Scored {
         let (v, alpha) = self.pool?;
         let ood = v.is_ood(alpha);
         Some(format!(
-            "pool verdict: {} (p = {} {} α = {alpha}; two-sided Mann–Whitney U of the {} test images' Δ against {} held-out reference images scored in the same mixed batches; AUROC {:.3})",
+            "pool verdict: {} (p = {} {} α = {alpha}; BN window statistic of the {} test images in {} batch(es) of {}: {:.4} nats against {:.4} ± {:.4} per null batch of reference images, {} null batches from {} reference images)",
             if ood {
                 "out of distribution"
             } else {
@@ -166,8 +166,13 @@ impl Scored {
             },
             if ood { "≤" } else { ">" },
             v.pool_size,
+            v.batches,
+            v.batch_size,
+            v.statistic,
+            v.null_mean,
+            v.null_sd,
+            v.null_batches,
             v.reference_size,
-            v.auroc
         ))
     }
 }
@@ -296,6 +301,8 @@ impl FitArgs {
         self.check_models()?;
         let (models, files) = self.load_models(ctx.models_dir, ctx.device, notify)?;
         let shape = crate::models::LikelihoodModel::image_shape(&models[0]);
+        // The reference goes through the scored model's preprocessing, as it was trained.
+        let preprocess = files.first().map(|f| f.preprocess).unwrap_or_default();
         let mut detector = crate::detect::build(
             self.detector,
             models,
@@ -306,11 +313,12 @@ impl FitArgs {
         )?;
         let seed = seeds::derive(self.detector_args.seed, seeds::REFERENCE_SUBSET);
         notify_some(notify, catalogue_name_notice(&self.reference));
-        let reference = crate::data::load_named_expecting(
+        let (reference, _) = load_named_prepared(
             &self.reference,
             ctx.locator,
             Some(self.reference_size),
             seed,
+            &preprocess,
             Some(shape),
         )?;
         detector.set_progress(BarProgress::hook(ctx.progress));
@@ -408,13 +416,22 @@ impl ScoreArgs {
     pub fn run(&self, ctx: RunContext<'_>, notify: Notify<'_>) -> Result<Scored> {
         let a = self.checked(ctx.models_dir, notify)?;
         let saved = a.load_saved(ctx)?;
-        let shape = match (&saved, &a.fit.model) {
-            (Some(loaded), _) => loaded.models.first().map(|m| m.config.image_shape()),
-            (None, Some(model)) => Some(checkpoint::read_meta(model)?.model.image_shape()),
-            (None, None) => None,
+        // The test set goes through the model's preprocessing (its sidecar's), as it was trained.
+        let (shape, preprocess) = match (&saved, &a.fit.model) {
+            (Some(loaded), _) => loaded
+                .models
+                .first()
+                .map(|m| (Some(m.config.image_shape()), m.preprocess))
+                .unwrap_or_default(),
+            (None, Some(model)) => {
+                let meta = checkpoint::read_meta(model)?;
+                (Some(meta.model.image_shape()), meta.preprocess)
+            }
+            (None, None) => (None, Preprocess::default()),
         };
         let seed = seeds::derive(a.fit.detector_args.seed, seeds::TEST_SUBSET);
-        let (test, indices) = load_named_indexed(&a.test, ctx.locator, a.test_size, seed, shape)?;
+        let (test, indices) =
+            load_named_prepared(&a.test, ctx.locator, a.test_size, seed, &preprocess, shape)?;
         let fitted = match saved {
             Some(loaded) => loaded,
             None => a.fit.fit_detector(ctx, notify)?,

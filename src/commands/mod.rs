@@ -31,6 +31,7 @@ pub mod eval;
 pub mod fit;
 pub mod monitor;
 pub mod paths;
+pub mod preprocess;
 pub mod report;
 pub mod sample;
 pub mod train;

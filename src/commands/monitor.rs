@@ -10,8 +10,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::commands::paths::{catalogue_name_notice, check_output, is_png_folder, write_text};
+use crate::commands::preprocess::ModelImages;
 use crate::commands::{Notice, Notify, RunContext, notify_some};
-use crate::data::{ImageSet, Locator, is_catalogue_name, load_named_expecting, seeds};
+use crate::data::{ImageSet, Locator, is_catalogue_name, seeds};
 use crate::detect::{
     ParamGuard, Progress, WindowOutcome, WindowStatistic, WindowTest, WindowTestParams,
 };
@@ -212,17 +213,17 @@ impl MonitorArgs {
             inputs.push(a.model.clone());
             check_output(out, &inputs)?;
         }
-        let model = ctx
+        let loaded = ctx
             .models_dir
-            .load(&a.model.to_string_lossy(), ctx.device, a.vae_samples)?
-            .model;
-        let shape = crate::models::LikelihoodModel::image_shape(&model);
+            .load(&a.model.to_string_lossy(), ctx.device, a.vae_samples)?;
+        let images = ModelImages::of(&loaded);
+        let model = loaded.model;
         if !a.study.is_empty() {
-            return study(a, model, shape, ctx, stdout, notify);
+            return study(a, model, images, ctx, stdout, notify);
         }
         let mut test = WindowTest::new(model, ctx.device, a.params(a.window[0]))?;
         test.set_progress(BarProgress::hook(ctx.progress));
-        let reference = load_reference(a, ctx.locator, shape, notify)?;
+        let reference = load_reference(a, ctx.locator, images, notify)?;
         let calibration = reference.len()
             - if a.statistic.iter().any(|s| *s != WindowStatistic::Bn) {
                 a.comparison_size.min(reference.len())
@@ -239,7 +240,7 @@ impl MonitorArgs {
         let stream = if a.follow {
             None
         } else {
-            Some(load_stream(a, test.params().window(), ctx, shape, notify)?)
+            Some(load_stream(a, test.params().window(), ctx, images, notify)?)
         };
         test.fit(&reference)?;
         match stream {
@@ -248,7 +249,7 @@ impl MonitorArgs {
                 // Rows of a resumed run go after the earlier runs' rows in --out.
                 let resume = state.windows > 0 && a.out.as_ref().is_some_and(|o| o.is_file());
                 let mut sink = Sink::open(a, stdout, resume)?;
-                follow(a, &test, shape, state, &mut sink, ctx.progress, notify)
+                follow(a, &test, images, state, &mut sink, ctx.progress, notify)
             }
             Some(input) => {
                 let mut sink = Sink::open(a, stdout, false)?;
@@ -261,17 +262,16 @@ impl MonitorArgs {
 fn load_reference(
     a: &MonitorArgs,
     locator: &Locator,
-    shape: [usize; 3],
+    images: ModelImages,
     notify: Notify<'_>,
 ) -> Result<ImageSet> {
     notify_some(notify, catalogue_name_notice(&a.reference));
-    Ok(load_named_expecting(
+    images.load(
         &a.reference,
         locator,
         Some(a.reference_size),
         seeds::derive(a.seed, seeds::REFERENCE_SUBSET),
-        Some(shape),
-    )?)
+    )
 }
 
 /// Where rows go: the caller's stdout or `--out`, flushed after every window.
@@ -408,11 +408,11 @@ fn load_stream(
     a: &MonitorArgs,
     m: usize,
     ctx: RunContext<'_>,
-    shape: [usize; 3],
+    images: ModelImages,
     notify: Notify<'_>,
 ) -> Result<Stream> {
     notify_some(notify, catalogue_name_notice(&a.input));
-    let input = load_named_expecting(&a.input, ctx.locator, None, 0, Some(shape))?;
+    let input = images.load(&a.input, ctx.locator, None, 0)?;
     let names = if is_png_folder(&a.input) {
         Some(crate::data::user_files::png_file_names(Path::new(
             &a.input,
@@ -501,7 +501,7 @@ fn stream_file(
 fn follow(
     a: &MonitorArgs,
     test: &WindowTest<AnyModel>,
-    shape: [usize; 3],
+    images: ModelImages,
     state: FollowState,
     sink: &mut Sink<'_>,
     progress: bool,
@@ -536,7 +536,7 @@ fn follow(
         let mut retry = Vec::new();
         for name in pending.drain(..) {
             let file = dir.join(&name);
-            match ImageSet::from_png_files(std::slice::from_ref(&file), name.clone(), Some(shape)) {
+            match images.load_files(std::slice::from_ref(&file), name.clone()) {
                 Ok(image) => ready.push((name, image)),
                 Err(_) if recently_modified(&file) => retry.push(name),
                 Err(e) => {
@@ -675,7 +675,7 @@ impl FollowState {
 fn study(
     a: &MonitorArgs,
     model: AnyModel,
-    shape: [usize; 3],
+    images: ModelImages,
     ctx: RunContext<'_>,
     stdout: &mut dyn Write,
     notify: Notify<'_>,
@@ -700,28 +700,26 @@ fn study(
             "--study measures every statistic (bn, ks, mmd); --statistic is ignored".into(),
         ));
     }
-    let reference = load_reference(a, locator, shape, notify)?;
+    let reference = load_reference(a, locator, images, notify)?;
     notify_some(notify, catalogue_name_notice(&a.input));
-    let inliers = load_named_expecting(
+    let inliers = images.load(
         &a.input,
         locator,
         a.input_size,
         seeds::derive(a.seed, seeds::TEST_SUBSET),
-        Some(shape),
     )?;
     let oods = a
         .study
         .iter()
         .map(|name| {
-            load_named_expecting(
+            images.load(
                 name,
                 locator,
                 Some(a.ood_size.unwrap_or(2000)),
                 seeds::derive(a.seed, seeds::OOD_SUBSET),
-                Some(shape),
             )
         })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let report = window_power(
         &model,
         device,

@@ -7,8 +7,9 @@ use burn::tensor::Device;
 use clap::Args;
 
 use crate::commands::paths::catalogue_name_notice;
+use crate::commands::preprocess::PreprocessArgs;
 use crate::commands::{Notice, Notify, notify_some};
-use crate::data::{Locator, load_named};
+use crate::data::{ImageSet, Locator, Preprocess, load_named_prepared};
 use crate::error::{Error, Result};
 use crate::models::curve::curve_path;
 use crate::models::held_out::HeldOutSet;
@@ -24,9 +25,12 @@ pub struct TrainArgs {
     #[command(flatten)]
     /// The model kind and its preset.
     pub model: ModelPreset,
-    /// Training set: fmnist-train, mnist-train, or a path to an IDX file / folder of PNG or JPEG images.
+    /// Training set: fmnist-train, mnist-train, or a path to an IDX file / folder of PNG or JPEG images. The model is built for its image shape (after the preprocessing flags).
     #[arg(long, default_value = "fmnist-train")]
     pub dataset: String,
+    #[command(flatten)]
+    /// How the training images are brought to the model's shape (recorded in the checkpoint).
+    pub preprocess: PreprocessArgs,
     #[command(flatten)]
     /// The training budget (minutes, epochs or steps).
     pub budget: TrainBudget,
@@ -95,6 +99,7 @@ impl TrainArgs {
     /// [`Error::Invalid`] or the model crate's error, naming the flag and a valid value.
     pub fn check(&self) -> Result<ModelConfig> {
         let config = self.model.config()?.with_seed(self.seed);
+        self.preprocess.get()?;
         self.budget.validate()?;
         if let Some(rate) = self.background_mutation {
             crate::data::check_mutation_rate(rate)?;
@@ -111,12 +116,43 @@ impl TrainArgs {
                 self.dataset
             )));
         }
+        if self.eval_images > 0 && !self.preprocess.get()?.is_identity() {
+            return Err(Error::Invalid(
+                "--eval-images evaluates on Fashion-MNIST images as they are, so it cannot be combined with --resize, --crop, --grayscale or --rgb".into(),
+            ));
+        }
         if self.stop_when_flat.is_some() && self.eval_images == 0 {
             return Err(Error::Invalid(
                 "--stop-when-flat watches the held-out curve: give --eval-images too (e.g. 2000)"
                     .into(),
             ));
         }
+        Ok(config)
+    }
+
+    /// The preset built for the shape of the (preprocessed) training images, with the seed;
+    /// a shape the model cannot take is refused with the flags that fix it.
+    fn config_for(&self, data: &ImageSet, preprocess: &Preprocess) -> Result<ModelConfig> {
+        let [c, h, w] = data.image_shape();
+        let config = self
+            .model
+            .config_for_shape([c, h, w])
+            .map_err(|e| {
+                let applied = if preprocess.is_identity() {
+                    String::new()
+                } else {
+                    format!(" after `{preprocess}`")
+                };
+                Error::Invalid(format!(
+                    "the training images of `{}` are [{c}, {h}, {w}] ([C, H, W]){applied}, and {} `{}` cannot take them: {e}. Bring them to a shape it takes with --resize H,W (e.g. --resize {},{}), --crop H,W, --grayscale or --rgb",
+                    self.dataset,
+                    self.model.model,
+                    self.model.preset,
+                    h.next_multiple_of(4),
+                    w.next_multiple_of(4),
+                ))
+            })?
+            .with_seed(self.seed);
         Ok(config)
     }
 
@@ -207,22 +243,28 @@ impl TrainArgs {
         progress: bool,
         notify: Notify<'_>,
     ) -> Result<Trained> {
-        let config = self.check()?;
+        self.check()?;
+        let preprocess = self.preprocess.get()?;
         self.prepare_out(notify)?;
         notify_some(notify, catalogue_name_notice(&self.dataset));
-        let data = load_named(&self.dataset, locator, None, self.seed)?;
+        let (data, _) =
+            load_named_prepared(&self.dataset, locator, None, self.seed, &preprocess, None)?;
+        let config = self.config_for(&data, &preprocess)?;
         let held_out = if self.eval_images > 0 {
             HeldOutSet::fmnist(locator, self.eval_images)?
         } else {
             Vec::new()
         };
         let steps_per_epoch = (data.len() / TrainConfig::default().batch_size).max(1);
-        let tc = self.train_config(
-            config.seed(),
-            steps_per_epoch,
-            !held_out.is_empty(),
-            progress,
-        );
+        let tc = TrainConfig {
+            preprocess,
+            ..self.train_config(
+                config.seed(),
+                steps_per_epoch,
+                !held_out.is_empty(),
+                progress,
+            )
+        };
         let eval_device = device.clone();
         let mut evaluate = |m: &AnyModel| HeldOutSet::evaluate_all(&held_out, m, &eval_device);
         let (_, report) = train_observed(

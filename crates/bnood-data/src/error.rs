@@ -83,7 +83,7 @@ pub enum DataError {
 
     /// An image in a PNG folder has another shape than the folder's first image.
     #[error(
-        "{path} has shape [C, H, W] = {shape:?} but {first} (the first image, by file name) has {expected:?}: every image in the folder must have the same size and channel count; resize or convert the odd ones out"
+        "{path} has shape [C, H, W] = {shape:?} but {first} (the first image, by file name) has {expected:?}: every image in the folder must have the same size and channel count; resize or convert the odd ones out (or train with --resize H,W, which resizes every image, and --grayscale or --rgb)"
     )]
     ImageShapeMismatch {
         /// The first image whose shape differs.

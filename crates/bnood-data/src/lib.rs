@@ -45,6 +45,7 @@ pub mod idx;
 pub mod image_set;
 pub mod locate;
 pub mod named;
+pub mod preprocess;
 pub mod seeds;
 pub mod svhn;
 pub mod transform;
@@ -56,7 +57,9 @@ pub use image_set::ImageSet;
 pub use locate::{DATA_DIR_ENV, Locator, Survey, survey};
 pub use named::{
     NAMED_SETS, is_catalogue_name, load_named, load_named_expecting, load_named_indexed,
+    load_named_prepared,
 };
+pub use preprocess::{Channels, Preprocess};
 pub use transform::{
     Dequantizer, LogitTransform, bits_per_dim, check_mutation_rate, mutate_pixels, rotate_randomly,
 };

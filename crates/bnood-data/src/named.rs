@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::{DataError, Dataset, ImageSet, Locator, Result, Split, seeds, transform};
+use crate::{DataError, Dataset, ImageSet, Locator, Preprocess, Result, Split, seeds, transform};
 
 /// The sets known by name, with the names used in tables.
 pub const NAMED_SETS: [(&str, &str); 7] = [
@@ -76,6 +76,41 @@ pub fn load_named_indexed(
     seed: u64,
     expected: Option<[usize; 3]>,
 ) -> Result<(ImageSet, Vec<usize>)> {
+    load_named_prepared(name, locator, n, seed, &Preprocess::default(), expected)
+}
+
+/// [`load_named_indexed`] with every image preprocessed ([`Preprocess`]: a model's recorded
+/// `--grayscale` / `--crop` / `--resize`), `expected` being the shape after it. A user's
+/// folder is preprocessed image by image as it is read
+/// ([`ImageSet::from_path_prepared`]); a catalogue set after its subset is drawn.
+///
+/// # Errors
+/// As [`load_named_indexed`], and the preprocessing's errors.
+pub fn load_named_prepared(
+    name: &str,
+    locator: &Locator,
+    n: Option<usize>,
+    seed: u64,
+    preprocess: &Preprocess,
+    expected: Option<[usize; 3]>,
+) -> Result<(ImageSet, Vec<usize>)> {
+    let (set, indices) = load_raw(name, locator, n, seed, preprocess, expected)?;
+    let is_path = !is_catalogue_name(name) && Path::new(name).exists();
+    if is_path || preprocess.is_identity() {
+        return Ok((set, indices));
+    }
+    Ok((preprocess.apply(&set)?, indices))
+}
+
+/// The set before preprocessing, except for a user's files, which are preprocessed as read.
+fn load_raw(
+    name: &str,
+    locator: &Locator,
+    n: Option<usize>,
+    seed: u64,
+    preprocess: &Preprocess,
+    expected: Option<[usize; 3]>,
+) -> Result<(ImageSet, Vec<usize>)> {
     // The same draw as `ImageSet::subset`, keeping the indices.
     let sub = |set: ImageSet, title: &str, seed: u64| -> Result<(ImageSet, Vec<usize>)> {
         match n {
@@ -114,7 +149,7 @@ pub fn load_named_indexed(
                 let title = path
                     .file_name()
                     .map_or_else(|| name.to_string(), |f| f.to_string_lossy().into_owned());
-                let set = ImageSet::from_path_expecting(path, title.clone(), expected)?;
+                let set = ImageSet::from_path_prepared(path, title.clone(), preprocess, expected)?;
                 return sub(set, &title, seed);
             }
             return Err(DataError::InvalidArgument(format!(

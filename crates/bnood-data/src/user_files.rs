@@ -24,6 +24,7 @@ use png::{BitDepth, ColorType, Transformations};
 use crate::error::{DataError, Result};
 use crate::idx::{decode_idx, gzip_failure};
 use crate::image_set::ImageSet;
+use crate::preprocess::Preprocess;
 
 /// The IDX element type code for unsigned bytes, the only one images can use.
 const IDX_U8: u8 = 0x08;
@@ -60,6 +61,47 @@ impl ImageSet {
             Self::read_idx_file(path, name.into(), expected)
         } else {
             Err(not_a_regular_file(path))
+        }
+    }
+
+    /// [`from_path_expecting`](Self::from_path_expecting) with every image preprocessed
+    /// ([`Preprocess`], e.g. a model's recorded `--resize` / `--grayscale`) and `expected`
+    /// checked after preprocessing. A folder is read image by image (each decoded,
+    /// preprocessed and only then kept, so memory holds the preprocessed set); with a
+    /// resize its images may have different sizes (not different channel counts, unless a
+    /// channel conversion is given too).
+    ///
+    /// # Errors
+    /// As [`from_path_expecting`](Self::from_path_expecting), and the preprocessing's
+    /// errors (a crop larger than an image), naming the file.
+    pub fn from_path_prepared(
+        path: &Path,
+        name: impl Into<String>,
+        preprocess: &Preprocess,
+        expected: Option<[usize; 3]>,
+    ) -> Result<Self> {
+        if preprocess.is_identity() {
+            return Self::from_path_expecting(path, name, expected);
+        }
+        preprocess.check()?;
+        let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+        if meta.is_dir() {
+            let files = png_files(path)?;
+            if files.is_empty() {
+                return Err(no_images(path));
+            }
+            return Self::from_image_files(&files, name, preprocess, expected);
+        }
+        if !meta.is_file() {
+            return Err(not_a_regular_file(path));
+        }
+        let set = preprocess
+            .apply(&Self::read_idx_file(path, name.into(), None)?)
+            .map_err(|e| DataError::user_images(path, e.to_string()))?;
+        let [_, c, h, w] = set.shape();
+        match expected {
+            Some(model) if model != [c, h, w] => Err(model_shape_mismatch(path, [c, h, w], model)),
+            _ => Ok(set),
         }
     }
 
@@ -122,10 +164,7 @@ impl ImageSet {
     fn read_png_dir(dir: &Path, name: String, expected: Option<[usize; 3]>) -> Result<Self> {
         let files = png_files(dir)?;
         if files.is_empty() {
-            return Err(DataError::user_images(
-                dir,
-                "the folder holds no .png, .jpg or .jpeg files; put the images there as PNG or JPEG files, or pass an IDX file instead",
-            ));
+            return Err(no_images(dir));
         }
         Self::from_png_files(&files, name, expected)
     }
@@ -144,6 +183,25 @@ impl ImageSet {
         name: impl Into<String>,
         expected: Option<[usize; 3]>,
     ) -> Result<Self> {
+        Self::from_image_files(files, name, &Preprocess::default(), expected)
+    }
+
+    /// [`from_png_files`](Self::from_png_files) with every image preprocessed as it is read
+    /// (see [`from_path_prepared`](Self::from_path_prepared)); `expected` is the shape
+    /// after preprocessing.
+    ///
+    /// # Errors
+    /// As [`from_png_files`](Self::from_png_files) and
+    /// [`from_path_prepared`](Self::from_path_prepared).
+    pub fn from_image_files(
+        files: &[PathBuf],
+        name: impl Into<String>,
+        preprocess: &Preprocess,
+        expected: Option<[usize; 3]>,
+    ) -> Result<Self> {
+        if !preprocess.is_identity() {
+            return Self::from_image_files_prepared(files, name.into(), preprocess, expected);
+        }
         let name = name.into();
         let Some(first) = files.first() else {
             return Err(DataError::InvalidArgument(format!(
@@ -174,6 +232,69 @@ impl ImageSet {
         let [c, h, w] = expected;
         Self::new(name, pixels, [files.len(), c, h, w], None)
     }
+}
+
+impl ImageSet {
+    fn from_image_files_prepared(
+        files: &[PathBuf],
+        name: String,
+        preprocess: &Preprocess,
+        expected: Option<[usize; 3]>,
+    ) -> Result<Self> {
+        let Some(first) = files.first() else {
+            return Err(DataError::InvalidArgument(format!(
+                "no image file given for `{name}`: pass at least one"
+            )));
+        };
+        let prepared = |path: &Path, shape: [usize; 3]| {
+            preprocess
+                .output_shape(shape)
+                .map_err(|e| DataError::user_images(path, e.to_string()))
+        };
+        let first_image = read_png(first, |shape| {
+            let out = prepared(first, shape)?;
+            match expected {
+                Some(model) if out != model => Err(model_shape_mismatch(first, out, model)),
+                _ => Ok(()),
+            }
+        })?;
+        let first_raw = first_image.shape;
+        let (first_pixels, out) = preprocess
+            .apply_image(&first_image.pixels, first_raw)
+            .map_err(|e| DataError::user_images(first, e.to_string()))?;
+        let mut pixels = Vec::with_capacity(files.len().saturating_mul(first_pixels.len()));
+        pixels.extend_from_slice(&first_pixels);
+        for file in &files[1..] {
+            let image = read_png(file, |shape| {
+                // Without a resize every image must have the first one's size; a channel
+                // conversion still lets gray and colour images mix.
+                let same_size = shape[1..] == first_raw[1..];
+                let same_channels = shape[0] == first_raw[0] || preprocess.channels.is_some();
+                if (preprocess.resize.is_none() && !same_size) || !same_channels {
+                    return Err(DataError::ImageShapeMismatch {
+                        path: file.clone(),
+                        shape,
+                        expected: first_raw,
+                        first: first.clone(),
+                    });
+                }
+                prepared(file, shape).map(|_| ())
+            })?;
+            let (prepared_pixels, _) = preprocess
+                .apply_image(&image.pixels, image.shape)
+                .map_err(|e| DataError::user_images(file, e.to_string()))?;
+            pixels.extend_from_slice(&prepared_pixels);
+        }
+        let [c, h, w] = out;
+        Self::new(name, pixels, [files.len(), c, h, w], None)
+    }
+}
+
+fn no_images(dir: &Path) -> DataError {
+    DataError::user_images(
+        dir,
+        "the folder holds no .png, .jpg or .jpeg files; put the images there as PNG or JPEG files, or pass an IDX file instead",
+    )
 }
 
 /// The largest image accepted, in pixels (4096 × 4096): bnood's models take small images

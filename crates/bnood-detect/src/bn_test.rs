@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detector::Fit;
 use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
+use crate::pool_verdict::{DEFAULT_POOL_NULL_BATCHES, NullCache, VerdictInputs, pool_verdict};
 use crate::reference::ReferenceScores;
 use crate::scores::PoolVerdict;
 use crate::scoring::{
@@ -50,6 +51,9 @@ pub struct BnTestValidParams {
     /// Absent in files written before it existed: they were calibrated on the held-out pool.
     #[serde(default)]
     calibration: BnCalibration,
+    /// Absent in files written before the window-statistic pool verdict: the default.
+    #[serde(default = "default_pool_null_batches")]
+    pool_null_batches: usize,
     scoring: ValidScoringParams,
 }
 
@@ -82,6 +86,10 @@ pub enum BnCalibration {
 
 fn one() -> usize {
     1
+}
+
+fn default_pool_null_batches() -> usize {
+    DEFAULT_POOL_NULL_BATCHES
 }
 
 impl BnTestValidParams {
@@ -123,6 +131,11 @@ impl BnTestValidParams {
     /// Which Δs a test image is ranked against ([`BnCalibration`]).
     pub fn calibration(&self) -> BnCalibration {
         self.calibration
+    }
+
+    /// Null batches `K` of the pool verdict ([`PoolVerdict`]); 0: no verdict.
+    pub fn pool_null_batches(&self) -> usize {
+        self.pool_null_batches
     }
 
     /// Whether a test image's score depends on that image and the reference set only: one
@@ -182,6 +195,7 @@ impl Default for BnTestParams {
             held_out_fraction: 0.5,
             calibration_draws: DEFAULT_CALIBRATION_DRAWS,
             calibration: BnCalibration::HeldOut,
+            pool_null_batches: DEFAULT_POOL_NULL_BATCHES,
             scoring: ValidScoringParams::default(),
         })
     }
@@ -250,6 +264,15 @@ impl BnTestParams {
     /// the target (`docs/results.md`, "Calibration").
     pub fn calibration_draws(mut self, draws: usize) -> Self {
         self.0.calibration_draws = draws;
+        self
+    }
+
+    /// Null batches `K` of reference images behind the pool verdict ([`PoolVerdict`];
+    /// default [`DEFAULT_POOL_NULL_BATCHES`], at most [`crate::MAX_NULL_WINDOWS`]); each
+    /// costs one batch-statistics forward pass of `c ≤ b` images, once per pool batch size
+    /// per fitted test. 0 turns the verdict off.
+    pub fn pool_null_batches(mut self, k: usize) -> Self {
+        self.0.pool_null_batches = k;
         self
     }
 
@@ -328,6 +351,13 @@ impl ParamGuard for BnTestParams {
                 p.calibration_draws
             ));
         }
+        if p.pool_null_batches > crate::window::MAX_NULL_WINDOWS {
+            return bad(format!(
+                "pool_null_batches = {} exceeds {}: each null batch is one more batch-statistics forward pass (time) and one more value kept (memory); {DEFAULT_POOL_NULL_BATCHES} is the default, 0 turns the pool verdict off",
+                p.pool_null_batches,
+                crate::window::MAX_NULL_WINDOWS
+            ));
+        }
         if p.calibration == BnCalibration::InPool {
             if p.is_per_input() {
                 return bad(
@@ -389,10 +419,9 @@ pub struct BnTestScores {
     pub rank: Vec<usize>,
     /// `(1 + #{i : Δ(xᵢ) ≥ Δ(x)}) / (1 + n_ref)`.
     pub p_values: Vec<f64>,
-    /// With [`BnCalibration::InPool`]: the verdict on the pool as a whole, the two-sided
-    /// Mann–Whitney U test of the pool's Δs against those of the held-out images scored in
-    /// the same batches ([`PoolVerdict`]). `None` with the paper's held-out calibration,
-    /// whose held-out Δs come from another pool (not exchangeable with the test pool's).
+    /// The verdict on the pool as a whole ([`PoolVerdict`], from
+    /// [`FittedBnTest::pool_verdict`]): `None` in the per-input mode, with
+    /// `pool_null_batches = 0`, or when the fitted state keeps no reference images.
     pub pool: Option<PoolVerdict>,
 }
 
@@ -418,6 +447,11 @@ struct Fitted {
     reference: ReferenceScores,
     /// The held-out images, kept for [`BnCalibration::InPool`] (`None` otherwise).
     held_out: Option<ImageSet>,
+    /// The in-distribution images the pool verdict draws its null batches from (mixing and
+    /// kept held-out images; `None` when there are none or the verdict is off).
+    verdict_reference: Option<ImageSet>,
+    /// What the pool verdict reuses between pools.
+    verdict_cache: NullCache,
 }
 
 /// The state of a fitted [`BnTest`] in a detector file: `{"type": "bn_test", "deltas":
@@ -567,6 +601,24 @@ impl<M: LikelihoodModel> BnTest<M> {
         &self.name
     }
 
+    /// The in-distribution images the pool verdict draws null batches from: the mixing
+    /// images and the kept held-out ones (`None` in the per-input mode, with the verdict
+    /// off, or when the fitted state keeps no images).
+    fn verdict_reference(
+        &self,
+        mixing: Option<&ImageSet>,
+        held_out: Option<&ImageSet>,
+    ) -> Result<Option<ImageSet>> {
+        if self.params.is_per_input() || self.params.pool_null_batches == 0 {
+            return Ok(None);
+        }
+        let kept: Vec<&ImageSet> = mixing.into_iter().chain(held_out).collect();
+        if kept.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(ImageSet::concat("reference (pool verdict)", &kept)?))
+    }
+
     fn check_pool(&self, pool: &ImageSet, ratio: &Ratio) -> Result<()> {
         if ratio.test > pool.len() {
             return Err(DetectError::TestPoolTooSmall {
@@ -694,6 +746,31 @@ impl<M: LikelihoodModel> BnTest<M> {
 }
 
 impl<M: LikelihoodModel> FittedBnTest<M> {
+    /// The verdict on the pool `test` as a whole ([`PoolVerdict`]): `None` in the per-input
+    /// mode, with `pool_null_batches = 0`, for a pool of one image, or when the fitted
+    /// state keeps no reference images (ratios 0 and 1 with the paper's calibration).
+    ///
+    /// # Errors
+    /// Model and shape errors.
+    pub fn pool_verdict(&self, test: &ImageSet) -> Result<Option<PoolVerdict>> {
+        let Some(reference) = &self.fitted.verdict_reference else {
+            return Ok(None);
+        };
+        let detector = &self.test;
+        check_shape(test, detector.model.image_shape())?;
+        let inputs = VerdictInputs {
+            model: &detector.model,
+            device: &detector.device,
+            scoring: &detector.params.scoring,
+            progress: &detector.progress,
+            seed: detector.params.seed,
+            batch_size: detector.params.batch_size,
+            null_batches: detector.params.pool_null_batches,
+            reference,
+        };
+        pool_verdict(&inputs, &self.fitted.verdict_cache, test)
+    }
+
     /// The unfitted detector.
     pub fn detector(&self) -> &BnTest<M> {
         &self.test
@@ -768,18 +845,7 @@ impl<M: LikelihoodModel> FittedBnTest<M> {
         let mut delta: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
         let in_pool = (fitted.held_out.is_some()).then(|| ReferenceScores::new(&delta[n..]));
         let reference = in_pool.as_ref().unwrap_or(&fitted.reference);
-        let pool = match in_pool {
-            Some(_) => {
-                let test = bnood_metrics::mann_whitney(&delta[n..], &delta[..n])?;
-                Some(PoolVerdict {
-                    p_value: test.p_value_two_sided,
-                    auroc: test.auroc,
-                    pool_size: n,
-                    reference_size: delta.len() - n,
-                })
-            }
-            None => None,
-        };
+        let pool = self.pool_verdict(test)?;
         for v in [&mut s_r1, &mut s_r2, &mut delta] {
             v.truncate(n);
         }
@@ -859,13 +925,16 @@ impl<M: LikelihoodModel + Clone> Fit for BnTest<M> {
             let (s_r1, s_r2) = self.statistics(&held_out, mixing.as_ref(), TAG_HELD_OUT, pass)?;
             deltas.extend(s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()));
         }
+        let held_out = (self.params.calibration == BnCalibration::InPool).then_some(held_out);
         Ok(FittedBnTest {
             test: self.clone(),
             fitted: Fitted {
+                verdict_reference: self.verdict_reference(mixing.as_ref(), held_out.as_ref())?,
                 mixing,
                 reference: ReferenceScores::new(&deltas),
                 deltas,
-                held_out: (self.params.calibration == BnCalibration::InPool).then_some(held_out),
+                held_out,
+                verdict_cache: NullCache::default(),
             },
         })
     }
@@ -885,10 +954,12 @@ impl<M: LikelihoodModel + Clone> Fit for BnTest<M> {
             check_shape(set, self.model.image_shape())?;
         }
         let fitted = Fitted {
+            verdict_reference: self.verdict_reference(mixing.as_ref(), held_out.as_ref())?,
             mixing,
             deltas,
             reference,
             held_out,
+            verdict_cache: NullCache::default(),
         };
         let in_pool = self.params.calibration == BnCalibration::InPool;
         if in_pool != fitted.held_out.is_some() {

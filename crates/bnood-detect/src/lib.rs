@@ -100,6 +100,7 @@ mod likelihood_ratio;
 mod log_likelihood;
 mod params;
 mod persist;
+mod pool_verdict;
 mod progress;
 mod reference;
 mod registry;
@@ -123,6 +124,7 @@ pub use likelihood_ratio::LikelihoodRatio;
 pub use log_likelihood::LogLikelihood;
 pub use params::{Dequantization, ParamGuard, ScoringParams, ValidScoringParams};
 pub use persist::{LoadedDetector, ModelFile, load_detector, load_detector_from, save_detector};
+pub use pool_verdict::{DEFAULT_POOL_NULL_BATCHES, POOL_RESAMPLES};
 pub use progress::{Progress, ProgressHook};
 pub use reference::ReferenceScores;
 pub use registry::{
@@ -135,7 +137,8 @@ pub use two_sample::{GaussianKernel, ks_p_value, ks_statistic, mmd2_unbiased};
 pub use typicality::{FittedTypicality, Typicality};
 pub use waic::Waic;
 pub use window::{
-    WindowOutcome, WindowStatistic, WindowTest, WindowTestParams, WindowTestValidParams,
+    MAX_NULL_WINDOWS, WindowOutcome, WindowStatistic, WindowTest, WindowTestParams,
+    WindowTestValidParams,
 };
 
 #[doc(no_inline)]

@@ -11,12 +11,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
-use serde::{Deserialize, Serialize};
-
+use bnood_data::Preprocess;
 use bnood_models::checkpoint::CheckpointFile;
 use bnood_models::zoo::LoadedModel;
 use bnood_models::{AnyModel, ModelConfig};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
 
 use crate::registry::{FittedDetector, Registry};
 use crate::{DetectError, Result};
@@ -37,6 +37,10 @@ pub struct ModelFile {
     /// The configuration the model was scored with (a VAE's `iw_samples` may differ from
     /// the file's).
     pub config: ModelConfig,
+    /// The preprocessing the model was trained with (its sidecar's), which every set it
+    /// scores goes through. Absent when none, and in files written before it existed.
+    #[serde(default, skip_serializing_if = "Preprocess::is_identity")]
+    pub preprocess: Preprocess,
 }
 
 impl ModelFile {
@@ -46,10 +50,12 @@ impl ModelFile {
     /// # Errors
     /// [`DetectError::Model`] if the files cannot be read.
     pub fn new(path: &Path, model: &AnyModel) -> Result<Self> {
+        let file = CheckpointFile::read(path)?;
         Ok(Self {
             path: path.to_path_buf(),
-            md5: CheckpointFile::read(path)?.md5(),
+            md5: file.md5(),
             config: model.config(),
+            preprocess: file.meta().preprocess,
         })
     }
 
@@ -91,6 +97,7 @@ impl From<&LoadedModel> for ModelFile {
             path: loaded.path.clone(),
             md5: loaded.md5.clone(),
             config: loaded.model.config(),
+            preprocess: loaded.meta.preprocess,
         }
     }
 }

@@ -262,7 +262,8 @@ pub enum BnMode {
 
 /// [`DetectorParams`] as command-line flags (a clap `Args` group, flattened into every
 /// front end that builds detectors): `--mode`, `--batch-size`, `--r1`, `--r2`, `--draws`,
-/// `--calibration-draws`, `--bn-calibration`, `--held-out-fraction`, `--seed`.
+/// `--calibration-draws`, `--bn-calibration`, `--pool-null-batches`, `--held-out-fraction`,
+/// `--seed`.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct DetectorArgs {
@@ -288,6 +289,12 @@ pub struct DetectorArgs {
     /// What the BN test's pool mode ranks an image's Δ against: `in-pool` (the held-out images scored inside every test pool: per-image p-values at --fpr on in-distribution pools, and a verdict on the whole pool; the default of `fit` and `score`) or `held-out` (the paper's, the default of `eval`: the held-out images scored as their own pool; its per-image flags exceed --fpr).
     #[cfg_attr(feature = "cli", arg(long, value_enum))]
     pub bn_calibration: Option<BnCalibration>,
+    /// Null batches of reference images behind the BN test's verdict on the whole pool (the window statistic of `bnood monitor` on the pool); 0 turns the verdict off.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long, default_value_t = crate::DEFAULT_POOL_NULL_BATCHES, allow_negative_numbers = true)
+    )]
+    pub pool_null_batches: usize,
     /// Share of the reference images held out to calibrate: the BN test's Δ (the rest is mixed into batches), DoSE's score (the rest fits its densities).
     #[cfg_attr(
         feature = "cli",
@@ -354,7 +361,8 @@ impl DetectorArgs {
             Some(k) => bn.calibration_draws(k),
             None => bn,
         }
-        .calibration(calibration);
+        .calibration(calibration)
+        .pool_null_batches(self.pool_null_batches);
         Ok(DetectorParams {
             bn: bn
                 .held_out_fraction(self.held_out_fraction)

@@ -12,7 +12,7 @@ pub struct Scores {
     /// in-distribution reference), `None` otherwise.
     pub p_values: Option<Vec<f64>>,
     /// One verdict on the scored set as a whole, from detectors that test a pool (the BN
-    /// test's pool mode with in-pool calibration); `None` otherwise.
+    /// test's pool modes); `None` otherwise.
     pub pool: Option<PoolVerdict>,
 }
 
@@ -20,25 +20,41 @@ pub struct Scores {
 /// distribution", with a p-value whose false-alarm rate on in-distribution pools is the
 /// level asked for.
 ///
-/// The BN test with in-pool calibration scores the pool's images and held-out reference
-/// images shuffled into the same mixed batches; when the pool is in-distribution the two
-/// groups' Δs are exchangeable, so the two-sided Mann–Whitney U test of the pool's Δs
-/// against the held-out Δs ([`bnood_metrics::mann_whitney`]) has its nominal level (in its
-/// large-sample form) however the images' Δs depend on each other through the batches.
-/// Two-sided, because a pool can differ either way: when most of a pool is OoD, its images
-/// set the batch statistics and the held-out in-distribution images become the odd ones
-/// (their Δs exceed the pool's: AUROC near 0).
+/// The BN test's pool modes compute it with the window statistic of
+/// [`crate::WindowTest`] (the paper's effect, measured on the pool as a batch): the pool is
+/// shuffled (seeded) and cut into `g` batches of `c ≤ b` images (`c` as equal as possible,
+/// the last batch filled up with other pool images), and
+/// `T = mean over batches of mean over rows (S₀(x) − S₁(x))` in nats, where `S₀` is
+/// `ln p(x)` with running statistics and `S₁` with the batch's own statistics (`r = 1`):
+/// OoD rows pull the batch statistics away from the running ones and lower `S₁`. Its null
+/// comes from `K` batches of `c` in-distribution images the fitted test keeps (the mixing
+/// part of the reference, and the held-out images with in-pool calibration), each drawn
+/// without replacement and scored the same way; the p-value is
+/// `(1 + #{null ≥ T}) / (1 + K)` for `g = 1` (exact Monte Carlo), and for `g > 1` the share
+/// of [`crate::POOL_RESAMPLES`] means of `g` null batch statistics (drawn with
+/// replacement) that reach `T`, plus one, over the resamples plus one. One-sided, like
+/// `bnood monitor`: a high `T` is evidence of OoD rows.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PoolVerdict {
     /// p-value of "the pool is in-distribution" (small = out of distribution).
     pub p_value: f64,
-    /// AUROC of the pool's scores against the held-out reference images' (0.5: no shift;
-    /// 1: every pool image above every reference image; 0: every one below): the effect
-    /// size and its direction.
-    pub auroc: f64,
+    /// The pool's statistic `T` (nats per image).
+    pub statistic: f64,
+    /// Mean of the null batch statistics (nats per image): `T`'s expectation on an
+    /// in-distribution pool.
+    pub null_mean: f64,
+    /// Standard deviation of one null batch statistic (nats per image); `T`'s is about
+    /// `null_sd / √batches`.
+    pub null_sd: f64,
+    /// Batches the pool was cut into, `g`.
+    pub batches: usize,
+    /// Images per batch, `c`.
+    pub batch_size: usize,
+    /// Null batches of reference images, `K`.
+    pub null_batches: usize,
     /// Images in the pool.
     pub pool_size: usize,
-    /// Held-out reference images it was compared with.
+    /// In-distribution reference images the null batches were drawn from.
     pub reference_size: usize,
 }
 
@@ -52,12 +68,17 @@ impl PoolVerdict {
     pub fn to_json(&self, alpha: f64) -> serde_json::Value {
         serde_json::json!({
             "p_value": self.p_value,
-            "auroc": self.auroc,
+            "statistic": self.statistic,
+            "null_mean": self.null_mean,
+            "null_sd": self.null_sd,
+            "batches": self.batches,
+            "batch_size": self.batch_size,
+            "null_batches": self.null_batches,
             "pool_size": self.pool_size,
             "reference_size": self.reference_size,
             "alpha": alpha,
             "ood": self.is_ood(alpha),
-            "test": "two-sided Mann-Whitney U of the pool's scores against held-out reference images scored in the same mixed batches",
+            "test": "BN window statistic of the pool, mean of ln p (running statistics) - ln p (the batch's own statistics) in nats, against null batches of reference images; one-sided",
         })
     }
 }

@@ -179,13 +179,12 @@ fn in_pool_p_values_are_close_to_uniform_for_in_distribution_pools() {
     assert!((mean - 0.1).abs() < 0.04, "mean P(p ≤ 0.1) = {mean}");
 }
 
-/// Issue 27 item 1: with in-pool calibration a scored pool gets one verdict, the two-sided
-/// Mann–Whitney U test of its Δs against the held-out images' Δs from the same batches
-/// (exchangeable when the pool is in-distribution); a shifted pool is declared OoD with a
-/// tiny p-value, and the paper's held-out calibration (held-out Δs from another pool) gives
-/// no verdict.
+/// Issue 27 item 1: a scored pool gets one verdict, the window statistic of the pool cut
+/// into batches against null batches of the reference images the fitted test keeps: an
+/// in-distribution pool is not rejected, a shifted pool is with a tiny p-value; both
+/// calibrations give it (it does not use the Δs), and `pool_null_batches(0)` turns it off.
 #[test]
-fn in_pool_calibration_gives_a_pool_verdict_that_rejects_a_shifted_pool() {
+fn a_scored_pool_gets_a_window_statistic_verdict_that_rejects_a_shifted_pool() {
     let detector = fitted_with(
         BnTestParams::new()
             .seed(5)
@@ -195,12 +194,15 @@ fn in_pool_calibration_gives_a_pool_verdict_that_rejects_a_shifted_pool() {
     let same = detector
         .score(&p_set("p pool", 200, PAIRS, SIGMA, 5007))
         .expect("score");
-    let verdict = same.pool.expect("a verdict with in-pool calibration");
-    assert_eq!((verdict.pool_size, verdict.reference_size), (200, 400));
-    println!(
-        "in-distribution pool: p = {:.4}, AUROC = {:.3}",
-        verdict.p_value, verdict.auroc
+    let verdict = same.pool.expect("a verdict in the pool mode");
+    // 200 images in 4 batches of 50 (b = 64); null batches from the 400 mixing and 400
+    // held-out images.
+    assert_eq!(
+        (verdict.pool_size, verdict.batches, verdict.batch_size),
+        (200, 4, 50)
     );
+    assert_eq!((verdict.reference_size, verdict.null_batches), (800, 200));
+    println!("in-distribution pool: {verdict:?}");
     // p is uniform here: it falls below 0.001 once in a thousand seeds.
     assert!(verdict.p_value > 0.001, "{verdict:?}");
     let shifted = detector
@@ -208,24 +210,33 @@ fn in_pool_calibration_gives_a_pool_verdict_that_rejects_a_shifted_pool() {
         .expect("score")
         .pool
         .expect("verdict");
-    println!(
-        "shifted pool: p = {:.3e}, AUROC = {:.3}",
-        shifted.p_value, shifted.auroc
-    );
-    assert!(shifted.is_ood(1e-6), "{shifted:?}");
-    // Most of the batches' rows are from q, so the held-out p images are the odd ones:
-    // their Δs exceed the pool's (AUROC near 0), which the two-sided test catches.
-    assert!((shifted.auroc - 0.5).abs() > 0.4, "{shifted:?}");
+    println!("shifted pool: {shifted:?}");
+    assert!(shifted.is_ood(1e-3), "{shifted:?}");
+    assert!(shifted.statistic > shifted.null_mean, "{shifted:?}");
     let paper = fitted_detector(5)
         .score(&p_set("p pool", 200, PAIRS, SIGMA, 5007))
         .expect("score");
-    assert_eq!(paper.pool, None);
+    let paper_verdict = paper
+        .pool
+        .expect("the paper's calibration gets a verdict too");
+    assert_eq!(paper_verdict.reference_size, 400, "the mixing images only");
+    let off = fitted_with(BnTestParams::new().seed(5).pool_null_batches(0), 5)
+        .score(&p_set("p pool", 200, PAIRS, SIGMA, 5007))
+        .expect("score");
+    assert_eq!(off.pool, None);
+    assert_eq!(
+        off.scores, paper.scores,
+        "the verdict does not touch the scores"
+    );
     // A pool smaller than r·b = 58 test rows is scored: the held-out images fill the
     // batches' test rows with it. Alone (the paper's calibration) it is refused.
     let small = p_set("small pool", 20, PAIRS, SIGMA, 5009);
     let scores = detector.score(&small).expect("20 images with 400 held out");
     assert_eq!(scores.len(), 20);
-    assert_eq!(scores.pool.map(|v| v.pool_size), Some(20));
+    assert_eq!(
+        scores.pool.map(|v| (v.pool_size, v.batches, v.batch_size)),
+        Some((20, 1, 20))
+    );
     let refused = fitted_detector(5).score(&small).expect_err("20 < 58");
     assert!(refused.to_string().contains("58"), "{refused}");
 }

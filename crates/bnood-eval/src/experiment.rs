@@ -163,6 +163,7 @@ pub fn main_job(job: &MainJob, device: &Device) -> Result<crate::Written> {
         subset: job.subset,
         oods: job.oods.clone(),
         seed: job.seed,
+        preprocess: bnood_data::Preprocess::default(),
     };
     let sets = EvalSets::load(&names, &job.locator)?;
     let train_set = Dataset::FashionMnist.load(Split::Train, &job.locator)?;

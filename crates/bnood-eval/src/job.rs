@@ -164,6 +164,10 @@ pub struct SetNames {
     /// the command line, the detectors' `--seed`.
     #[cfg_attr(feature = "cli", arg(skip))]
     pub seed: u64,
+    /// The preprocessing every set goes through: the models' (their checkpoints record
+    /// it; `bnood train --resize` …); none for models of the catalogue's images.
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub preprocess: bnood_data::Preprocess,
 }
 
 /// The image sets of an evaluation.
@@ -184,7 +188,15 @@ impl EvalSets {
     /// [`EvalError::Data`] for sets that cannot be found or read, or unknown names.
     pub fn load(names: &SetNames, locator: &bnood_data::Locator) -> Result<Self> {
         let load = |name: &str, n: usize, stream: u64| {
-            bnood_data::load_named(name, locator, Some(n), seeds::derive(names.seed, stream))
+            bnood_data::load_named_prepared(
+                name,
+                locator,
+                Some(n),
+                seeds::derive(names.seed, stream),
+                &names.preprocess,
+                None,
+            )
+            .map(|(set, _)| set)
         };
         Ok(Self {
             reference: load(

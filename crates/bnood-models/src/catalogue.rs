@@ -113,6 +113,63 @@ impl ModelConfig {
         })
     }
 
+    /// The preset `name` of `kind` for images of shape `[C, H, W]` (the training data's),
+    /// checked. The layouts keep their depth and scale as the paper scales them:
+    /// - RealNVP: the preset's blocks and channels at any shape (one downscale: `H` and `W`
+    ///   even); `paper` on `[3, 32, 32]` is the paper's CIFAR-10 preset (8 blocks of 64
+    ///   channels, App. C.1).
+    /// - VAE: widths times `C` (Table 3's `c`), the last layers' kernels `H/4 × W/4` (`H`, `W`
+    ///   multiples of 4) — [`VaeConfig::paper`], [`VaeConfig::cpu`].
+    /// - PixelCNN++: the preset's filters and blocks (one channel; `H`, `W` multiples of 4).
+    ///
+    /// For `[1, 28, 28]` it is exactly [`preset`](Self::preset).
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] for an unknown preset, or a shape the layout cannot
+    /// take (saying why).
+    pub fn preset_for_shape(
+        kind: ModelKind,
+        name: &str,
+        shape: [usize; 3],
+    ) -> Result<Self, ModelError> {
+        let config = match kind {
+            ModelKind::RealNvp => {
+                let paper = matches!(name, "paper" | "paper-fmnist");
+                let base = if paper && shape == [3, 32, 32] {
+                    RealNvpConfig::paper_cifar10()
+                } else {
+                    RealNvpConfig::preset(name)?
+                };
+                Self::RealNvp(RealNvpConfig {
+                    image_shape: shape,
+                    ..base
+                })
+            }
+            ModelKind::Vae => Self::Vae(match VaeConfig::preset(name)? {
+                v if v == VaeConfig::paper_fmnist() => VaeConfig::paper(shape),
+                _ => VaeConfig::cpu(shape),
+            }),
+            ModelKind::PixelCnn => Self::PixelCnn(PixelCnnConfig {
+                image_shape: shape,
+                ..PixelCnnConfig::preset(name)?
+            }),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the configuration (shape, sizes) without building the model.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidConfig`] saying what is wrong.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        match self {
+            Self::RealNvp(c) => c.validate(),
+            Self::Vae(c) => c.validate(),
+            Self::PixelCnn(c) => c.validate(),
+        }
+    }
+
     /// The same configuration with initialisation (and training-noise) seed `seed`.
     pub fn with_seed(self, seed: u64) -> Self {
         match self {
@@ -244,6 +301,15 @@ impl ModelPreset {
     /// [`ModelError::InvalidConfig`] for an unknown preset.
     pub fn config(&self) -> Result<ModelConfig, ModelError> {
         ModelConfig::preset(self.model, &self.preset)
+    }
+
+    /// The configuration of this preset for images of shape `[C, H, W]`
+    /// ([`ModelConfig::preset_for_shape`]).
+    ///
+    /// # Errors
+    /// As [`ModelConfig::preset_for_shape`].
+    pub fn config_for_shape(&self, shape: [usize; 3]) -> Result<ModelConfig, ModelError> {
+        ModelConfig::preset_for_shape(self.model, &self.preset, shape)
     }
 }
 

@@ -198,7 +198,7 @@ impl PixelCnnConfig {
             .saturating_add(output)
     }
 
-    fn validate(&self) -> Result<(), ModelError> {
+    pub(crate) fn validate(&self) -> Result<(), ModelError> {
         let [c, h, w] = self.image_shape;
         let bad = |m: String| Err(ModelError::InvalidConfig(m));
         if c != 1 {

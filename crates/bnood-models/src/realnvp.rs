@@ -155,7 +155,7 @@ impl RealNvpConfig {
         total.saturating_add(coupling(c, c.saturating_mul(2)).saturating_mul(4))
     }
 
-    fn validate(&self) -> Result<(), ModelError> {
+    pub(crate) fn validate(&self) -> Result<(), ModelError> {
         let [c, h, w] = self.image_shape;
         let bad = |m: String| Err(ModelError::InvalidConfig(m));
         if c == 0 || h == 0 || w == 0 {

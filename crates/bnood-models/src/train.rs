@@ -59,6 +59,10 @@ pub struct TrainConfig {
     /// dequantisation. `None` (the default) trains on the images as they are. Recorded in
     /// the checkpoint's sidecar.
     pub background_mutation: Option<f64>,
+    /// How the training images were brought to the model's shape (they arrive
+    /// preprocessed; this is only recorded in the checkpoint's sidecar, and a resumed run
+    /// must give the same).
+    pub preprocess: bnood_data::Preprocess,
     /// Continue from `checkpoint` when it exists: parameters, BatchNorm running statistics,
     /// Adam's state and the step count are restored, and the batch order and noise carry on
     /// exactly where the checkpoint was written.
@@ -83,6 +87,16 @@ pub struct TrainConfig {
     pub snapshots: Option<PathBuf>,
 }
 
+impl TrainConfig {
+    /// What the checkpoints of this run record about its data.
+    fn data_record(&self) -> checkpoint::DataRecord {
+        checkpoint::DataRecord {
+            background_mutation: self.background_mutation,
+            preprocess: self.preprocess,
+        }
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -95,6 +109,7 @@ impl Default for TrainConfig {
             checkpoint: None,
             progress: true,
             background_mutation: None,
+            preprocess: bnood_data::Preprocess::default(),
             resume: false,
             eval_every: 0,
             flat_rule: None,
@@ -620,6 +635,14 @@ fn resume<M: Trainable>(
             rate(cfg.background_mutation)
         )));
     }
+    let saved = file.meta().preprocess;
+    if saved != cfg.preprocess {
+        return Err(ModelError::Training(format!(
+            "{} was trained on images preprocessed with `{saved}`, but this run gives `{}`: resume with the same flags, or train a new model",
+            path.display(),
+            cfg.preprocess
+        )));
+    }
     let model = file.load_into(model)?.fork(device).train();
     Ok((model, checkpoint::load_optimizer(optim, path)?, step))
 }
@@ -764,7 +787,7 @@ fn save_state<M: Trainable>(
         Some(path) => checkpoint::save_with_optimizer(
             model,
             optim,
-            (step, step * cfg.batch_size, cfg.background_mutation),
+            (step, step * cfg.batch_size, cfg.data_record()),
             path,
         ),
         None => Ok(()),
@@ -786,7 +809,12 @@ fn save_snapshot<M: Trainable>(
         reason: format!("cannot create the snapshot folder: {e}"),
     })?;
     let file = dir.join(format!("{stem}-step{step}.bpk"));
-    checkpoint::save(model.clone().valid(), step, step * cfg.batch_size, &file)
+    checkpoint::save_recording(
+        model.clone().valid(),
+        (step, step * cfg.batch_size),
+        cfg.data_record(),
+        &file,
+    )
 }
 
 #[cfg(test)]

@@ -197,6 +197,19 @@ impl VaeConfig {
         }
     }
 
+    /// The `cpu` layout for images of shape `[c, h, w]`: [`cpu_fmnist`](Self::cpu_fmnist)'s
+    /// widths times `c`, except the fixed 64 of inference layer 6 and generator layer 7 (as
+    /// [`paper`](Self::paper) scales the paper's).
+    pub fn cpu(image_shape: [usize; 3]) -> Self {
+        let c = image_shape[0];
+        Self {
+            image_shape,
+            encoder_channels: [8 * c, 8 * c, 8 * c, 16 * c, 16 * c, 64],
+            decoder_channels: [16 * c, 16 * c, 16 * c, 8 * c, 8 * c, 8 * c, 64],
+            ..Self::paper(image_shape)
+        }
+    }
+
     /// A preset by name: `paper` (or `paper-fmnist`), `cpu` (or `cpu-fmnist`).
     ///
     /// # Errors
@@ -323,7 +336,7 @@ impl VaeConfig {
             .saturating_add(d0.saturating_mul(4))
     }
 
-    fn validate(&self) -> Result<(), ModelError> {
+    pub(crate) fn validate(&self) -> Result<(), ModelError> {
         let [c, h, w] = self.image_shape;
         let bad = |m: String| Err(ModelError::InvalidConfig(m));
         if c == 0 || h == 0 || w == 0 {

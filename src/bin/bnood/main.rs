@@ -70,7 +70,7 @@ enum Command {
         action: ModelsAction,
     },
     /// Train a RealNVP, VAE or PixelCNN++ with BatchNorm and save it (checkpoint + JSON sidecar).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Fit a detector on a reference set and save it, to score new data without refitting.
     Fit(FitCmd),
     /// Score a test set with one detector; one row per image: index, score, p-value, decision.
@@ -80,7 +80,7 @@ enum Command {
     /// Draw images from a trained model (PixelCNN++ ancestrally, RealNVP from its latent, the VAE from its prior) with a temperature, as an IDX file and a PNG grid.
     Sample(SampleArgs),
     /// The paper's protocol (Table 2, optionally Table 5, Figure 3, contamination) for several OoD sets.
-    Eval(EvalArgs),
+    Eval(Box<EvalArgs>),
     /// Re-render a JSON report of `bnood eval` (Markdown tables and PNG plots), or draw a learning curve (`<checkpoint>.curve.csv` of `bnood train`), without recomputing.
     Report {
         /// The JSON report, or a `.curve.csv` learning curve.

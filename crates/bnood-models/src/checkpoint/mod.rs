@@ -17,6 +17,7 @@ mod summary;
 
 use std::path::{Path, PathBuf};
 
+use bnood_data::Preprocess;
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
@@ -25,7 +26,9 @@ use crate::catalogue::ModelConfig;
 pub(crate) use load::load_optimizer;
 pub(crate) use load::parameter_shapes;
 pub use load::{CheckpointFile, load, load_into, read_meta};
-pub use save::{CheckpointLock, finish_interrupted_save, lock_for_writing, prepare_folder, save};
+pub use save::{
+    CheckpointLock, finish_interrupted_save, lock_for_writing, prepare_folder, save, save_recording,
+};
 pub(crate) use save::{complete_or_discard, save_with_optimizer};
 
 /// The JSON sidecar written next to every checkpoint (`<file>.json`).
@@ -44,6 +47,21 @@ pub struct CheckpointMeta {
     /// written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_mutation: Option<f64>,
+    /// How the training images were brought to the model's shape (`bnood train --resize`,
+    /// `--crop`, `--grayscale`, `--rgb`); every set the model scores goes through the same.
+    /// Absent when none (and in every file written before it existed).
+    #[serde(default, skip_serializing_if = "Preprocess::is_identity")]
+    pub preprocess: Preprocess,
+}
+
+/// What a checkpoint records about its training data beside the model: the background
+/// model's mutation rate and the preprocessing of the images.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DataRecord {
+    /// See [`CheckpointMeta::background_mutation`].
+    pub background_mutation: Option<f64>,
+    /// See [`CheckpointMeta::preprocess`].
+    pub preprocess: Preprocess,
 }
 
 /// The file name bnood gives the checkpoint of `config` trained from preset `preset`:
@@ -159,7 +177,14 @@ mod tests {
             let path = dir.join("m.bpk");
             save(old.clone(), 1, 64, &path).expect("first save");
             // A process killed after `steps` steps of the next save.
-            save_unit(new.clone(), None, (2, 128, None), &path, steps).expect("partial save");
+            save_unit(
+                new.clone(),
+                None,
+                (2, 128, DataRecord::default()),
+                &path,
+                steps,
+            )
+            .expect("partial save");
             let left = files_in(&dir);
             let expected = if steps >= 4 {
                 (2, &new_print)
@@ -196,7 +221,7 @@ mod tests {
     fn a_first_save_interrupted_before_its_commit_leaves_no_checkpoint() {
         let dir = scratch("first-save");
         let path = dir.join("m.bpk");
-        save_unit(tiny(1), None, (1, 64, None), &path, 3).expect("partial save");
+        save_unit(tiny(1), None, (1, 64, DataRecord::default()), &path, 3).expect("partial save");
         // What burn's atomic writer leaves when killed mid-write.
         std::fs::write(dir.join("m.bpk.pending.4242-0.tmp"), b"half").expect("stray");
         assert!(finish_interrupted_save(&path).expect("cleaned"));
@@ -217,6 +242,7 @@ mod tests {
             step: 5,
             samples_seen: 320,
             background_mutation: None,
+            preprocess: Preprocess::default(),
         };
         std::fs::write(
             meta_path(&path),

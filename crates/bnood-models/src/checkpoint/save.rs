@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CheckpointMeta, commit_path, err, lock_path, meta_path, optimizer_path, pending_path,
-    with_suffix,
+    CheckpointMeta, DataRecord, commit_path, err, lock_path, meta_path, optimizer_path,
+    pending_path, with_suffix,
 };
 use crate::{ModelError, Trainable};
 
@@ -46,7 +46,27 @@ pub fn save<M: Trainable>(
     samples_seen: usize,
     path: &Path,
 ) -> Result<(), ModelError> {
-    save_unit(model, None, (step, samples_seen, None), path, SAVE_STEPS)
+    save_unit(
+        model,
+        None,
+        (step, samples_seen, DataRecord::default()),
+        path,
+        SAVE_STEPS,
+    )
+}
+
+/// [`save`] recording what the model was trained on ([`DataRecord`]: a background model's
+/// mutation rate, the images' preprocessing) in the sidecar.
+///
+/// # Errors
+/// [`ModelError::Checkpoint`] if a file cannot be written.
+pub fn save_recording<M: Trainable>(
+    model: M,
+    (step, samples_seen): (usize, usize),
+    data: DataRecord,
+    path: &Path,
+) -> Result<(), ModelError> {
+    save_unit(model, None, (step, samples_seen, data), path, SAVE_STEPS)
 }
 
 /// Saves the optimiser state of a training run beside the checkpoint `path`, in the same
@@ -57,7 +77,7 @@ pub fn save<M: Trainable>(
 pub(crate) fn save_with_optimizer<M: Trainable>(
     model: &M,
     optim: &burn::optim::ModuleOptimizer,
-    progress: (usize, usize, Option<f64>),
+    progress: (usize, usize, DataRecord),
     path: &Path,
 ) -> Result<(), ModelError> {
     save_unit(model.clone(), Some(optim), progress, path, SAVE_STEPS)
@@ -68,7 +88,7 @@ pub(crate) fn save_with_optimizer<M: Trainable>(
 pub(super) fn save_unit<M: Trainable>(
     model: M,
     optim: Option<&burn::optim::ModuleOptimizer>,
-    (step, samples_seen, background_mutation): (usize, usize, Option<f64>),
+    (step, samples_seen, data): (usize, usize, DataRecord),
     path: &Path,
     steps: usize,
 ) -> Result<(), ModelError> {
@@ -81,7 +101,8 @@ pub(super) fn save_unit<M: Trainable>(
         model: model.model_config(),
         step,
         samples_seen,
-        background_mutation,
+        background_mutation: data.background_mutation,
+        preprocess: data.preprocess,
     };
     let [optim_file, model_file, meta_file] = unit_files(path);
     let mut done = 0;
