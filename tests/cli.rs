@@ -1090,6 +1090,10 @@ fn score_with_the_bn_test_gives_a_pool_verdict_and_in_pool_calibration_by_defaul
     );
     assert_eq!(pool["reference_size"], 300, "{pool}");
     assert_eq!(pool["null_batches"], 200, "{pool}");
+    assert!(
+        pool["rank_p_value"].is_f64(),
+        "in-pool: the rank test too: {pool}"
+    );
     assert_eq!(pool["alpha"], 0.01, "{pool}");
     let p = pool["p_value"].as_f64().expect("p-value");
     assert_eq!(pool["ood"], p <= 0.01, "{pool}");

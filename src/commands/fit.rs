@@ -153,17 +153,13 @@ impl Scored {
         let (v, alpha) = self.pool?;
         let ood = v.is_ood(alpha);
         Some(format!(
-            "pool verdict: {} (p = {} {} α = {alpha}; BN window statistic of the {} test images in {} batch(es) of {}: {:.4} nats against {:.4} ± {:.4} per null batch of reference images, {} null batches from {} reference images)",
+            "pool verdict: {} (p = {} {} α = {alpha}; BN window statistic of the {} test images in {} batch(es) of {}: {:.4} nats against {:.4} ± {:.4} per null batch of reference images, {} null batches from {} reference images: p = {}{})",
             if ood {
                 "out of distribution"
             } else {
                 "not shown to be out of distribution"
             },
-            if v.p_value >= 1e-3 {
-                format!("{:.3}", v.p_value)
-            } else {
-                format!("{:.2e}", v.p_value)
-            },
+            shown_p(v.p_value),
             if ood { "≤" } else { ">" },
             v.pool_size,
             v.batches,
@@ -173,6 +169,11 @@ impl Scored {
             v.null_sd,
             v.null_batches,
             v.reference_size,
+            shown_p(v.window_p_value),
+            v.rank.map_or(String::new(), |(p, auroc)| format!(
+                "; rank test of the pool's Δs against the held-out images' in the same batches: p = {}, AUROC {auroc:.3}; p of both, Bonferroni",
+                shown_p(p)
+            )),
         ))
     }
 }
@@ -497,5 +498,14 @@ mod tests {
         for checked in ["--model", "--ensemble", "--background", "--vae-samples"] {
             assert!(!flags.iter().any(|f| f == checked), "{checked}: {flags:?}");
         }
+    }
+}
+
+/// A p-value in a sentence: three decimals, or two significant digits below 0.001.
+fn shown_p(p: f64) -> String {
+    if p >= 1e-3 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.2e}")
     }
 }

@@ -845,7 +845,18 @@ impl<M: LikelihoodModel> FittedBnTest<M> {
         let mut delta: Vec<f64> = s_r1.iter().zip(&s_r2).map(|(a, b)| (a - b).abs()).collect();
         let in_pool = (fitted.held_out.is_some()).then(|| ReferenceScores::new(&delta[n..]));
         let reference = in_pool.as_ref().unwrap_or(&fitted.reference);
-        let pool = self.pool_verdict(test)?;
+        let pool = match (self.pool_verdict(test)?, in_pool.is_some()) {
+            (Some(verdict), true) => {
+                let rank = bnood_metrics::mann_whitney(&delta[n..], &delta[..n])?;
+                let p_rank = rank.p_value_two_sided;
+                Some(PoolVerdict {
+                    p_value: (2.0 * verdict.window_p_value.min(p_rank)).min(1.0),
+                    rank: Some((p_rank, rank.auroc)),
+                    ..verdict
+                })
+            }
+            (verdict, _) => verdict,
+        };
         for v in [&mut s_r1, &mut s_r2, &mut delta] {
             v.truncate(n);
         }

@@ -30,14 +30,30 @@ pub struct Scores {
 /// comes from `K` batches of `c` in-distribution images the fitted test keeps (the mixing
 /// part of the reference, and the held-out images with in-pool calibration), each drawn
 /// without replacement and scored the same way; the p-value is
-/// `(1 + #{null ≥ T}) / (1 + K)` for `g = 1` (exact Monte Carlo), and for `g > 1` the share
-/// of [`crate::POOL_RESAMPLES`] means of `g` null batch statistics (drawn with
-/// replacement) that reach `T`, plus one, over the resamples plus one. One-sided, like
-/// `bnood monitor`: a high `T` is evidence of OoD rows.
+/// two-sided: `min(1, 2·min(p₊, p₋))` with `p₊ = (1 + #{null ≥ T}) / (1 + K)` and `p₋` the
+/// same for `≤`, for `g = 1` (Monte Carlo); for `g > 1` the null values are
+/// [`crate::POOL_RESAMPLES`] means of `g` null batch statistics (drawn with replacement).
+/// Two-sided, unlike `bnood monitor`'s window test: OoD rows usually raise `T`, but a pool
+/// that is OoD as a whole can fit its own batch statistics better than the running ones fit
+/// it, which lowers `T` far below the null (`docs/results.md`, "The pool verdict").
+///
+/// With in-pool calibration a second test comes free: the two-sided Mann–Whitney U test of
+/// the pool's Δs against the held-out images' Δs from the same mixed batches
+/// (exchangeable on an in-distribution pool). It finds pools whose images differ one by one
+/// where the batch statistic moves little, and misses pools whose batch effect reaches the
+/// held-out images too. The verdict's `p_value` is then the Bonferroni combination
+/// `min(1, 2·min(p_window, p_rank))`, whose false-alarm rate is at most α when each test's
+/// is at most α/2.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PoolVerdict {
-    /// p-value of "the pool is in-distribution" (small = out of distribution).
+    /// p-value of "the pool is in-distribution" (small = out of distribution): the window
+    /// test's, or with in-pool calibration the Bonferroni combination of both tests.
     pub p_value: f64,
+    /// The window statistic's two-sided p-value.
+    pub window_p_value: f64,
+    /// With in-pool calibration: the rank test's two-sided p-value and its AUROC (pool Δs
+    /// above the held-out images' Δs: > 0.5); `None` otherwise.
+    pub rank: Option<(f64, f64)>,
     /// The pool's statistic `T` (nats per image).
     pub statistic: f64,
     /// Mean of the null batch statistics (nats per image): `T`'s expectation on an
@@ -68,6 +84,9 @@ impl PoolVerdict {
     pub fn to_json(&self, alpha: f64) -> serde_json::Value {
         serde_json::json!({
             "p_value": self.p_value,
+            "window_p_value": self.window_p_value,
+            "rank_p_value": self.rank.map(|r| r.0),
+            "rank_auroc": self.rank.map(|r| r.1),
             "statistic": self.statistic,
             "null_mean": self.null_mean,
             "null_sd": self.null_sd,
@@ -78,7 +97,7 @@ impl PoolVerdict {
             "reference_size": self.reference_size,
             "alpha": alpha,
             "ood": self.is_ood(alpha),
-            "test": "BN window statistic of the pool, mean of ln p (running statistics) - ln p (the batch's own statistics) in nats, against null batches of reference images; one-sided",
+            "test": "BN window statistic of the pool, mean of ln p (running statistics) - ln p (the batch's own statistics) in nats, against null batches of reference images, two-sided; with in-pool calibration combined (Bonferroni) with the two-sided Mann-Whitney U test of the pool's deltas against the held-out images' from the same batches",
         })
     }
 }

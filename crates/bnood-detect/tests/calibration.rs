@@ -202,6 +202,12 @@ fn a_scored_pool_gets_a_window_statistic_verdict_that_rejects_a_shifted_pool() {
         (200, 4, 50)
     );
     assert_eq!((verdict.reference_size, verdict.null_batches), (800, 200));
+    // In-pool calibration adds the rank test of the Δs, combined by Bonferroni.
+    let (p_rank, _) = verdict.rank.expect("a rank test with in-pool calibration");
+    assert_eq!(
+        verdict.p_value,
+        (2.0 * verdict.window_p_value.min(p_rank)).min(1.0)
+    );
     println!("in-distribution pool: {verdict:?}");
     // p is uniform here: it falls below 0.001 once in a thousand seeds.
     assert!(verdict.p_value > 0.001, "{verdict:?}");
@@ -220,6 +226,11 @@ fn a_scored_pool_gets_a_window_statistic_verdict_that_rejects_a_shifted_pool() {
         .pool
         .expect("the paper's calibration gets a verdict too");
     assert_eq!(paper_verdict.reference_size, 400, "the mixing images only");
+    assert_eq!(
+        paper_verdict.rank, None,
+        "no held-out Δs from the same batches"
+    );
+    assert_eq!(paper_verdict.p_value, paper_verdict.window_p_value);
     let off = fitted_with(BnTestParams::new().seed(5).pool_null_batches(0), 5)
         .score(&p_set("p pool", 200, PAIRS, SIGMA, 5007))
         .expect("score");

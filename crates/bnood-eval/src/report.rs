@@ -254,7 +254,7 @@ pub fn markdown_contamination(model: &str, rows: &[ContaminationRow]) -> String 
     }));
     if rows.iter().any(|r| r.pool_p_value.is_some()) {
         out.push_str("
-The pool verdict's p-value (two-sided Mann–Whitney of the pool's Δs against held-out reference images in the same batches; one pool per cell):
+The pool verdict's p-value (the BN window statistic of the pool against null batches of reference images, two-sided; with in-pool calibration combined by Bonferroni with the rank test of the pool's Δs against the held-out images' in the same batches; one pool per cell):
 
 ");
         out.push_str(&table(&|r| r.pool_p_value.map(|p| format!("{p:.2e}"))));
@@ -359,7 +359,7 @@ pub fn markdown_calibration(model: &str, rows: &[CalibrationRow]) -> String {
         ));
     }
     out.push_str(
-        "\n*within*: judged by the binomial interval when the detector decides per image (its flags are independent); by the between-pool interval (target ± t·sd/√seeds of the per-pool shares) when it decides per pool, because a pool's images share its mixed batches and their flags are correlated, so the pool, not the image, is the independent unit. *pools declared OoD*: the pool verdict (BN test with in-pool calibration, two-sided Mann–Whitney of the pool's Δs against the held-out images' in the same batches) at level α = the target, over the in-distribution pools; a verdict of level α falls in the binomial interval 95 % of the time.\n",
+        "\n*within*: judged by the binomial interval when the detector decides per image (its flags are independent); by the between-pool interval (target ± t·sd/√seeds of the per-pool shares) when it decides per pool, because a pool's images share its mixed batches and their flags are correlated, so the pool, not the image, is the independent unit. *pools declared OoD*: the pool verdict (`bnood_detect::PoolVerdict`: the BN window statistic against null batches of reference images; with in-pool calibration combined with the rank test of the pool's Δs against the held-out images' in the same batches) at level α = the target, over the in-distribution pools; a verdict of level α falls in the binomial interval 95 % of the time.\n",
     );
     out
 }

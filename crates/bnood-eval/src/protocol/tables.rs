@@ -31,7 +31,10 @@ pub fn ood_table<M: LikelihoodModel + Clone + 'static>(
     }
     check_sets(test_in, oods, reference)?;
     let mut rows = Vec::new();
-    for spec in protocol.specs(models.len(), background.is_some())? {
+    for mut spec in protocol.specs(models.len(), background.is_some())? {
+        // Table 2 ranks images; the BN test's verdict on each pool would cost null batches
+        // and appear nowhere (the contamination and calibration studies report it).
+        spec.params.bn = spec.params.bn.clone().pool_null_batches(0);
         let mut detector = build_spec(&spec, models, background, device)?;
         detector.set_progress(crate::bar_hook(protocol.progress));
         rows.extend(run_detector(
@@ -70,7 +73,7 @@ pub fn r2_table<M: LikelihoodModel + Clone + 'static>(
     check_sets(test_in, oods, reference)?;
     let mut rows = Vec::new();
     for &r2 in r2s {
-        let params = protocol.bn.clone().ratios(0.0, r2);
+        let params = protocol.bn.clone().ratios(0.0, r2).pool_null_batches(0);
         let mut bn = bnood_detect::build(
             DetectorKind::BnTest,
             vec![model.clone()],
