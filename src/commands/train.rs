@@ -25,7 +25,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     /// The model kind and its preset.
     pub model: ModelPreset,
-    /// Training set: fmnist-train, mnist-train, or a path to an IDX file / folder of PNG or JPEG images. The model is built for its image shape (after the preprocessing flags).
+    /// Training set: fmnist-train, mnist-train, cifar10-train, svhn-train, or a path to an IDX file / folder of PNG or JPEG images. The model is built for its image shape (after the preprocessing flags; `--preset paper` on 3×32×32 is the paper's CIFAR-10 RealNVP).
     #[arg(long, default_value = "fmnist-train")]
     pub dataset: String,
     #[command(flatten)]

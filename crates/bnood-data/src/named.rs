@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::{DataError, Dataset, ImageSet, Locator, Preprocess, Result, Split, seeds, transform};
 
 /// The sets known by name, with the names used in tables.
-pub const NAMED_SETS: [(&str, &str); 7] = [
+pub const NAMED_SETS: [(&str, &str); 11] = [
     ("fmnist", "FMNIST"),
     ("rotation", "Rotation"),
     ("mnist", "MNIST"),
@@ -15,11 +15,16 @@ pub const NAMED_SETS: [(&str, &str); 7] = [
     ("kmnist", "KMNIST"),
     ("fmnist-train", "FMNIST-train"),
     ("mnist-train", "MNIST-train"),
+    ("cifar10", "CIFAR-10"),
+    ("cifar10-train", "CIFAR-10-train"),
+    ("svhn", "SVHN"),
+    ("svhn-train", "SVHN-train"),
 ];
 
-/// A set by name — `fmnist`, `mnist`, `kmnist`, `omniglot` (their test splits; for
-/// Omniglot the evaluation set), `fmnist-train`, `mnist-train` (the training splits; MNIST's
-/// trains the PixelCNN++ of the paper's Appendix B), `rotation` (Fashion-MNIST test images each
+/// A set by name — `fmnist`, `mnist`, `kmnist`, `omniglot`, `cifar10`, `svhn` (their test
+/// splits; for Omniglot the evaluation set), `fmnist-train`, `mnist-train`,
+/// `cifar10-train`, `svhn-train` (the training splits; MNIST's trains the PixelCNN++ of the
+/// paper's Appendix B; CIFAR-10 and SVHN are `[3, 32, 32]`, the paper's CIFAR rows), `rotation` (Fashion-MNIST test images each
 /// rotated by a uniform angle in (90°, 270°), the paper's "Rotation") — or a path to an IDX
 /// file or a folder of PNG images. `n` draws a seeded random subset (`None`: all images).
 /// The set is named as in the paper's tables (`"KMNIST"`, `"Rotation"`, or the file name).
@@ -43,6 +48,10 @@ pub fn is_catalogue_name(name: &str) -> bool {
             | "mnist-train"
             | "mnist"
             | "kmnist"
+            | "cifar10"
+            | "cifar10-train"
+            | "svhn"
+            | "svhn-train"
             | "omniglot"
             | "rotation"
     )
@@ -135,6 +144,10 @@ fn load_raw(
         "mnist" => (Dataset::Mnist, Split::Test, "MNIST"),
         "mnist-train" => (Dataset::Mnist, Split::Train, "MNIST-train"),
         "kmnist" => (Dataset::Kmnist, Split::Test, "KMNIST"),
+        "cifar10" => (Dataset::Cifar10, Split::Test, "CIFAR-10"),
+        "cifar10-train" => (Dataset::Cifar10, Split::Train, "CIFAR-10-train"),
+        "svhn" => (Dataset::Svhn, Split::Test, "SVHN"),
+        "svhn-train" => (Dataset::Svhn, Split::Train, "SVHN-train"),
         "omniglot" => (Dataset::Omniglot, Split::Test, "Omniglot"),
         "rotation" => {
             let base = Dataset::FashionMnist.load(Split::Test, locator)?;

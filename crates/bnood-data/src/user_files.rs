@@ -137,7 +137,8 @@ impl ImageSet {
         Self::new(name, array.data, shape, None)
     }
 
-    /// Reads every `*.png`, `*.jpg` and `*.jpeg` file directly inside `dir` (not recursive;
+    /// Reads every `*.png`, `*.jpg`, `*.jpeg`, `*.bmp`, `*.tif`, `*.tiff` and `*.webp` file
+    /// directly inside `dir` (BMP, TIFF and WebP decoded by the `image` crate; not recursive;
     /// the extension is compared case-insensitively; other files are ignored) into an
     /// unlabelled set `[N, C, H, W]`, ordered by file name (byte order), so the order is the
     /// same on every machine. JPEG files: grayscale → `C = 1`, colour → RGB `C = 3`
@@ -293,7 +294,7 @@ impl ImageSet {
 fn no_images(dir: &Path) -> DataError {
     DataError::user_images(
         dir,
-        "the folder holds no .png, .jpg or .jpeg files; put the images there as PNG or JPEG files, or pass an IDX file instead",
+        "the folder holds no image files (.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp); put the images there, or pass an IDX file instead",
     )
 }
 
@@ -495,12 +496,12 @@ pub fn png_file_names(dir: &Path) -> Result<Vec<String>> {
 
 /// Whether `path` has an extension bnood reads images from: `png`, `jpg`, `jpeg` (any case).
 pub fn is_image_file_name(path: &Path) -> bool {
-    ["png", "jpg", "jpeg"]
+    ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"]
         .iter()
         .any(|ext| has_extension(path, ext))
 }
 
-/// The image files (`*.png`, `*.jpg`, `*.jpeg`) directly inside `dir`, sorted by file name
+/// The image files (`*.png`, `*.jpg`, `*.jpeg`, `*.bmp`, `*.tif`, `*.tiff`, `*.webp`) directly inside `dir`, sorted by file name
 /// (byte order).
 fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
@@ -540,8 +541,68 @@ fn read_png(path: &Path, check: impl Fn([usize; 3]) -> Result<()>) -> Result<Png
     if has_extension(path, "jpg") || has_extension(path, "jpeg") {
         return read_jpeg(path, check);
     }
+    if ["bmp", "tif", "tiff", "webp"]
+        .iter()
+        .any(|ext| has_extension(path, ext))
+    {
+        return read_other(path, check);
+    }
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     decode_png(BufReader::new(file), path, check)
+}
+
+/// Reads a BMP, TIFF or WebP image with the `image` crate's decoders (its limits: at most
+/// 4096×4096 pixels, 512 MB of decoder memory): the header is checked (size, then `check`
+/// with the shape) before the pixels are decoded. Colour → RGB (`C = 3`), gray → `C = 1`
+/// (higher bit depths scaled to 8 bits); an alpha channel is dropped when every pixel is
+/// opaque and refused otherwise, as for PNG.
+fn read_other(path: &Path, check: impl Fn([usize; 3]) -> Result<()>) -> Result<PngImage> {
+    let corrupt = |e: String| {
+        DataError::user_images(
+            path,
+            format!("not a readable image ({e}); re-export it or remove it from the folder"),
+        )
+    };
+    let open = || -> Result<image::ImageReader<BufReader<File>>> {
+        let mut reader = image::ImageReader::open(path).map_err(|e| DataError::io(path, e))?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(4096);
+        limits.max_image_height = Some(4096);
+        limits.max_alloc = Some(512 << 20);
+        reader.limits(limits);
+        Ok(reader)
+    };
+    let (width, height) = open()?
+        .into_dimensions()
+        .map_err(|e| corrupt(e.to_string()))?;
+    let (width, height) = (width as usize, height as usize);
+    if width.saturating_mul(height) > MAX_IMAGE_PIXELS {
+        return Err(DataError::user_images(
+            path,
+            format!(
+                "its header says {width}×{height} pixels, more than bnood reads ({MAX_IMAGE_PIXELS} pixels, 4096×4096): resize it"
+            ),
+        ));
+    }
+    let image = open()?.decode().map_err(|e| corrupt(e.to_string()))?;
+    let colour = image.color().has_color();
+    let channels = if colour { 3 } else { 1 };
+    check([channels, height, width])?;
+    if image.color().has_alpha() && image.to_rgba8().pixels().any(|p| p.0[3] != 255) {
+        return Err(DataError::user_images(
+            path,
+            "it has transparent pixels; bnood reads opaque images (flatten it onto a background)",
+        ));
+    }
+    let interleaved = if colour {
+        image.to_rgb8().into_raw()
+    } else {
+        image.to_luma8().into_raw()
+    };
+    Ok(PngImage {
+        shape: [channels, height, width],
+        pixels: planar(&interleaved, channels, channels),
+    })
 }
 
 /// The largest JPEG file read, in bytes: far above any image of [`MAX_IMAGE_PIXELS`] at a

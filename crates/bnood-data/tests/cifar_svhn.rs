@@ -692,3 +692,30 @@ fn svhn_extra_variables_and_long_names_are_ignored() {
     let set = decode_mat(&bytes, &mat_path()).expect("decode");
     assert_eq!(set.labels(), Some(&[7][..]));
 }
+
+/// Issue 31: CIFAR-10 is a named set like the MNIST family (`cifar10`, `cifar10-train`;
+/// `svhn`, `svhn-train`), so `train`, `score` and `eval` take it by name; a full-size test
+/// batch (10,000 records, as the catalogue counts) is read through `load_named` and
+/// subsetted with the seed like any other set.
+#[test]
+fn cifar10_is_a_named_set_that_load_named_reads_and_subsets() {
+    let dir = scratch("named");
+    let batches = dir.join("cifar10").join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&batches).expect("dir");
+    let records: Vec<u8> = (0..10_000u32)
+        .flat_map(|i| cifar_record((i % 10) as u8, (i % 251) as u8))
+        .collect();
+    std::fs::write(batches.join("test_batch.bin"), records).expect("batch");
+    let locator = bnood_data::Locator::only(&dir);
+    for name in ["cifar10", "cifar10-train", "svhn", "svhn-train"] {
+        assert!(bnood_data::is_catalogue_name(name), "{name}");
+    }
+    let set = bnood_data::load_named("cifar10", &locator, Some(5), 7).expect("cifar10 by name");
+    assert_eq!((set.name(), set.shape()), ("CIFAR-10", [5, 3, 32, 32]));
+    let again = bnood_data::load_named("cifar10", &locator, Some(5), 7).expect("again");
+    assert_eq!(set.pixels(), again.pixels(), "same seed, same subset");
+    // The training split's files are not there: the error lists where they were looked for.
+    let err = bnood_data::load_named("cifar10-train", &locator, None, 0).expect_err("missing");
+    assert!(message(&err).contains("data_batch_1.bin"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

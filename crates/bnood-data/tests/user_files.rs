@@ -261,16 +261,16 @@ fn gray_and_rgb_pngs_cannot_be_mixed() {
 fn an_empty_folder_is_rejected_naming_it() {
     let dir = tmp();
     let msg = user_error(ImageSet::from_png_dir(dir.path(), "x"), dir.path());
-    assert!(msg.contains("no .png, .jpg or .jpeg files"), "{msg}");
+    assert!(msg.contains("no image files (.png, .jpg"), "{msg}");
 }
 
 #[test]
-fn a_folder_without_png_or_jpeg_files_is_rejected_like_an_empty_one() {
+fn a_folder_without_image_files_is_rejected_like_an_empty_one() {
     let dir = tmp();
     write(&dir.path().join("readme.txt"), b"not an image");
-    write(&dir.path().join("photo.bmp"), b"BM");
+    write(&dir.path().join("photo.gif"), b"GIF89a");
     let msg = user_error(ImageSet::from_png_dir(dir.path(), "x"), dir.path());
-    assert!(msg.contains("no .png, .jpg or .jpeg files"), "{msg}");
+    assert!(msg.contains("no image files (.png, .jpg"), "{msg}");
 }
 
 #[test]
@@ -498,4 +498,47 @@ fn a_folder_of_jpeg_files_loads_gray_as_one_channel_and_colour_as_rgb() {
     write(&dir.path().join("0.jpg"), &a[..a.len() / 2]);
     let e = ImageSet::from_png_dir(dir.path(), "broken").expect_err("truncated");
     assert!(e.to_string().contains("0.jpg"), "{e}");
+}
+
+/// Issue 31: BMP, TIFF and WebP files load like PNG and JPEG (colour → RGB, gray → one
+/// channel, the exact pixels for the lossless formats), and a transparent pixel is refused.
+#[test]
+fn bmp_tiff_and_webp_files_load_with_their_pixels_and_channels() {
+    let dir = std::env::temp_dir().join(format!("bnood-other-formats-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let rgb: Vec<u8> = (0..8 * 8 * 3).map(|i| (i * 5 % 256) as u8).collect();
+    let planar: Vec<u8> = (0..3)
+        .flat_map(|c| (0..64).map(move |p| ((p * 3 + c) * 5 % 256) as u8))
+        .collect();
+    let rgb_image = image::RgbImage::from_raw(8, 8, rgb).expect("rgb");
+    for name in ["a.bmp", "b.tiff", "c.webp"] {
+        rgb_image.save(dir.join(name)).expect("encode");
+    }
+    let set = bnood_data::ImageSet::from_path(&dir, "other").expect("three colour images");
+    assert_eq!(set.shape(), [3, 3, 8, 8]);
+    for i in 0..3 {
+        assert_eq!(
+            set.image(i),
+            Some(&planar[..]),
+            "image {i}: lossless, planar RGB"
+        );
+    }
+    let gray_dir = dir.join("gray");
+    std::fs::create_dir_all(&gray_dir).expect("dir");
+    let gray: Vec<u8> = (0..64).map(|i| (i * 4) as u8).collect();
+    image::GrayImage::from_raw(8, 8, gray.clone())
+        .expect("gray")
+        .save(gray_dir.join("g.tif"))
+        .expect("encode");
+    let set = bnood_data::ImageSet::from_path(&gray_dir, "gray").expect("a gray TIFF");
+    assert_eq!((set.shape(), set.image(0)), ([1, 1, 8, 8], Some(&gray[..])));
+    let alpha_dir = dir.join("alpha");
+    std::fs::create_dir_all(&alpha_dir).expect("dir");
+    let mut rgba = image::RgbaImage::from_pixel(8, 8, image::Rgba([9, 9, 9, 255]));
+    rgba.put_pixel(3, 3, image::Rgba([9, 9, 9, 10]));
+    rgba.save(alpha_dir.join("t.webp")).expect("encode");
+    let err = bnood_data::ImageSet::from_path(&alpha_dir, "alpha").expect_err("transparent");
+    assert!(err.to_string().contains("transparent"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
