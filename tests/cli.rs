@@ -1412,7 +1412,7 @@ fn models_take_the_shape_of_the_training_images_and_keep_their_preprocessing() {
     let mixed = dir.join("mixed");
     std::fs::create_dir_all(&rgb).expect("dir");
     std::fs::create_dir_all(&mixed).expect("dir");
-    for (i, im) in images(70, 32 * 32 * 3, 5).iter().enumerate() {
+    for (i, im) in images(90, 32 * 32 * 3, 5).iter().enumerate() {
         write_rgb_png(&rgb.join(format!("{i:03}.png")), im, 32, 32);
     }
     for i in 0..64usize {
@@ -1529,4 +1529,62 @@ fn models_take_the_shape_of_the_training_images_and_keep_their_preprocessing() {
         "preprocessed with `--resize 16,16`",
     );
     assert!(err.contains("--resize 20,20"), "{err}");
+
+    // --hold-out keeps a seeded share of the training set out of training and records it;
+    // `--reference held-out` reads that part back (22 of 90 images here).
+    let m3 = dir.join("held.bpk");
+    let train_held = |share: &str, resume: bool| {
+        let (d, m) = (s(&rgb), s(&m3));
+        let mut args = vec![
+            "train",
+            "--dataset",
+            &d,
+            "--hold-out",
+            share,
+            "--steps",
+            "1",
+        ];
+        args.extend_from_slice(&["--out", &m, "-q"]);
+        if resume {
+            args.push("--resume");
+        }
+        bnood(&args)
+    };
+    let out = train_held("0.25", false);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(sidecar(&m3)["held_out"]["fraction"], 0.25);
+    let out = bnood(&[
+        "score",
+        "--model",
+        &s(&m3),
+        "--detector",
+        "logp",
+        "--reference",
+        "held-out",
+        "--test",
+        &s(&rgb),
+        "--test-size",
+        "5",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_refused(
+        &bnood(&[
+            "score",
+            "--model",
+            &s(&model),
+            "--detector",
+            "logp",
+            "--reference",
+            "held-out",
+            "--test",
+            &s(&rgb),
+            "-q",
+        ]),
+        "was trained without --hold-out",
+    );
+    assert_refused(&train_held("0.2", true), "held out of its training set");
+    assert_refused(&train_held("1.5", false), "--hold-out 1.5");
 }

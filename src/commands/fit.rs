@@ -8,6 +8,7 @@ use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 
 use crate::commands::paths::{catalogue_name_notice, check_output, image_origins, write_text};
+use crate::commands::preprocess::{HELD_OUT_REFERENCE, held_out_reference};
 use crate::commands::{Notice, Notify, RunContext, notify_some};
 use crate::data::{Preprocess, load_named_prepared, seeds};
 use crate::detect::{
@@ -35,7 +36,7 @@ pub struct FitArgs {
     /// Background model for --detector likelihood-ratio: trained with `bnood train --background-mutation` (file or shipped name).
     #[arg(long)]
     pub background: Option<PathBuf>,
-    /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / folder of PNG or JPEG images.
+    /// Reference set (in-distribution images the model did not train on): a catalogue name, an IDX file / image folder, or `held-out` (the part of the model's training set `bnood train --hold-out` kept out).
     #[arg(long, default_value = "fmnist-train")]
     pub reference: String,
     /// Reference images drawn at random (default 1000; all if fewer).
@@ -314,14 +315,20 @@ impl FitArgs {
         )?;
         let seed = seeds::derive(self.detector_args.seed, seeds::REFERENCE_SUBSET);
         notify_some(notify, catalogue_name_notice(&self.reference));
-        let (reference, _) = load_named_prepared(
-            &self.reference,
-            ctx.locator,
-            Some(self.reference_size),
-            seed,
-            &preprocess,
-            Some(shape),
-        )?;
+        let reference = if self.reference == HELD_OUT_REFERENCE {
+            let model = files.first().map(|f| f.path.clone()).unwrap_or_default();
+            held_out_reference(&model, ctx.locator, Some(self.reference_size), seed)?
+        } else {
+            load_named_prepared(
+                &self.reference,
+                ctx.locator,
+                Some(self.reference_size),
+                seed,
+                &preprocess,
+                Some(shape),
+            )?
+            .0
+        };
         detector.set_progress(BarProgress::hook(ctx.progress));
         Ok(LoadedDetector {
             detector: detector.fit(&reference)?,
@@ -477,6 +484,15 @@ pub fn pool_decisions_notice(detector: &FittedDetector) -> Option<Notice> {
     })
 }
 
+/// A p-value in a sentence: three decimals, or two significant digits below 0.001.
+fn shown_p(p: f64) -> String {
+    if p >= 1e-3 {
+        format!("{p:.3}")
+    } else {
+        format!("{p:.2e}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,14 +514,5 @@ mod tests {
         for checked in ["--model", "--ensemble", "--background", "--vae-samples"] {
             assert!(!flags.iter().any(|f| f == checked), "{checked}: {flags:?}");
         }
-    }
-}
-
-/// A p-value in a sentence: three decimals, or two significant digits below 0.001.
-fn shown_p(p: f64) -> String {
-    if p >= 1e-3 {
-        format!("{p:.3}")
-    } else {
-        format!("{p:.2e}")
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::commands::paths::{catalogue_name_notice, check_output, is_png_folder, write_text};
-use crate::commands::preprocess::ModelImages;
+use crate::commands::preprocess::{HELD_OUT_REFERENCE, ModelImages, held_out_reference};
 use crate::commands::{Notice, Notify, RunContext, notify_some};
 use crate::data::{ImageSet, Locator, is_catalogue_name, seeds};
 use crate::detect::{
@@ -58,7 +58,7 @@ pub struct MonitorArgs {
     /// Monte Carlo null windows K drawn from the reference set (p-values are multiples of 1/(K+1)).
     #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
     pub null_windows: usize,
-    /// Reference set (held-out in-distribution images): a catalogue name or an IDX file / folder of PNG or JPEG images.
+    /// Reference set (in-distribution images the model did not train on): a catalogue name, an IDX file / image folder, or `held-out` (the part of the model's training set `bnood train --hold-out` kept out).
     #[arg(long, default_value = "fmnist-train")]
     pub reference: String,
     /// Reference images drawn at random (all if fewer); keep the calibration part (this minus --comparison-size) at 10·M or more.
@@ -217,13 +217,14 @@ impl MonitorArgs {
             .models_dir
             .load(&a.model.to_string_lossy(), ctx.device, a.vae_samples)?;
         let images = ModelImages::of(&loaded);
+        let checkpoint = loaded.path.clone();
         let model = loaded.model;
         if !a.study.is_empty() {
-            return study(a, model, images, ctx, stdout, notify);
+            return study(a, (model, &checkpoint), images, ctx, stdout, notify);
         }
         let mut test = WindowTest::new(model, ctx.device, a.params(a.window[0]))?;
         test.set_progress(BarProgress::hook(ctx.progress));
-        let reference = load_reference(a, ctx.locator, images, notify)?;
+        let reference = load_reference(a, ctx.locator, (images, &checkpoint), notify)?;
         let calibration = reference.len()
             - if a.statistic.iter().any(|s| *s != WindowStatistic::Bn) {
                 a.comparison_size.min(reference.len())
@@ -262,9 +263,13 @@ impl MonitorArgs {
 fn load_reference(
     a: &MonitorArgs,
     locator: &Locator,
-    images: ModelImages,
+    (images, checkpoint): (ModelImages, &Path),
     notify: Notify<'_>,
 ) -> Result<ImageSet> {
+    let seed = seeds::derive(a.seed, seeds::REFERENCE_SUBSET);
+    if a.reference == HELD_OUT_REFERENCE {
+        return held_out_reference(checkpoint, locator, Some(a.reference_size), seed);
+    }
     notify_some(notify, catalogue_name_notice(&a.reference));
     images.load(
         &a.reference,
@@ -674,7 +679,7 @@ impl FollowState {
 /// `bnood monitor --study`: the power table.
 fn study(
     a: &MonitorArgs,
-    model: AnyModel,
+    (model, checkpoint): (AnyModel, &Path),
     images: ModelImages,
     ctx: RunContext<'_>,
     stdout: &mut dyn Write,
@@ -700,7 +705,7 @@ fn study(
             "--study measures every statistic (bn, ks, mmd); --statistic is ignored".into(),
         ));
     }
-    let reference = load_reference(a, locator, images, notify)?;
+    let reference = load_reference(a, locator, (images, checkpoint), notify)?;
     notify_some(notify, catalogue_name_notice(&a.input));
     let inliers = images.load(
         &a.input,

@@ -109,3 +109,43 @@ impl ModelImages {
         )?)
     }
 }
+
+/// The name `--reference held-out`: the part of the model's training set held out from
+/// training (`bnood train --hold-out`).
+pub const HELD_OUT_REFERENCE: &str = "held-out";
+
+/// The reference images of `--reference held-out` for the model whose checkpoint is
+/// `model`: its training set, preprocessed as it was, split as it was, the held-out part;
+/// `n` of them drawn with `seed` (all when fewer).
+///
+/// # Errors
+/// The checkpoint records no held-out part (trained without `--hold-out`), or its
+/// training set cannot be read.
+pub fn held_out_reference(
+    model: &std::path::Path,
+    locator: &crate::data::Locator,
+    n: Option<usize>,
+    seed: u64,
+) -> Result<crate::data::ImageSet> {
+    let meta = crate::models::checkpoint::read_meta(model)?;
+    let Some(part) = meta.held_out else {
+        return Err(crate::error::Error::Invalid(format!(
+            "--reference held-out: {} was trained without --hold-out, so no part of its training set is held out; name a reference set (images of the same distribution the model did not train on), or train with --hold-out 0.2",
+            model.display()
+        )));
+    };
+    let (set, _) = crate::data::load_named_prepared(
+        &part.dataset,
+        locator,
+        None,
+        0,
+        &meta.preprocess,
+        Some(meta.model.image_shape()),
+    )?;
+    let (_, held) = set.split_held_out(part.fraction, part.seed)?;
+    let held = held.with_name(format!("{} (held out)", set.name()));
+    Ok(match n {
+        Some(n) if n < held.len() => held.subset(n, seed)?,
+        _ => held,
+    })
+}

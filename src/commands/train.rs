@@ -31,6 +31,9 @@ pub struct TrainArgs {
     #[command(flatten)]
     /// How the training images are brought to the model's shape (recorded in the checkpoint).
     pub preprocess: PreprocessArgs,
+    /// Hold this share of the training set out of training (seeded by --seed, recorded in the checkpoint): `score`, `fit` and `monitor` take it with `--reference held-out`, images in-distribution that the model never saw.
+    #[arg(long, value_name = "SHARE", allow_negative_numbers = true)]
+    pub hold_out: Option<f64>,
     #[command(flatten)]
     /// The training budget (minutes, epochs or steps).
     pub budget: TrainBudget,
@@ -100,6 +103,13 @@ impl TrainArgs {
     pub fn check(&self) -> Result<ModelConfig> {
         let config = self.model.config()?.with_seed(self.seed);
         self.preprocess.get()?;
+        if let Some(share) = self.hold_out
+            && !(share > 0.0 && share < 1.0)
+        {
+            return Err(Error::Invalid(format!(
+                "--hold-out {share} is not a share of the training set: give a number strictly between 0 and 1 (e.g. 0.2)"
+            )));
+        }
         self.budget.validate()?;
         if let Some(rate) = self.background_mutation {
             crate::data::check_mutation_rate(rate)?;
@@ -249,6 +259,28 @@ impl TrainArgs {
         notify_some(notify, catalogue_name_notice(&self.dataset));
         let (data, _) =
             load_named_prepared(&self.dataset, locator, None, self.seed, &preprocess, None)?;
+        let (data, held_out_part) = match self.hold_out {
+            None => (data, None),
+            Some(fraction) => {
+                let seed = crate::data::seeds::derive(self.seed, crate::data::seeds::HOLD_OUT);
+                let (kept, _) = data.split_held_out(fraction, seed)?;
+                let dataset = if crate::data::is_catalogue_name(&self.dataset) {
+                    self.dataset.clone()
+                } else {
+                    std::path::Path::new(&self.dataset)
+                        .canonicalize()
+                        .map_err(|e| Error::Invalid(format!("{}: {e}", self.dataset)))?
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                let part = crate::models::checkpoint::HeldOutPart {
+                    dataset,
+                    fraction,
+                    seed,
+                };
+                (kept.with_name(data.name().to_string()), Some(part))
+            }
+        };
         let config = self.config_for(&data, &preprocess)?;
         let held_out = if self.eval_images > 0 {
             HeldOutSet::fmnist(locator, self.eval_images)?
@@ -258,6 +290,7 @@ impl TrainArgs {
         let steps_per_epoch = (data.len() / TrainConfig::default().batch_size).max(1);
         let tc = TrainConfig {
             preprocess,
+            held_out: held_out_part,
             ..self.train_config(
                 config.seed(),
                 steps_per_epoch,

@@ -174,6 +174,31 @@ impl ImageSet {
         order
     }
 
+    /// A seeded split into `(kept, held out)`: `round(fraction · N)` images, drawn without
+    /// replacement (the first of [`permutation`](Self::permutation)`(seed)`), are held out,
+    /// the others kept, each part in the set's order. For training on one part and
+    /// calibrating detectors on images the model never saw (`bnood train --hold-out`).
+    ///
+    /// # Errors
+    /// [`DataError::InvalidArgument`] when `fraction` is not strictly between 0 and 1, or a
+    /// part would be empty.
+    pub fn split_held_out(&self, fraction: f64, seed: u64) -> Result<(Self, Self)> {
+        let n = self.len();
+        let held = (fraction * n as f64).round() as usize;
+        if !(fraction > 0.0 && fraction < 1.0) || held == 0 || held >= n {
+            return Err(DataError::InvalidArgument(format!(
+                "holding out a share {fraction} of `{}` ({n} images) leaves an empty part: give a share strictly between 0 and 1 of a set with enough images (e.g. 0.2)",
+                self.name
+            )));
+        }
+        let order = self.permutation(seed);
+        let mut held_rows = order[..held].to_vec();
+        let mut kept_rows = order[held..].to_vec();
+        held_rows.sort_unstable();
+        kept_rows.sort_unstable();
+        Ok((self.select(&kept_rows)?, self.select(&held_rows)?))
+    }
+
     /// All images in a seeded random order.
     pub fn shuffled(&self, seed: u64) -> Self {
         self.select(&self.permutation(seed))

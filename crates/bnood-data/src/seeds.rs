@@ -17,6 +17,9 @@ pub const SWEEP_POOL: u64 = 0x5EE9;
 pub const CONTAMINATION_INLIERS: u64 = 0x1D;
 /// The windows of the window test's power study (`bnood monitor --study`).
 pub const WINDOW_POWER: u64 = 0x3A7D;
+/// Stream of the split of a training set into the part trained on and the part held out
+/// (`bnood train --hold-out`).
+pub const HOLD_OUT: u64 = 0x401D;
 
 /// The seed of stream `stream` (one of the constants above) for the user's `seed`.
 pub const fn derive(seed: u64, stream: u64) -> u64 {

@@ -63,6 +63,9 @@ pub struct TrainConfig {
     /// preprocessed; this is only recorded in the checkpoint's sidecar, and a resumed run
     /// must give the same).
     pub preprocess: bnood_data::Preprocess,
+    /// The part of the training set held out from this run's data (recorded only; a
+    /// resumed run must give the same).
+    pub held_out: Option<checkpoint::HeldOutPart>,
     /// Continue from `checkpoint` when it exists: parameters, BatchNorm running statistics,
     /// Adam's state and the step count are restored, and the batch order and noise carry on
     /// exactly where the checkpoint was written.
@@ -93,6 +96,7 @@ impl TrainConfig {
         checkpoint::DataRecord {
             background_mutation: self.background_mutation,
             preprocess: self.preprocess,
+            held_out: self.held_out.clone(),
         }
     }
 }
@@ -110,6 +114,7 @@ impl Default for TrainConfig {
             progress: true,
             background_mutation: None,
             preprocess: bnood_data::Preprocess::default(),
+            held_out: None,
             resume: false,
             eval_every: 0,
             flat_rule: None,
@@ -643,8 +648,27 @@ fn resume<M: Trainable>(
             cfg.preprocess
         )));
     }
+    if file.meta().held_out != cfg.held_out {
+        return Err(ModelError::Training(format!(
+            "{} was trained with {} held out of its training set, but this run gives {}: resume with the same --hold-out (and data), or train a new model",
+            path.display(),
+            held(&file.meta().held_out),
+            held(&cfg.held_out)
+        )));
+    }
     let model = file.load_into(model)?.fork(device).train();
     Ok((model, checkpoint::load_optimizer(optim, path)?, step))
+}
+
+/// A held-out part in words.
+fn held(part: &Option<checkpoint::HeldOutPart>) -> String {
+    match part {
+        None => "nothing".into(),
+        Some(p) => format!(
+            "a share {} of `{}` (seed {})",
+            p.fraction, p.dataset, p.seed
+        ),
+    }
 }
 
 /// The mean loss of the last `n` steps of `history` (`NaN` when empty).

@@ -52,16 +52,35 @@ pub struct CheckpointMeta {
     /// Absent when none (and in every file written before it existed).
     #[serde(default, skip_serializing_if = "Preprocess::is_identity")]
     pub preprocess: Preprocess,
+    /// The part of the training set held out from training (`bnood train --hold-out`), which
+    /// `--reference held-out` reads back. Absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<HeldOutPart>,
+}
+
+/// Which images of its training set a model did not train on: the set as named (a catalogue
+/// name, or an absolute path), the share held out and the seed of the split
+/// (`bnood_data::ImageSet::split_held_out`), after the checkpoint's preprocessing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldOutPart {
+    /// The training set's name or absolute path.
+    pub dataset: String,
+    /// The share held out.
+    pub fraction: f64,
+    /// The split's seed.
+    pub seed: u64,
 }
 
 /// What a checkpoint records about its training data beside the model: the background
 /// model's mutation rate and the preprocessing of the images.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DataRecord {
     /// See [`CheckpointMeta::background_mutation`].
     pub background_mutation: Option<f64>,
     /// See [`CheckpointMeta::preprocess`].
     pub preprocess: Preprocess,
+    /// See [`CheckpointMeta::held_out`].
+    pub held_out: Option<HeldOutPart>,
 }
 
 /// The file name bnood gives the checkpoint of `config` trained from preset `preset`:
@@ -243,6 +262,7 @@ mod tests {
             samples_seen: 320,
             background_mutation: None,
             preprocess: Preprocess::default(),
+            held_out: None,
         };
         std::fs::write(
             meta_path(&path),

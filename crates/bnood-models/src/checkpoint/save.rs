@@ -103,6 +103,7 @@ pub(super) fn save_unit<M: Trainable>(
         samples_seen,
         background_mutation: data.background_mutation,
         preprocess: data.preprocess,
+        held_out: data.held_out,
     };
     let [optim_file, model_file, meta_file] = unit_files(path);
     let mut done = 0;
