@@ -45,8 +45,8 @@
 //!
 //! Backends: `flex` and `ndarray` when their cargo features are on; `wgpu` only when the
 //! feature is on *and* `BNOOD_BENCH_WGPU=1` (a software Vulkan driver would measure
-//! nothing useful). The PyTorch references (`realnvp_torch.py`, `vae_torch.py`) and the
-//! ratio: `benches/reference/` and `docs/performance.md`.
+//! nothing useful). The PyTorch references (`realnvp_torch.py`, `vae_torch.py`,
+//! `pixelcnn_torch.py`) and the ratio: `benches/reference/` and `docs/performance.md`.
 
 use std::cell::OnceCell;
 use std::hint::black_box;

@@ -1,12 +1,14 @@
 """Runs the criterion bench `benches/mixed_batch.rs` and the PyTorch references
-`realnvp_torch.py` (groups `score_mixed`, `score_running`, `train_step`) and `vae_torch.py`
-(groups `vae_score_batch`, `vae_score_running`, `vae_train_step`) back to back on this
-machine with the same thread count, and prints samples per second of each and the ratio
-bnood / PyTorch.
+`realnvp_torch.py` (groups `score_mixed`, `score_running`, `train_step`), `vae_torch.py`
+(groups `vae_score_batch`, `vae_score_running`, `vae_train_step`) and `pixelcnn_torch.py`
+(groups `pixelcnn_score_mixed`, `pixelcnn_score_running`, `pixelcnn_train_step`) back to
+back on this machine with the same thread count, and prints samples per second of each and
+the ratio bnood / PyTorch.
 
     python3 benches/reference/compare.py --threads 2 --features ndarray
     python3 benches/reference/compare.py --torch-python ~/venv/bin/python --filter score_mixed
     python3 benches/reference/compare.py --torch-python ~/venv/bin/python --filter vae
+    python3 benches/reference/compare.py --torch-python ~/venv/bin/python --filter pixelcnn
 
 `--filter` is criterion's (a regular expression on the ids `group/backend/case`); the
 PyTorch side then runs exactly the groups the bench ran (a reference script is skipped
@@ -70,6 +72,8 @@ def run_bnood(args, env):
 TORCH_SCRIPTS = {
     "realnvp_torch.py": ("score_mixed", "score_running", "train_step"),
     "vae_torch.py": ("vae_score_batch", "vae_score_running", "vae_train_step"),
+    "pixelcnn_torch.py": ("pixelcnn_score_mixed", "pixelcnn_score_running",
+                          "pixelcnn_train_step"),
 }
 
 

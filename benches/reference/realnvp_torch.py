@@ -216,12 +216,15 @@ def timed(fn, warm_up_s, measure_s, min_iters=10):
     return statistics.fmean(times), statistics.median(times), len(times)
 
 
-def setup(description, default_cases, make_model):
-    """The command line and setup shared by the reference scripts (this one and
-    `vae_torch.py`): threads, data, the model, and `record(group, case, samples, fn)`, which
-    times `fn` and appends its result. Returns `(args, model, test, reference, gen, cases,
-    record, results)`."""
+def setup(description, default_cases, make_model, extra_args=None):
+    """The command line and setup shared by the reference scripts (this one,
+    `vae_torch.py` and `pixelcnn_torch.py`): threads, data, the model, and
+    `record(group, case, samples, fn)`, which times `fn` and appends its result.
+    `extra_args(parser)`, if given, adds a script's own options. Returns `(args, model, test,
+    reference, gen, cases, record, results)`."""
     ap = argparse.ArgumentParser(description=description)
+    if extra_args:
+        extra_args(ap)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("RAYON_NUM_THREADS", 2)))
     ap.add_argument("--data-dir", default=os.environ.get("BNOOD_DATA_DIR"))
     ap.add_argument("--warm-up", type=float, default=2.0, help="seconds per case")
