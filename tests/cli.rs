@@ -1588,3 +1588,107 @@ fn models_take_the_shape_of_the_training_images_and_keep_their_preprocessing() {
     assert_refused(&train_held("0.2", true), "held out of its training set");
     assert_refused(&train_held("1.5", false), "--hold-out 1.5");
 }
+
+/// Issue 31, done-when: a non-square gray size trains and `monitor` uses the model; the
+/// CIFAR-10 test set is read by name (a full-size fixture batch in `--data-dir`) and scored
+/// by a model of 3×32×32 images.
+#[test]
+fn a_non_square_gray_model_monitors_and_a_rgb_model_scores_cifar10_by_name() {
+    let dir = scratch("non-square");
+    let gray = dir.join("gray");
+    std::fs::create_dir_all(&gray).expect("dir");
+    for (i, im) in images(80, 12 * 8, 7).iter().enumerate() {
+        write_png(&gray.join(format!("{i:03}.png")), im, 12, 8);
+    }
+    let s = |p: &Path| p.to_str().expect("utf8").to_string();
+    let model = dir.join("gray.bpk");
+    let out = bnood(&[
+        "train",
+        "--dataset",
+        &s(&gray),
+        "--steps",
+        "1",
+        "--out",
+        &s(&model),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        sidecar(&model)["config"]["image_shape"],
+        serde_json::json!([1, 12, 8])
+    );
+    let out = bnood(&[
+        "monitor",
+        "--model",
+        &s(&model),
+        "--input",
+        &s(&gray),
+        "--reference",
+        &s(&gray),
+        "--reference-size",
+        "80",
+        "--window",
+        "16",
+        "--null-windows",
+        "20",
+        "--format",
+        "csv",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).lines().count() > 1,
+        "{}",
+        text(&out.stdout)
+    );
+
+    // CIFAR-10 by name: a test batch of 10,000 records (what the catalogue counts).
+    let data = dir.join("data");
+    let batches = data.join("cifar10").join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&batches).expect("dir");
+    let records: Vec<u8> = (0..10_000u32)
+        .flat_map(|i| {
+            let mut r = vec![(i % 10) as u8];
+            r.extend((0..3072u32).map(|j| ((i * 7 + j * 13) % 251) as u8));
+            r
+        })
+        .collect();
+    std::fs::write(batches.join("test_batch.bin"), records).expect("batch");
+    let rgb = dir.join("rgb");
+    std::fs::create_dir_all(&rgb).expect("dir");
+    for (i, im) in images(70, 32 * 32 * 3, 5).iter().enumerate() {
+        write_rgb_png(&rgb.join(format!("{i:03}.png")), im, 32, 32);
+    }
+    let rgb_model = dir.join("rgb.bpk");
+    let out = bnood(&[
+        "train",
+        "--dataset",
+        &s(&rgb),
+        "--steps",
+        "1",
+        "--out",
+        &s(&rgb_model),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = bnood(&[
+        "--data-dir",
+        &s(&data),
+        "score",
+        "--model",
+        &s(&rgb_model),
+        "--detector",
+        "logp",
+        "--reference",
+        &s(&rgb),
+        "--reference-size",
+        "60",
+        "--test",
+        "cifar10",
+        "--test-size",
+        "5",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 6, "a header and 5 rows");
+}
