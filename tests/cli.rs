@@ -44,9 +44,13 @@ fn write_idx(path: &Path, images: &[Vec<u8>], h: usize, w: usize) {
 }
 
 fn write_png(path: &Path, pixels: &[u8], h: u32, w: u32) {
+    write_png_as(path, pixels, h, w, png::ColorType::Grayscale);
+}
+
+fn write_png_as(path: &Path, pixels: &[u8], h: u32, w: u32, color: png::ColorType) {
     let file = std::fs::File::create(path).expect("png file");
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
-    enc.set_color(png::ColorType::Grayscale);
+    enc.set_color(color);
     enc.set_depth(png::BitDepth::Eight);
     enc.write_header()
         .expect("header")
@@ -1384,15 +1388,29 @@ fn sample_writes_images_that_score_reads_and_a_png_grid() {
     );
 }
 
-fn write_rgb_png(path: &Path, pixels: &[u8], h: u32, w: u32) {
-    let file = std::fs::File::create(path).expect("png file");
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.write_header()
-        .expect("header")
-        .write_image_data(pixels)
-        .expect("pixels");
+/// A folder `dir/name` of `n` generated PNG images of `h × w` pixels, RGB or gray.
+fn png_folder(dir: &Path, name: &str, n: usize, (h, w): (u32, u32), rgb: bool) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).expect("dir");
+    let (channels, color) = if rgb {
+        (3, png::ColorType::Rgb)
+    } else {
+        (1, png::ColorType::Grayscale)
+    };
+    let len = channels * (h * w) as usize;
+    for (i, im) in images(n, len, 5).iter().enumerate() {
+        write_png_as(&folder.join(format!("{i:03}.png")), im, h, w, color);
+    }
+    folder
+}
+
+/// Trains a default RealNVP for one step on `dataset` into `out`; returns the image shape
+/// its sidecar records.
+fn train_one_step(dataset: &Path, out: &Path) -> serde_json::Value {
+    let (d, o) = (dataset.to_str().expect("utf8"), out.to_str().expect("utf8"));
+    let out_run = bnood(&["train", "--dataset", d, "--steps", "1", "--out", o, "-q"]);
+    assert!(out_run.status.success(), "{}", text(&out_run.stderr));
+    sidecar(out)["config"]["image_shape"].clone()
 }
 
 fn sidecar(model: &Path) -> serde_json::Value {
@@ -1408,13 +1426,9 @@ fn sidecar(model: &Path) -> serde_json::Value {
 #[test]
 fn models_take_the_shape_of_the_training_images_and_keep_their_preprocessing() {
     let dir = scratch("own-shapes");
-    let rgb = dir.join("rgb");
+    let rgb = png_folder(&dir, "rgb", 90, (32, 32), true);
     let mixed = dir.join("mixed");
-    std::fs::create_dir_all(&rgb).expect("dir");
     std::fs::create_dir_all(&mixed).expect("dir");
-    for (i, im) in images(90, 32 * 32 * 3, 5).iter().enumerate() {
-        write_rgb_png(&rgb.join(format!("{i:03}.png")), im, 32, 32);
-    }
     for i in 0..64usize {
         let side = [20u32, 24, 20, 28][i % 4];
         let n = (side * side) as usize;
@@ -1427,21 +1441,7 @@ fn models_take_the_shape_of_the_training_images_and_keep_their_preprocessing() {
     }
     let s = |p: &Path| p.to_str().expect("utf8").to_string();
     let model = dir.join("rgb.bpk");
-    let out = bnood(&[
-        "train",
-        "--dataset",
-        &s(&rgb),
-        "--steps",
-        "1",
-        "--out",
-        &s(&model),
-        "-q",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(
-        sidecar(&model)["config"]["image_shape"],
-        serde_json::json!([3, 32, 32])
-    );
+    assert_eq!(train_one_step(&rgb, &model), serde_json::json!([3, 32, 32]));
     let out = bnood(&[
         "score",
         "--model",
@@ -1595,28 +1595,10 @@ fn models_take_the_shape_of_the_training_images_and_keep_their_preprocessing() {
 #[test]
 fn a_non_square_gray_model_monitors_and_a_rgb_model_scores_cifar10_by_name() {
     let dir = scratch("non-square");
-    let gray = dir.join("gray");
-    std::fs::create_dir_all(&gray).expect("dir");
-    for (i, im) in images(80, 12 * 8, 7).iter().enumerate() {
-        write_png(&gray.join(format!("{i:03}.png")), im, 12, 8);
-    }
+    let gray = png_folder(&dir, "gray", 80, (12, 8), false);
     let s = |p: &Path| p.to_str().expect("utf8").to_string();
     let model = dir.join("gray.bpk");
-    let out = bnood(&[
-        "train",
-        "--dataset",
-        &s(&gray),
-        "--steps",
-        "1",
-        "--out",
-        &s(&model),
-        "-q",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(
-        sidecar(&model)["config"]["image_shape"],
-        serde_json::json!([1, 12, 8])
-    );
+    assert_eq!(train_one_step(&gray, &model), serde_json::json!([1, 12, 8]));
     let out = bnood(&[
         "monitor",
         "--model",
@@ -1654,23 +1636,12 @@ fn a_non_square_gray_model_monitors_and_a_rgb_model_scores_cifar10_by_name() {
         })
         .collect();
     std::fs::write(batches.join("test_batch.bin"), records).expect("batch");
-    let rgb = dir.join("rgb");
-    std::fs::create_dir_all(&rgb).expect("dir");
-    for (i, im) in images(70, 32 * 32 * 3, 5).iter().enumerate() {
-        write_rgb_png(&rgb.join(format!("{i:03}.png")), im, 32, 32);
-    }
+    let rgb = png_folder(&dir, "rgb", 70, (32, 32), true);
     let rgb_model = dir.join("rgb.bpk");
-    let out = bnood(&[
-        "train",
-        "--dataset",
-        &s(&rgb),
-        "--steps",
-        "1",
-        "--out",
-        &s(&rgb_model),
-        "-q",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        train_one_step(&rgb, &rgb_model),
+        serde_json::json!([3, 32, 32])
+    );
     let out = bnood(&[
         "--data-dir",
         &s(&data),

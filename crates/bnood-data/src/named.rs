@@ -103,23 +103,13 @@ pub fn load_named_prepared(
     preprocess: &Preprocess,
     expected: Option<[usize; 3]>,
 ) -> Result<(ImageSet, Vec<usize>)> {
-    let (set, indices) = load_raw(name, locator, n, seed, preprocess, expected)?;
-    let is_path = !is_catalogue_name(name) && Path::new(name).exists();
-    if is_path || preprocess.is_identity() {
-        return Ok((set, indices));
-    }
-    Ok((preprocess.apply(&set)?, indices))
-}
-
-/// The set before preprocessing, except for a user's files, which are preprocessed as read.
-fn load_raw(
-    name: &str,
-    locator: &Locator,
-    n: Option<usize>,
-    seed: u64,
-    preprocess: &Preprocess,
-    expected: Option<[usize; 3]>,
-) -> Result<(ImageSet, Vec<usize>)> {
+    // A catalogue set is preprocessed after its subset is drawn (a user's files as read).
+    let prepared = |(set, indices): (ImageSet, Vec<usize>)| -> Result<(ImageSet, Vec<usize>)> {
+        if preprocess.is_identity() {
+            return Ok((set, indices));
+        }
+        Ok((preprocess.apply(&set)?, indices))
+    };
     // The same draw as `ImageSet::subset`, keeping the indices.
     let sub = |set: ImageSet, title: &str, seed: u64| -> Result<(ImageSet, Vec<usize>)> {
         match n {
@@ -154,7 +144,7 @@ fn load_raw(
             let (base, picked) = sub(base, "FMNIST", seeds::derive(seed, seeds::ROTATION_BASE))?;
             let rotated =
                 transform::rotate_randomly(&base, transform::PAPER_ROTATION_DEGREES, seed)?;
-            return Ok((rotated.with_name("Rotation"), picked));
+            return prepared((rotated.with_name("Rotation"), picked));
         }
         _ => {
             let path = Path::new(name);
@@ -171,5 +161,5 @@ fn load_raw(
             )));
         }
     };
-    sub(dataset.load(split, locator)?, title, seed)
+    prepared(sub(dataset.load(split, locator)?, title, seed)?)
 }

@@ -12,11 +12,10 @@ use rand::seq::index::sample;
 
 use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
-use bnood_norm::mixed_batch;
 
 use crate::params::ValidScoringParams;
 use crate::scores::PoolVerdict;
-use crate::scoring::{host, images_tensor, reject_nan, running_log_likelihoods, stream};
+use crate::scoring::{batch_gap_sum, running_log_likelihoods, stream};
 use crate::{ProgressHook, Result};
 
 /// Stream tags of the verdict: the pool's grouping, the null batches and the resampling.
@@ -212,16 +211,16 @@ fn batch_statistic<M: LikelihoodModel>(
     rows: &[usize],
     log_p: &[f64],
 ) -> Result<f64> {
-    let x = images_tensor(set, rows, inputs.scoring.dequantization(), inputs.device)?;
-    let (s1, _) = mixed_batch(x, None, |x, mode| inputs.model.log_prob(x, mode))?; // eq. 5, r = 1
-    let s1 = host(s1)?;
-    reject_nan(&s1, set, rows)?;
-    Ok(rows
-        .iter()
-        .zip(&s1)
-        .map(|(&i, s1)| log_p[i] - s1)
-        .sum::<f64>()
-        / rows.len() as f64)
+    let s0: Vec<f64> = rows.iter().map(|&i| log_p[i]).collect();
+    let sum = batch_gap_sum(
+        inputs.model,
+        inputs.device,
+        inputs.scoring.dequantization(),
+        set,
+        rows,
+        &s0,
+    )?;
+    Ok(sum / rows.len() as f64)
 }
 
 fn poisoned() -> crate::DetectError {

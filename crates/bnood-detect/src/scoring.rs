@@ -110,6 +110,25 @@ pub(crate) fn running_log_likelihoods<M: LikelihoodModel>(
     Ok(out)
 }
 
+/// `Σ over rows of (S₀ − S₁)` in nats for one batch: `S₀` the rows' running-statistics
+/// log-likelihoods (`s0`, aligned with `rows`), `S₁` with the batch's own BatchNorm
+/// statistics (the paper's `r = 1` batch, eq. 5). The window test sums it over chunks, the
+/// pool verdict over the pool's batches.
+pub(crate) fn batch_gap_sum<M: LikelihoodModel>(
+    model: &M,
+    device: &Device,
+    dequantization: Dequantization,
+    set: &ImageSet,
+    rows: &[usize],
+    s0: &[f64],
+) -> Result<f64> {
+    let x = images_tensor(set, rows, dequantization, device)?;
+    let (s1, _) = bnood_norm::mixed_batch(x, None, |x, mode| model.log_prob(x, mode))?;
+    let s1 = host(s1)?;
+    reject_nan(&s1, set, rows)?;
+    Ok(s0.iter().zip(&s1).map(|(s0, s1)| s0 - s1).sum())
+}
+
 /// An independent ChaCha8 stream for `seed` and a path of tags (which pool, which ratio,
 /// which draw…), so every random choice is reproducible and independent of the others.
 pub(crate) fn stream(seed: u64, tags: &[u64]) -> ChaCha8Rng {

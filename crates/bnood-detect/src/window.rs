@@ -9,13 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use bnood_data::ImageSet;
 use bnood_models::LikelihoodModel;
-use bnood_norm::mixed_batch;
 
 use crate::params::{ParamGuard, ScoringParams, ValidScoringParams};
 use crate::reference::{ReferenceScores, fitted};
-use crate::scoring::{
-    check_shape, host, images_tensor, reject_nan, running_log_likelihoods, stream,
-};
+use crate::scoring::{batch_gap_sum, check_shape, reject_nan, running_log_likelihoods, stream};
 use crate::two_sample::{GaussianKernel, MmdReference, ks_statistic_sorted, sorted_sample};
 use crate::{DetectError, ProgressHook, Result};
 
@@ -585,16 +582,14 @@ impl<M: LikelihoodModel> WindowTest<M> {
         let dequantization = self.params.scoring.dequantization();
         let mut sum = 0.0;
         for chunk in self.params.chunks() {
-            let chunk_rows = &rows[chunk.clone()];
-            let x = images_tensor(set, chunk_rows, dequantization, &self.device)?;
-            let (s1, _) = mixed_batch(x, None, |x, mode| self.model.log_prob(x, mode))?; // eq. 5, r = 1
-            let s1 = host(s1)?;
-            reject_nan(&s1, set, chunk_rows)?;
-            sum += log_p[chunk]
-                .iter()
-                .zip(&s1)
-                .map(|(s0, s1)| s0 - s1)
-                .sum::<f64>();
+            sum += batch_gap_sum(
+                &self.model,
+                &self.device,
+                dequantization,
+                set,
+                &rows[chunk.clone()],
+                &log_p[chunk],
+            )?;
         }
         Ok(sum / rows.len() as f64)
     }

@@ -190,11 +190,7 @@ impl VaeConfig {
     /// with the 256-logit layer 8, whose width is fixed). About 10× fewer multiply-adds per
     /// image than [`paper_fmnist`](Self::paper_fmnist). K = 16 as in the paper preset.
     pub fn cpu_fmnist() -> Self {
-        Self {
-            encoder_channels: [8, 8, 8, 16, 16, 64],
-            decoder_channels: [16, 16, 16, 8, 8, 8, 64],
-            ..Self::paper_fmnist()
-        }
+        Self::cpu([1, 28, 28])
     }
 
     /// The `cpu` layout for images of shape `[c, h, w]`: [`cpu_fmnist`](Self::cpu_fmnist)'s
